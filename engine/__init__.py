@@ -1,0 +1,1 @@
+"""Async Engine speech library: audio, Whisper models, decoding, alignment and formatting."""

@@ -1,0 +1,223 @@
+"""Inference-side runtime: the network plus every key/value cache, and no search logic.
+
+This is the half of Whisper that belongs in the inference process (one per device). Decoder-side
+searches ask it, through small descriptors, to encode windows and to advance rows of sequences one
+token at a time; it answers with logits. Because one step takes rows from any number of windows
+and jobs at once, a device is kept busy by many concurrent requests (continuous batching).
+
+Caches live in slot tensors that grow on demand:
+- per window: encoder output and each decoder layer's cross-attention keys/values;
+- per sequence (one hypothesis row): self-attention keys/values up to its current length.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.model_store import StoredModel
+from engine.whisper_net import WhisperNet
+
+_TIME_CHUNK = 64
+
+
+class SequenceTooLongError(RuntimeError):
+    """A sequence reached the decoder's context length; the search must stop it earlier."""
+
+
+class _SlotPool:
+    """Hands out the lowest free slot so that live slots stay dense (slices instead of gathers)."""
+
+    def __init__(self) -> None:
+        self.capacity = 0
+        self._free: list[int] = []
+
+    def take(self, count: int) -> tuple[list[int], int]:
+        """Return `count` slots and the capacity needed to hold them."""
+        self._free.sort(reverse=True)
+        slots = [self._free.pop() for _ in range(min(count, len(self._free)))]
+        while len(slots) < count:
+            slots.append(self.capacity)
+            self.capacity += 1
+        return slots, self.capacity
+
+    def give_back(self, slots: Sequence[int]) -> None:
+        self._free.extend(slots)
+
+    @property
+    def used(self) -> int:
+        return self.capacity - len(self._free)
+
+
+def _grow(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    if t.shape[dim] >= size:
+        return t
+    shape = list(t.shape)
+    shape[dim] = size - t.shape[dim]
+    return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+
+class InferenceRuntime:
+    def __init__(self, model: StoredModel, device: str = "cpu", encode_batch: int = 8) -> None:
+        self.dims = model.dims
+        self.device = torch.device(device)
+        self.dtype = next(iter(model.weights.values())).dtype
+        self.net = WhisperNet(model.weights, model.dims)
+        self.alignment_heads = [tuple(h) for h in model.config["alignment_heads"]]
+        self.encode_batch = encode_batch
+        d, h, dh = self.dims, self.dims.n_heads, self.dims.head_dim
+        empty = lambda *shape: torch.zeros(*shape, device=self.device, dtype=self.dtype)  # noqa: E731
+        self._windows = _SlotPool()
+        self._audio = empty(0, d.n_audio_ctx, d.d_model)
+        self._cross_k = [empty(0, h, d.n_audio_ctx, dh) for _ in range(d.n_decoder_layers)]
+        self._cross_v = [empty(0, h, d.n_audio_ctx, dh) for _ in range(d.n_decoder_layers)]
+        self._sequences = _SlotPool()
+        self._self_k = [empty(0, h, 0, dh) for _ in range(d.n_decoder_layers)]
+        self._self_v = [empty(0, h, 0, dh) for _ in range(d.n_decoder_layers)]
+        self._length = np.zeros(0, dtype=np.int64)
+        self._window_of = np.zeros(0, dtype=np.int64)
+
+    @property
+    def live_windows(self) -> int:
+        return self._windows.used
+
+    @property
+    def live_sequences(self) -> int:
+        return self._sequences.used
+
+    @torch.inference_mode()
+    def encode(self, mels: torch.Tensor) -> list[int]:
+        """Encode [N, n_mels, 3000] log-mel windows; returns one window handle per row."""
+        handles: list[int] = []
+        for first in range(0, mels.shape[0], self.encode_batch):
+            chunk = mels[first : first + self.encode_batch].to(self.device, self.dtype)
+            audio = self.net.encode(chunk)
+            slots, capacity = self._windows.take(chunk.shape[0])
+            index = torch.tensor(slots, device=self.device)
+            self._audio = _grow(self._audio, 0, capacity)
+            self._audio[index] = audio
+            for layer in range(self.dims.n_decoder_layers):
+                k, v = self.net.cross_kv(audio, layer)
+                self._cross_k[layer] = _grow(self._cross_k[layer], 0, capacity)
+                self._cross_v[layer] = _grow(self._cross_v[layer], 0, capacity)
+                self._cross_k[layer][index] = k
+                self._cross_v[layer][index] = v
+            handles.extend(slots)
+        return handles
+
+    def release_window(self, window: int) -> None:
+        self._windows.give_back([window])
+
+    def open_sequences(self, window: int, count: int) -> list[int]:
+        """Start `count` empty hypothesis rows that attend to `window`."""
+        slots, capacity = self._sequences.take(count)
+        if capacity > len(self._length):
+            grow_to = max(capacity, 2 * len(self._length))
+            self._length = np.concatenate([self._length, np.zeros(grow_to - len(self._length), np.int64)])
+            self._window_of = np.concatenate([self._window_of, np.zeros(grow_to - len(self._window_of), np.int64)])
+            for layer in range(self.dims.n_decoder_layers):
+                self._self_k[layer] = _grow(self._self_k[layer], 0, grow_to)
+                self._self_v[layer] = _grow(self._self_v[layer], 0, grow_to)
+        self._length[slots] = 0
+        self._window_of[slots] = window
+        return slots
+
+    def close_sequences(self, sequences: Sequence[int]) -> None:
+        self._sequences.give_back(sequences)
+
+    def _ensure_time(self, length: int) -> None:
+        if length > self._self_k[0].shape[2]:
+            size = min(self.dims.n_text_ctx, -(-length // _TIME_CHUNK) * _TIME_CHUNK)
+            for layer in range(self.dims.n_decoder_layers):
+                self._self_k[layer] = _grow(self._self_k[layer], 2, size)
+                self._self_v[layer] = _grow(self._self_v[layer], 2, size)
+
+    def _cross_groups(self, windows: np.ndarray) -> tuple[slice | torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+        """Lay rows out as [windows, rows per window] so cross-attention is one batched call.
+
+        Dense window slots are read through a slice (no copy); sparse ones are gathered.
+        """
+        unique = np.unique(windows)
+        span = int(unique[-1] - unique[0] + 1)
+        if span <= 2 * len(unique):
+            source: slice | torch.Tensor = slice(int(unique[0]), int(unique[-1]) + 1)
+            group = windows - unique[0]
+            n_groups = span
+        else:
+            source = torch.as_tensor(unique, device=self.device)
+            group = np.searchsorted(unique, windows)
+            n_groups = len(unique)
+        within = np.zeros(len(windows), dtype=np.int64)
+        seen: dict[int, int] = {}
+        for row, g in enumerate(group.tolist()):
+            within[row] = seen.get(g, 0)
+            seen[g] = within[row] + 1
+        width = int(within.max()) + 1
+        return source, torch.as_tensor(group, device=self.device), torch.as_tensor(within, device=self.device), n_groups, width
+
+    @torch.inference_mode()
+    def step(self, sequences: Sequence[int], tokens: Sequence[int]) -> np.ndarray:
+        """Feed one token to each row; returns float32 logits [rows, n_vocab] for the next token."""
+        seqs = np.asarray(sequences, dtype=np.int64)
+        positions = self._length[seqs]
+        if positions.max() >= self.dims.n_text_ctx:
+            raise SequenceTooLongError(f"a sequence reached {self.dims.n_text_ctx} tokens")
+        t_max = int(positions.max()) + 1
+        self._ensure_time(t_max)
+        dev = self.device
+        slot = torch.as_tensor(seqs, device=dev)
+        pos = torch.as_tensor(positions, device=dev)
+        mask = (torch.arange(t_max, device=dev)[None, :] <= pos[:, None])[:, None, None, :]
+        source, group, within, n_groups, width = self._cross_groups(self._window_of[seqs])
+        h, dh = self.dims.n_heads, self.dims.head_dim
+        x = self.net.embed(torch.as_tensor(np.asarray(tokens), device=dev), pos)[:, None, :]
+        for layer in range(self.dims.n_decoder_layers):
+            q, k, v = self.net.self_qkv(x, layer)
+            cache_k, cache_v = self._self_k[layer], self._self_v[layer]
+            cache_k[slot, :, pos] = k[:, :, 0]
+            cache_v[slot, :, pos] = v[:, :, 0]
+            keys, values = cache_k[:, :, :t_max][slot], cache_v[:, :, :t_max][slot]
+            x = self.net.self_out(x, F.scaled_dot_product_attention(q, keys, values, attn_mask=mask), layer)
+            cq = self.net.cross_q(x, layer)
+            grid = cq.new_zeros(n_groups, width, h, dh)
+            grid[group, within] = cq[:, :, 0]
+            attn = F.scaled_dot_product_attention(
+                grid.transpose(1, 2), self._cross_k[layer][source], self._cross_v[layer][source]
+            )
+            x = self.net.cross_out(x, attn.transpose(1, 2)[group, within][:, :, None], layer)
+            x = self.net.ffn(x, layer)
+        self._length[seqs] += 1
+        return self.net.logits(x[:, 0]).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def reorder(self, sequences: Sequence[int], sources: Sequence[int]) -> None:
+        """Make row sequences[i] a copy of row sources[i] (beam search keeping its best parents)."""
+        dst = np.asarray(sequences, dtype=np.int64)
+        src = np.asarray(sources, dtype=np.int64)
+        t_max = int(self._length[src].max())
+        if t_max:
+            d, s = torch.as_tensor(dst, device=self.device), torch.as_tensor(src, device=self.device)
+            for layer in range(self.dims.n_decoder_layers):
+                self._self_k[layer][d, :, :t_max] = self._self_k[layer][s, :, :t_max]
+                self._self_v[layer][d, :, :t_max] = self._self_v[layer][s, :, :t_max]
+        self._length[dst] = self._length[src]
+
+    @torch.inference_mode()
+    def alignment_scores(self, requests: Sequence[tuple[int, Sequence[int]]]) -> list[np.ndarray]:
+        """Cross-attention scores of the alignment heads for finished token sequences.
+
+        Each request is (window, tokens); each answer is float32 [n_alignment_heads, len(tokens), 1500].
+        """
+        if not requests:
+            return []
+        longest = max(len(tokens) for _, tokens in requests)
+        batch = torch.zeros(len(requests), longest, dtype=torch.long)
+        for row, (_, tokens) in enumerate(requests):
+            batch[row, : len(tokens)] = torch.as_tensor(list(tokens))
+        windows = torch.as_tensor([w for w, _ in requests], device=self.device)
+        scores = self.net.alignment_scores(batch.to(self.device), self._audio[windows], self.alignment_heads)
+        scores = scores.float().cpu().numpy()
+        return [scores[row, :, : len(tokens)] for row, (_, tokens) in enumerate(requests)]

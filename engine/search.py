@@ -1,0 +1,208 @@
+"""Decoder-side search for one 30 s window: handed logits rows, it chooses the next tokens.
+
+It never touches the network. Each call to `advance` receives one logits row per live hypothesis
+and answers with the tokens to feed next and, for beam search, the parent row each new row
+continues from (the inference side reorders its caches accordingly). This is the seam between the
+inference process and the decoder processes; it is numpy only so decoders stay light.
+
+Whisper's rules (openai/whisper decoding.py, faster-whisper) are applied as logit filters:
+suppressed tokens, blank suppression at the start, timestamp pairing and monotonicity, a cap on
+the first timestamp, no timestamp past the window's audio, plus a repetition guard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.tokenizer import WhisperTokenizer
+
+SECONDS_PER_TIMESTAMP = 0.02
+NEG_INF = -np.inf
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything the rules need, taken once from the tokenizer and the model configuration."""
+
+    beam_size: int
+    sot_sequence: tuple[int, ...]
+    eot: int
+    no_speech: int
+    timestamp_begin: int
+    suppress: tuple[int, ...]
+    suppress_begin: tuple[int, ...]
+    max_tokens: int = 224
+    max_initial_timestamp: float = 1.0
+
+    @classmethod
+    def for_model(cls, tokenizer: WhisperTokenizer, model_config: dict, beam_size: int) -> "SearchConfig":
+        suppress = sorted(set(model_config["suppress_ids"]) | set(tokenizer.non_speech_specials))
+        return cls(
+            beam_size=beam_size,
+            sot_sequence=tokenizer.sot_sequence,
+            eot=tokenizer.eot,
+            no_speech=tokenizer.no_speech,
+            timestamp_begin=tokenizer.timestamp_begin,
+            suppress=tuple(suppress),
+            suppress_begin=tuple(model_config["suppress_ids_begin"]),
+            max_tokens=model_config["dims"]["n_text_ctx"] // 2,
+        )
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)  # unfiltered model log-probability of each token
+    score: float = 0.0  # sum of filtered log-probabilities, what the beam ranks by
+
+    def extended(self, token: int, logprob: float, score: float) -> "Hypothesis":
+        return Hypothesis(self.tokens + [token], self.logprobs + [logprob], score)
+
+
+@dataclass
+class SearchResult:
+    tokens: list[int]  # sampled tokens, timestamps included, no eot
+    token_logprobs: list[float]
+    avg_logprob: float
+    no_speech_prob: float
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    peak = x.max(axis=-1, keepdims=True)
+    shifted = x - peak
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    peak = x.max(axis=-1)
+    safe = np.where(np.isfinite(peak), peak, 0.0)
+    return safe + np.log(np.exp(x - safe[..., None]).sum(axis=-1))
+
+
+def repeated_tail(text_tokens: list[int]) -> int:
+    """Length of the tail that only repeats the n-gram before it, once it loops; 0 if it does not.
+
+    Short n-grams must repeat more often before they count (a word said twice is speech; a
+    phrase said four times in a row by a 30 s window is almost always a decoding loop).
+    """
+    for n in range(1, 13):
+        repeats = max(3, -(-12 // n))
+        if len(text_tokens) < n * repeats:
+            continue
+        tail = text_tokens[-n * repeats :]
+        if all(tail[i] == tail[i % n] for i in range(len(tail))):
+            return n * (repeats - 1)
+    return 0
+
+
+class WindowSearch:
+    """Beam search (greedy when beam_size is 1) over one window, driven by logits rows."""
+
+    def __init__(self, config: SearchConfig, audio_seconds: float) -> None:
+        self.cfg = config
+        self.rows = config.beam_size
+        self._prompt_fed = 0
+        self._last_timestamp = config.timestamp_begin + int(round(min(audio_seconds, 30.0) / SECONDS_PER_TIMESTAMP))
+        self._live = [Hypothesis()]
+        self._finished: list[Hypothesis] = []
+        self.no_speech_prob = 0.0
+        self.done = False
+
+    def first_tokens(self) -> list[int]:
+        return [self.cfg.sot_sequence[0]] * self.rows
+
+    def _filter(self, logits: np.ndarray) -> np.ndarray:
+        """Apply Whisper's rules to a [rows, vocab] matrix, one row per live hypothesis."""
+        cfg, tb = self.cfg, self.cfg.timestamp_begin
+        logits = logits.astype(np.float32, copy=True)
+        logits[:, list(cfg.suppress)] = NEG_INF
+        logits[:, self._last_timestamp + 1 :] = NEG_INF
+        for row, hyp in enumerate(self._live):
+            seq, out = hyp.tokens, logits[row]
+            if not seq:
+                out[list(cfg.suppress_begin)] = NEG_INF
+                out[:tb] = NEG_INF
+                out[tb + int(round(cfg.max_initial_timestamp / SECONDS_PER_TIMESTAMP)) + 1 :] = NEG_INF
+                continue
+            if repeated_tail([t for t in seq if t < cfg.eot]):
+                eot_logit = out[cfg.eot]
+                out[:] = NEG_INF
+                out[cfg.eot] = eot_logit
+                continue
+            last_ts = seq[-1] >= tb
+            penultimate_ts = len(seq) < 2 or seq[-2] >= tb
+            if last_ts:
+                if penultimate_ts:
+                    out[tb:] = NEG_INF
+                else:
+                    out[: cfg.eot] = NEG_INF
+            stamps = [t for t in seq if t >= tb]
+            if stamps:
+                floor = stamps[-1] if last_ts and not penultimate_ts else stamps[-1] + 1
+                out[tb:floor] = NEG_INF
+        logprobs = _log_softmax(logits)
+        timestamp_mass = _logsumexp(logprobs[:, tb:])
+        best_text = logprobs[:, :tb].max(axis=-1)
+        for row in np.nonzero(timestamp_mass > best_text)[0]:
+            logits[row, :tb] = NEG_INF
+        return logits
+
+    def advance(self, logits: np.ndarray) -> tuple[list[int], list[int]]:
+        """Consume one logits row per live row; return (next tokens, parent row of each)."""
+        identity = list(range(self.rows))
+        if self._prompt_fed < len(self.cfg.sot_sequence):
+            if self._prompt_fed == 0:
+                self.no_speech_prob = float(np.exp(_log_softmax(logits[0])[self.cfg.no_speech]))
+            self._prompt_fed += 1
+            if self._prompt_fed < len(self.cfg.sot_sequence):
+                return [self.cfg.sot_sequence[self._prompt_fed]] * self.rows, identity
+        raw = _log_softmax(logits.astype(np.float32))
+        scored = _log_softmax(self._filter(logits[: len(self._live)]))
+        candidates: list[tuple[float, int, int]] = []
+        width = self.cfg.beam_size + 1
+        for row, hyp in enumerate(self._live):
+            top = np.argpartition(-scored[row], width)[:width]
+            for token in top.tolist():
+                if np.isfinite(scored[row, token]):
+                    candidates.append((hyp.score + float(scored[row, token]), row, token))
+        candidates.sort(key=lambda c: -c[0])
+        new_live: list[tuple[int, Hypothesis]] = []
+        for score, row, token in candidates:
+            hyp = self._live[row].extended(token, float(raw[row, token]), score)
+            if token == self.cfg.eot:
+                if len(self._finished) < self.cfg.beam_size:
+                    self._finished.append(hyp)
+            else:
+                new_live.append((row, hyp))
+                if len(new_live) == self.cfg.beam_size:
+                    break
+        self._live = [hyp for _, hyp in new_live]
+        longest = max((len(h.tokens) for h in self._live), default=0)
+        if len(self._finished) >= self.cfg.beam_size or not self._live or longest >= self.cfg.max_tokens:
+            self.done = True
+            return [], []
+        parents = [row for row, _ in new_live]
+        parents += [parents[0]] * (self.rows - len(parents))
+        tokens = [h.tokens[-1] for h in self._live] + [self._live[0].tokens[-1]] * (self.rows - len(self._live))
+        return tokens, parents
+
+    def result(self) -> SearchResult:
+        """The best hypothesis by length-normalised log-probability, as openai/whisper ranks them."""
+        pool = self._finished or self._live
+        best = max(pool, key=lambda h: h.score / max(1, len(h.tokens)))
+        tokens, logprobs = best.tokens, best.logprobs
+        if tokens and tokens[-1] == self.cfg.eot:
+            tokens, logprobs = tokens[:-1], logprobs[:-1]
+        text_positions = [i for i, t in enumerate(tokens) if t < self.cfg.eot]
+        loop = repeated_tail([tokens[i] for i in text_positions])
+        if loop:
+            cut = text_positions[len(text_positions) - loop]
+            tokens, logprobs = tokens[:cut], logprobs[:cut]
+        return SearchResult(
+            tokens=tokens,
+            token_logprobs=logprobs,
+            avg_logprob=best.score / max(1, len(best.tokens)),
+            no_speech_prob=self.no_speech_prob,
+        )

@@ -1,0 +1,115 @@
+"""Voice-activity windows: where to point Whisper, in chunks it can take.
+
+Whisper hallucinates on silence and noise and only accepts 30 s at a time, so
+the engine first finds speech with Silero VAD and then packs neighbouring
+speech segments into windows of at most ``max_window_s``. Silero runs through
+its torch-free batched ONNX front end, which scores blocks of ~16 s per ONNX
+call inside GIL-releasing kernels, so a 1-hour file takes seconds and memory
+beyond the input is one block plus one float per 32 ms frame.
+"""
+
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+from silero_vad.sequence_vad import SileroVADSequence
+from silero_vad.utils_vad import get_speech_timestamps_from_probs
+
+from engine.audio import SAMPLE_RATE
+
+_MODEL_FILE = "silero_vad_16k_sequence.onnx"
+
+
+@dataclass(frozen=True)
+class SpeechWindow:
+    """A span of 16 kHz samples worth transcribing as one unit."""
+
+    start: int  # sample index at 16 kHz, inclusive
+    end: int    # exclusive
+
+
+class VoiceActivityDetector:
+    """Loads the Silero ONNX session once; ``windows`` is safe to call from many threads.
+
+    ``min_speech_ms`` of 250 ms and the stock 0.5 threshold already reject
+    silence, white noise and pure tones; blips shorter than that are almost
+    never words Whisper could transcribe.
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        max_window_s: float = 30.0,
+        pad_s: float = 0.2,
+        min_speech_ms: int = 250,
+        min_silence_ms: int = 100,
+    ) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError("threshold must be in (0, 1)")
+        if max_window_s <= 2 * pad_s + 1.0:
+            raise ValueError("max_window_s must exceed 2 * pad_s by at least 1 s")
+        self.threshold = threshold
+        self.max_window = int(max_window_s * SAMPLE_RATE)
+        self.pad = int(pad_s * SAMPLE_RATE)
+        self.min_speech_ms = min_speech_ms
+        self.min_silence_ms = min_silence_ms
+        model_path = resources.files("silero_vad.data").joinpath(_MODEL_FILE)
+        with resources.as_file(model_path) as path:
+            self._model = SileroVADSequence(str(path), sampling_rate=SAMPLE_RATE)
+
+    def windows(self, audio: np.ndarray) -> list[SpeechWindow]:
+        """Return padded, non-overlapping speech windows of 16 kHz mono ``audio`` in time order."""
+        if audio.ndim != 1:
+            raise ValueError(f"expected 1-D mono audio, got shape {audio.shape}")
+        if audio.size == 0:
+            return []
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        probs = self._model.audio_forward(audio, sampling_rate=SAMPLE_RATE)
+        # Leave room for the window padding so padded windows stay within the max.
+        budget = self.max_window - 2 * self.pad
+        segments = get_speech_timestamps_from_probs(
+            probs,
+            sampling_rate=SAMPLE_RATE,
+            threshold=self.threshold,
+            min_speech_duration_ms=self.min_speech_ms,
+            max_speech_duration_s=budget / SAMPLE_RATE,
+            min_silence_duration_ms=self.min_silence_ms,
+            audio_length_samples=audio.size,
+        )
+        spans = _split_long([(s["start"], s["end"]) for s in segments], budget)
+        return _pad(_group(spans, budget), self.pad, audio.size)
+
+
+def _split_long(spans: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+    """Hard-cut any span over ``limit``; Silero's own cut is best-effort at frame granularity."""
+    out = []
+    for start, end in spans:
+        while end - start > limit:
+            out.append((start, start + limit))
+            start += limit
+        out.append((start, end))
+    return out
+
+
+def _group(spans: list[tuple[int, int]], budget: int) -> list[tuple[int, int]]:
+    """Greedily merge consecutive segments, keeping the silences between them, up to ``budget``."""
+    groups: list[tuple[int, int]] = []
+    for start, end in spans:
+        if groups and end - groups[-1][0] <= budget:
+            groups[-1] = (groups[-1][0], end)
+        else:
+            groups.append((start, end))
+    return groups
+
+
+def _pad(groups: list[tuple[int, int]], pad: int, length: int) -> list[SpeechWindow]:
+    """Widen each window by ``pad`` without crossing the audio edges or a neighbour.
+
+    When two windows are closer than two pads, the gap is split at its middle.
+    """
+    windows = []
+    for i, (start, end) in enumerate(groups):
+        lo = 0 if i == 0 else (groups[i - 1][1] + start + 1) // 2
+        hi = length if i == len(groups) - 1 else (end + groups[i + 1][0]) // 2
+        windows.append(SpeechWindow(max(start - pad, lo), min(end + pad, hi)))
+    return windows

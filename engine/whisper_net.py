@@ -1,0 +1,146 @@
+"""The Whisper network as plain tensor functions over the converted weights.
+
+Weights keep CTranslate2's names (see ct2_reader); the fused projections it stores (q/k/v for
+self-attention, k/v for cross-attention) stay fused because one large matmul beats three small
+ones on every device. Nothing here keeps state between calls: caches belong to the runtime.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    n_mels: int
+    n_vocab: int
+    d_model: int
+    n_heads: int
+    n_encoder_layers: int
+    n_decoder_layers: int
+    n_audio_ctx: int
+    n_text_ctx: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, Tensor], n_heads: int) -> "ModelDims":
+        def count(prefix: str) -> int:
+            return len({k.split("/")[1] for k in weights if re.match(prefix + r"/layer_\d+/", k)})
+
+        vocab, d_model = weights["decoder/embeddings/weight"].shape
+        return cls(
+            n_mels=int(weights["encoder/conv1/weight"].shape[1]),
+            n_vocab=int(vocab),
+            d_model=int(d_model),
+            n_heads=n_heads,
+            n_encoder_layers=count("encoder"),
+            n_decoder_layers=count("decoder"),
+            n_audio_ctx=int(weights["encoder/position_encodings/encodings"].shape[0]),
+            n_text_ctx=int(weights["decoder/position_encodings/encodings"].shape[0]),
+        )
+
+
+class WhisperNet:
+    """Encoder, incremental decoder layers and the teacher-forced alignment pass."""
+
+    def __init__(self, weights: dict[str, Tensor], dims: ModelDims) -> None:
+        self.w = weights
+        self.dims = dims
+
+    def _ln(self, x: Tensor, prefix: str) -> Tensor:
+        return F.layer_norm(x, (x.shape[-1],), self.w[prefix + "/gamma"], self.w[prefix + "/beta"], 1e-5)
+
+    def _linear(self, x: Tensor, prefix: str) -> Tensor:
+        return F.linear(x, self.w[prefix + "/weight"], self.w.get(prefix + "/bias"))
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """[B, T, D] -> [B, H, T, Dh]"""
+        b, t, _ = x.shape
+        return x.view(b, t, self.dims.n_heads, self.dims.head_dim).transpose(1, 2)
+
+    def _merge(self, x: Tensor) -> Tensor:
+        b, _, t, _ = x.shape
+        return x.transpose(1, 2).reshape(b, t, self.dims.d_model)
+
+    def _ffn(self, x: Tensor, prefix: str) -> Tensor:
+        h = self._ln(x, prefix + "/ffn/layer_norm")
+        h = F.gelu(self._linear(h, prefix + "/ffn/linear_0"))
+        return x + self._linear(h, prefix + "/ffn/linear_1")
+
+    def encode(self, mels: Tensor) -> Tensor:
+        """[N, n_mels, 3000] log-mel windows -> [N, 1500, d_model] audio features."""
+        x = F.gelu(F.conv1d(mels, self.w["encoder/conv1/weight"], self.w["encoder/conv1/bias"], padding=1))
+        x = F.gelu(F.conv1d(x, self.w["encoder/conv2/weight"], self.w["encoder/conv2/bias"], stride=2, padding=1))
+        x = x.transpose(1, 2) + self.w["encoder/position_encodings/encodings"][: x.shape[2]]
+        for i in range(self.dims.n_encoder_layers):
+            p = f"encoder/layer_{i}"
+            h = self._ln(x, p + "/self_attention/layer_norm")
+            q, k, v = self._linear(h, p + "/self_attention/linear_0").chunk(3, dim=-1)
+            a = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
+            x = x + self._linear(self._merge(a), p + "/self_attention/linear_1")
+            x = self._ffn(x, p)
+        return self._ln(x, "encoder/layer_norm")
+
+    def cross_kv(self, audio: Tensor, layer: int) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys and values of one decoder layer: each [N, H, 1500, Dh]."""
+        k, v = self._linear(audio, f"decoder/layer_{layer}/attention/linear_1").chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    def embed(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        return self.w["decoder/embeddings/weight"][tokens] + self.w["decoder/position_encodings/encodings"][positions]
+
+    def self_qkv(self, x: Tensor, layer: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Projections of the self-attention block, each [B, H, T, Dh]."""
+        h = self._ln(x, f"decoder/layer_{layer}/self_attention/layer_norm")
+        q, k, v = self._linear(h, f"decoder/layer_{layer}/self_attention/linear_0").chunk(3, dim=-1)
+        return self._heads(q), self._heads(k), self._heads(v)
+
+    def self_out(self, x: Tensor, attn: Tensor, layer: int) -> Tensor:
+        return x + self._linear(self._merge(attn), f"decoder/layer_{layer}/self_attention/linear_1")
+
+    def cross_q(self, x: Tensor, layer: int) -> Tensor:
+        h = self._ln(x, f"decoder/layer_{layer}/attention/layer_norm")
+        return self._heads(self._linear(h, f"decoder/layer_{layer}/attention/linear_0"))
+
+    def cross_out(self, x: Tensor, attn: Tensor, layer: int) -> Tensor:
+        return x + self._linear(self._merge(attn), f"decoder/layer_{layer}/attention/linear_2")
+
+    def ffn(self, x: Tensor, layer: int) -> Tensor:
+        return self._ffn(x, f"decoder/layer_{layer}")
+
+    def logits(self, x: Tensor) -> Tensor:
+        return F.linear(self._ln(x, "decoder/layer_norm"), self.w["decoder/embeddings/weight"])
+
+    def alignment_scores(self, tokens: Tensor, audio: Tensor, heads: list[tuple[int, int]]) -> Tensor:
+        """Teacher-forced pass returning raw cross-attention scores of the alignment heads.
+
+        tokens [B, T] (right-padded; causal attention keeps padding out of real positions),
+        audio [B, 1500, D] -> [B, len(heads), T, 1500], scaled by 1/sqrt(Dh) as in the model.
+        """
+        t = tokens.shape[1]
+        x = self.embed(tokens, torch.arange(t, device=tokens.device))
+        wanted_layers = {layer for layer, _ in heads}
+        scores: dict[int, Tensor] = {}
+        for i in range(max(wanted_layers) + 1):
+            q, k, v = self.self_qkv(x, i)
+            x = self.self_out(x, F.scaled_dot_product_attention(q, k, v, is_causal=True), i)
+            cq = self.cross_q(x, i)
+            ck, cv = self.cross_kv(audio, i)
+            if i in wanted_layers:
+                qk = (cq @ ck.transpose(-1, -2)) * self.dims.head_dim ** -0.5
+                scores[i] = qk
+                attn = qk.softmax(dim=-1) @ cv
+            else:
+                attn = F.scaled_dot_product_attention(cq, ck, cv)
+            x = self.cross_out(x, attn, i)
+            x = self.ffn(x, i)
+        return torch.stack([scores[layer][:, head] for layer, head in heads], dim=1)

@@ -1,0 +1,123 @@
+"""Generated test audio, so the suite never ships recorded speech.
+
+Speech comes from eSpeak NG, loaded from the ``espeakng-loader`` wheel through
+ctypes: no system espeak binary is needed and the output is deterministic.
+"""
+
+import ctypes
+import threading
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+import espeakng_loader
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_POS_CHARACTER = 1
+_ESPEAK_CHARS_UTF8 = 1
+_ESPEAK_RATE = 1
+_EE_OK = 0
+
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+
+# Two clearly different speakers (US male, British female variant), so tests
+# can build a two-party stereo call.
+VOICE_A = "en-us"
+VOICE_B = "en-gb+f3"
+
+# eSpeak NG names British English "en"; accept the BCP-47 tag callers expect.
+_VOICE_ALIASES = {"en-gb": "en"}
+
+
+def _espeak_voice_name(voice: str) -> str:
+    base, plus, variant = voice.partition("+")
+    return _VOICE_ALIASES.get(base, base) + plus + variant
+
+
+class _Espeak:
+    """Process-wide eSpeak NG handle; the C library keeps global state."""
+
+    def __init__(self) -> None:
+        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self._lib.espeak_Initialize.restype = ctypes.c_int
+        self._lib.espeak_Initialize.argtypes = [
+            ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+        ]
+        self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self._lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
+        self._lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]
+        self.sample_rate = self._lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0
+        )
+        if self.sample_rate <= 0:
+            raise RuntimeError("espeak_Initialize failed")
+        self._chunks: list[np.ndarray] = []
+        # Keep a reference: ctypes callbacks are freed when garbage-collected.
+        self._callback = _SYNTH_CALLBACK(self._collect)
+        self._lib.espeak_SetSynthCallback(self._callback)
+        self._lock = threading.Lock()
+
+    def _collect(self, wav, num_samples, _events) -> int:
+        if wav and num_samples > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+        return 0
+
+    def synth(self, text: str, voice: str, rate_wpm: int) -> np.ndarray:
+        with self._lock:
+            if self._lib.espeak_SetVoiceByName(_espeak_voice_name(voice).encode()) != _EE_OK:
+                raise ValueError(f"unknown eSpeak voice {voice!r}")
+            self._lib.espeak_SetParameter(_ESPEAK_RATE, rate_wpm, 0)
+            self._chunks = []
+            data = text.encode("utf-8") + b"\0"
+            buf = ctypes.create_string_buffer(data)
+            status = self._lib.espeak_Synth(
+                buf, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None
+            )
+            if status != _EE_OK:
+                raise RuntimeError(f"espeak_Synth failed with status {status}")
+            self._lib.espeak_Synchronize()
+            pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+            self._chunks = []
+        return pcm.astype(np.float32) / 32768.0
+
+
+_engine: _Espeak | None = None
+
+
+def speak(text: str, voice: str = VOICE_A, rate_wpm: int = 160) -> tuple[np.ndarray, int]:
+    """Synthesise ``text`` and return (mono float32 samples, sample rate)."""
+    global _engine
+    if _engine is None:
+        _engine = _Espeak()
+    return _engine.synth(text, voice, rate_wpm), _engine.sample_rate
+
+
+def tone(freq: float, seconds: float, sr: int, amplitude: float = 0.5) -> np.ndarray:
+    """A pure sine: sustained energy that a VAD must not mistake for speech."""
+    t = np.arange(int(round(seconds * sr)), dtype=np.float64) / sr
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def silence(seconds: float, sr: int) -> np.ndarray:
+    """Digital silence of the given length."""
+    return np.zeros(int(round(seconds * sr)), dtype=np.float32)
+
+
+def white_noise(seconds: float, sr: int, seed: int = 0, amplitude: float = 0.3) -> np.ndarray:
+    """Seeded uniform white noise, reproducible across runs."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sr))
+    return rng.uniform(-amplitude, amplitude, n).astype(np.float32)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, sr: int) -> Path:
+    """Write 16-bit PCM WAV; (samples,) or (samples, channels) as soundfile expects."""
+    sf.write(str(path), samples, sr, subtype="PCM_16")
+    return Path(path)
