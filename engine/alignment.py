@@ -158,9 +158,26 @@ def word_timings(
         WordTiming(word, float(s), float(e), float(np.mean(probs[b0:b1])))
         for word, s, e, b0, b1 in zip(words[:-1], starts, ends, boundaries[:-1], boundaries[1:])
     ]
-    timings = _merge_punctuation(timings)
+    timings = _join_continuations(_merge_punctuation(timings))
     _clip_long_words(timings)
     return timings
+
+
+def _join_continuations(words: list[WordTiming]) -> list[WordTiming]:
+    """Make words space-delimited: a piece without a leading space ("-love") joins the word before.
+
+    The joined word spans both and is only as confident as its least confident part.
+    """
+    joined: list[WordTiming] = []
+    for word in words:
+        if joined and not word.text.startswith(" "):
+            last = joined[-1]
+            last.text += word.text
+            last.end = word.end
+            last.probability = min(last.probability, word.probability)
+        else:
+            joined.append(word)
+    return joined
 
 
 def _clip_long_words(words: list[WordTiming]) -> None:

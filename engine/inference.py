@@ -61,11 +61,11 @@ def _grow(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
 
 
 class InferenceRuntime:
-    def __init__(self, model: StoredModel, device: str = "cpu", encode_batch: int = 8) -> None:
+    def __init__(self, model: StoredModel, device: str = "cpu", int8: bool = False, encode_batch: int = 8) -> None:
         self.dims = model.dims
         self.device = torch.device(device)
         self.dtype = next(iter(model.weights.values())).dtype
-        self.net = WhisperNet(model.weights, model.dims)
+        self.net = WhisperNet(model.weights, model.dims, int8=int8)
         self.alignment_heads = [tuple(h) for h in model.config["alignment_heads"]]
         self.encode_batch = encode_batch
         d, h, dh = self.dims, self.dims.n_heads, self.dims.head_dim

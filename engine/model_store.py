@@ -169,15 +169,14 @@ class StoredModel:
     weights: dict[str, torch.Tensor]
 
 
-def load_stored_model(models_dir: Path, name: str, device: str = "cpu") -> StoredModel:
-    """Load a converted model: float16 on CUDA (half the memory, tensor cores), float32 on CPU."""
+def load_stored_model(models_dir: Path, name: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> StoredModel:
+    """Load a converted model onto a device (float16 on CUDA: half the memory, tensor cores)."""
     path = model_path(models_dir, name)
     if not is_installed(models_dir, name):
         raise ModelNotInstalledError(
             f"model {name} is not installed in {models_dir}; run: async-engine models install {name}"
         )
     config = json.loads((path / "config.json").read_text())
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
     raw = torch.load(path / "weights.pt", map_location="cpu", mmap=True, weights_only=True)
     weights = {k: v.to(device=device, dtype=dtype) for k, v in raw.items()}
     return StoredModel(name=name, path=path, dims=ModelDims(**config["dims"]), config=config, weights=weights)

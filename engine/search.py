@@ -67,6 +67,13 @@ class SearchResult:
     token_logprobs: list[float]
     avg_logprob: float
     no_speech_prob: float
+    complete_tokens: int  # tokens[:complete_tokens] end with a closed segment
+    complete_seconds: float | None  # where that segment closes, when text follows it unclosed
+
+    def without_unfinished_tail(self) -> "SearchResult":
+        """Drop the unclosed last segment, which a later window starting at complete_seconds redoes."""
+        n = self.complete_tokens
+        return SearchResult(self.tokens[:n], self.token_logprobs[:n], self.avg_logprob, self.no_speech_prob, n, None)
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -78,7 +85,8 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 def _logsumexp(x: np.ndarray) -> np.ndarray:
     peak = x.max(axis=-1)
     safe = np.where(np.isfinite(peak), peak, 0.0)
-    return safe + np.log(np.exp(x - safe[..., None]).sum(axis=-1))
+    with np.errstate(divide="ignore"):  # a fully suppressed range has log-mass -inf, correctly
+        return safe + np.log(np.exp(x - safe[..., None]).sum(axis=-1))
 
 
 def repeated_tail(text_tokens: list[int]) -> int:
@@ -200,9 +208,28 @@ class WindowSearch:
         if loop:
             cut = text_positions[len(text_positions) - loop]
             tokens, logprobs = tokens[:cut], logprobs[:cut]
+        complete_tokens, complete_seconds = self._last_closed_segment(tokens)
         return SearchResult(
             tokens=tokens,
             token_logprobs=logprobs,
             avg_logprob=best.score / max(1, len(best.tokens)),
             no_speech_prob=self.no_speech_prob,
+            complete_tokens=complete_tokens,
+            complete_seconds=complete_seconds,
         )
+
+    def _last_closed_segment(self, tokens: list[int]) -> tuple[int, float | None]:
+        """Whisper's seek rule: after the last pair of timestamps, a segment was opened, not closed.
+
+        A window whose speech runs past what the model managed to transcribe ends that way (with
+        text or with the pair itself); openai's transcribe seeks back to the last closing timestamp
+        and decodes the rest again. Ending on a single timestamp means the window is done.
+        """
+        tb = self.cfg.timestamp_begin
+        stamp = [t >= tb for t in tokens]
+        if len(tokens) >= 2 and stamp[-2:] == [False, True]:
+            return len(tokens), None
+        pairs = [i for i in range(1, len(tokens)) if stamp[i] and stamp[i - 1]]
+        if not pairs:
+            return len(tokens), None
+        return pairs[-1], (tokens[pairs[-1] - 1] - tb) * SECONDS_PER_TIMESTAMP

@@ -50,6 +50,7 @@ class EngineSettings:
     model: str
     beam_size: int
     device: str
+    compute_type: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "EngineSettings":
@@ -62,7 +63,14 @@ class EngineSettings:
         device = env.get("ASYNC_ENGINE_DEVICE", "cpu")
         if not (device == "cpu" or device.startswith("cuda")):
             raise SettingsError(f"ASYNC_ENGINE_DEVICE must be cpu or cuda[:N]; got {device!r}")
+        compute_type = env.get("ASYNC_ENGINE_COMPUTE_TYPE") or ("int8" if device == "cpu" else "float16")
+        allowed = ("int8", "float32") if device == "cpu" else ("float16", "float32")
+        if compute_type not in allowed:
+            raise SettingsError(
+                f"ASYNC_ENGINE_COMPUTE_TYPE must be one of {', '.join(allowed)} on {device}; got {compute_type!r}"
+            )
         return cls(
+            compute_type=compute_type,
             models_dir=Path(env.get("ASYNC_ENGINE_MODELS_DIR") or _default_models_dir()),
             model=model,
             beam_size=beam_size,

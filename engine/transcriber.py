@@ -10,41 +10,25 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from engine.alignment import word_timings
 from engine.audio import SAMPLE_RATE
 from engine.features import WINDOW_SAMPLES, log_mel_windows
 from engine.inference import InferenceRuntime
 from engine.model_store import StoredModel, load_stored_model
+from engine.result import Transcript, Word
 from engine.search import SearchConfig, SearchResult, WindowSearch
-from engine.settings import EngineSettings
+from engine.settings import DEFAULT_BEAM_SIZE, EngineSettings
 from engine.tokenizer import WhisperTokenizer
 from engine.vad import SpeechWindow, VoiceActivityDetector
 
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
-
-
-@dataclass
-class Word:
-    text: str
-    start_ms: int
-    end_ms: int
-    confidence: float
-
-
-@dataclass
-class Transcript:
-    words: list[Word]
-    duration: float  # seconds of audio transcribed
-
-    @property
-    def text(self) -> str:
-        return " ".join(w.text for w in self.words)
+MIN_REDO_SECONDS = 1.0  # an unfinished tail shorter than this is kept rather than decoded again
 
 
 @dataclass
@@ -68,8 +52,9 @@ def is_silence(result: SearchResult) -> bool:
 
 
 class Transcriber:
-    def __init__(self, model: StoredModel, beam_size: int, device: str = "cpu", windows_in_flight: int = 16) -> None:
-        self.runtime = InferenceRuntime(model, device)
+    def __init__(self, model: StoredModel, beam_size: int, device: str = "cpu", int8: bool = False,
+                 windows_in_flight: int = 16) -> None:
+        self.runtime = InferenceRuntime(model, device, int8=int8)
         self.tokenizer = WhisperTokenizer(model.path / "tokenizer.json", model.dims.n_vocab)
         self.search_config = SearchConfig.for_model(self.tokenizer, model.config, beam_size)
         self.vad = VoiceActivityDetector()
@@ -77,14 +62,15 @@ class Transcriber:
         self.windows_in_flight = windows_in_flight
 
     @classmethod
-    def load(cls, model: str | None = None, beam_size: int | None = None, device: str | None = None,
-             models_dir: Path | None = None) -> "Transcriber":
-        """Load an installed model; unset arguments come from the environment (EngineSettings)."""
-        settings = EngineSettings.from_env()
+    def load(cls, model: str | None = None, beam_size: int | None = None,
+             settings: EngineSettings | None = None) -> "Transcriber":
+        """Load an installed model; what the arguments leave open comes from the environment."""
+        settings = settings or EngineSettings.from_env()
         name = model or settings.model
-        stored = load_stored_model(models_dir or settings.models_dir, name, device or settings.device)
-        beam = beam_size or (settings.beam_size if name == settings.model else 5)
-        return cls(stored, beam, device or settings.device)
+        dtype = {"float16": torch.float16}.get(settings.compute_type, torch.float32)
+        stored = load_stored_model(settings.models_dir, name, settings.device, dtype)
+        beam = beam_size or (settings.beam_size if name == settings.model else DEFAULT_BEAM_SIZE[name])
+        return cls(stored, beam, settings.device, int8=settings.compute_type == "int8")
 
     def transcribe(self, audio: np.ndarray, progress: Callable[[int, int], None] | None = None) -> Transcript:
         return self.transcribe_many([audio], progress)[0]
@@ -108,8 +94,11 @@ class Transcriber:
             finished = self._step(active)
             for window in finished:
                 active.remove(window)
-            for window, found in zip(finished, self._finish(finished)):
-                words[window.task.file].extend(found)
+            found, redo = self._finish(finished)
+            for window, window_words in zip(finished, found):
+                words[window.task.file].extend(window_words)
+            tasks.extendleft(redo)
+            total += len(redo)
             done += len(finished)
             if progress and finished:
                 progress(done, total)
@@ -147,13 +136,24 @@ class Transcriber:
             window.feed = tokens
         return finished
 
-    def _finish(self, finished: list[_ActiveWindow]) -> list[list[Word]]:
-        """Align finished windows in one batch and turn their tokens into timed words."""
+    def _finish(self, finished: list[_ActiveWindow]) -> tuple[list[list[Word]], list[_WindowTask]]:
+        """Align finished windows in one batch and turn their tokens into timed words.
+
+        Also returns the windows to decode again: the audio after a segment the model left open.
+        """
         results = []
+        redo = []
         for window in finished:
             self.runtime.close_sequences(window.sequences)
-            results.append(window.search.result())
-        eot, tb = self.tokenizer.eot, self.tokenizer.timestamp_begin
+            result = window.search.result()
+            span = window.task.span
+            if result.complete_seconds is not None:
+                resume = span.start + int(result.complete_seconds * SAMPLE_RATE)
+                if (span.end - resume) / SAMPLE_RATE >= MIN_REDO_SECONDS:
+                    result = result.without_unfinished_tail()
+                    redo.append(_WindowTask(window.task.file, SpeechWindow(resume, span.end)))
+            results.append(result)
+        eot = self.tokenizer.eot
         texts = [
             [] if is_silence(r) else [t for t in r.tokens if t < eot] for r in results
         ]
@@ -168,7 +168,7 @@ class Transcriber:
             if not text:
                 out.append([])
                 continue
-            logprobs = [lp for t, lp in zip(result.tokens, result.token_logprobs) if t < tb and t < eot]
+            logprobs = [lp for t, lp in zip(result.tokens, result.token_logprobs) if t < eot]
             span = window.task.span
             timings = word_timings(self.tokenizer, next(scores), text, logprobs, min(span.end - span.start, WINDOW_SAMPLES))
             offset_ms = span.start * 1000 / SAMPLE_RATE
@@ -181,4 +181,4 @@ class Transcriber:
                 )
                 for t in timings if t.text.strip()
             ])
-        return out
+        return out, redo

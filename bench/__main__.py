@@ -1,0 +1,138 @@
+"""CLI: `python -m bench accuracy --model tiny.en --beam 5 [...]`.
+
+One run measures every system on the same decoded audio, in one process on one
+machine, so the ratios between them are trustworthy even if absolute speeds drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from bench import dataset, measure, report
+from bench.measure import Run
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HYPOTHESES = Path(__file__).resolve().parent / "cache" / "hyps"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    acc = sub.add_parser("accuracy", help="WER and speed of faster-whisper and the engine")
+    acc.add_argument("--model", default="tiny.en")
+    acc.add_argument("--beam", type=int, default=5)
+    acc.add_argument("--eval-dir", type=Path, default=dataset.default_eval_dir())
+    acc.add_argument("--long-minutes", type=float, default=10.0,
+                     help="length of the concatenated long file; 0 skips it")
+    acc.add_argument("--only", choices=["faster-whisper", "engine"])
+    acc.add_argument("--limit", type=int, help="first N clips of dev.tsv only")
+    acc.add_argument("--fw-words", choices=["off", "on", "both"], default="both",
+                     help="faster-whisper word_timestamps (the engine always computes word timings)")
+    acc.add_argument("--results", type=Path, default=RESULTS,
+                     help="markdown file the dated section is appended to")
+    return parser
+
+
+def _load(factory: Callable[[], object]) -> tuple[object, float]:
+    """Build a runner with a fresh memory high-water mark; returns it and its load time."""
+    gc.collect()
+    measure.reset_peak_rss()
+    return measure.timed(factory)
+
+
+def _faster_whisper(args: argparse.Namespace, audios: list[np.ndarray], clips: list[dataset.Clip],
+                    long: dataset.LongFile | None) -> list[Run]:
+    from bench.peers import FasterWhisperRunner
+
+    flags = {"off": [False], "on": [True], "both": [False, True]}[args.fw_words]
+    runs = []
+    for words in flags:
+        name = report.BASELINE + (" +words" if words else "")
+        runner, load_s = _load(lambda: FasterWhisperRunner(args.model, args.beam, words))
+        runs += _sequential_runs(name, runner.transcribe, audios, clips, long, load_s)
+        del runner
+    return runs
+
+
+def _engine(args: argparse.Namespace, audios: list[np.ndarray], clips: list[dataset.Clip],
+            long: dataset.LongFile | None) -> list[Run]:
+    from bench.engine_runner import EngineRunner
+
+    runner, load_s = _load(lambda: EngineRunner(args.model, args.beam))
+    runs = _sequential_runs("engine", runner.transcribe, audios, clips, long, load_s)
+    run, hyps = measure.run_batched("engine", "dev (batched)", runner.transcribe_many, audios,
+                                    [c.reference for c in clips], [c.source for c in clips], load_s)
+    _save(run, clips, hyps)
+    return runs + [run]
+
+
+def _save(run: Run, clips: list[dataset.Clip], hyps: list[str]) -> None:
+    """Keep a run's texts in bench/cache/hyps/ (gitignored) for clip-by-clip diffs."""
+    eval_dir = clips[0].path.parent.parent
+    names = [str(c.path.relative_to(eval_dir)) for c in clips]
+    slug = f"{run.system}-{run.data}".replace(" ", "_").replace("(", "").replace(")", "")
+    report.write_hypotheses(HYPOTHESES / f"{slug}.tsv", names, [c.reference for c in clips], hyps)
+
+
+def _sequential_runs(name: str, transcribe: Callable[[np.ndarray], str], audios: list[np.ndarray],
+                     clips: list[dataset.Clip], long: dataset.LongFile | None,
+                     load_s: float) -> list[Run]:
+    """Dev set one clip at a time, then the long file if any."""
+    dev, hyps = measure.run_sequential(name, "dev", transcribe, audios,
+                                       [c.reference for c in clips], [c.source for c in clips],
+                                       load_s)
+    _save(dev, clips, hyps)
+    print(f"{name} dev: WER {100 * dev.wer.overall.wer:.2f} %, {dev.wall_s:.1f} s", flush=True)
+    if long is None:
+        return [dev]
+    run, _ = measure.run_sequential(name, "long", transcribe, [long.audio], [long.reference],
+                                    None, load_s)
+    print(f"{name} long: WER {100 * run.wer.overall.wer:.2f} %, {run.wall_s:.1f} s", flush=True)
+    return [dev, run]
+
+
+def accuracy(args: argparse.Namespace) -> None:
+    """Run the selected systems over dev and the long file, print and append the report."""
+    if args.only != "faster-whisper" and importlib.util.find_spec("engine.transcriber") is None:
+        raise SystemExit("engine.transcriber is missing; use --only faster-whisper")
+    busy = measure.busy_fraction()
+    if busy > 0.2:
+        print(f"warning: machine {100 * busy:.0f} % busy before start; wall times will suffer",
+              flush=True)
+    clips = dataset.load_manifest(args.eval_dir, args.limit)
+    audios = [dataset.load_audio(c) for c in tqdm(clips, desc="decoding", unit="clip")]
+    long = dataset.build_long_file(clips, audios, args.long_minutes) if args.long_minutes else None
+    runs: list[Run] = []
+    if args.only != "engine":
+        runs += _faster_whisper(args, audios, clips, long)
+    if args.only != "faster-whisper":
+        runs += _engine(args, audios, clips, long)
+    notes = [f"eval: {args.eval_dir} ({len(clips)} clips, "
+             f"{sum(len(a) for a in audios) / dataset.SAMPLE_RATE:.1f} s)",
+             f"model {args.model}, beam {args.beam}, language en; faster-whisper int8, "
+             f"cpu_threads=2, library defaults otherwise",
+             f"machine {100 * busy:.0f} % busy (all processes) in the second before start"]
+    if long is not None:
+        notes.append(f"long: {long.clip_count} dev clips joined by 1 s silences, "
+                     f"{long.duration:.1f} s")
+    text = report.section(f"{args.model} beam {args.beam}", runs, notes)
+    print(text)
+    report.append(args.results, text)
+    print(f"appended to {args.results}")
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.command == "accuracy":
+        accuracy(args)
+
+
+if __name__ == "__main__":
+    main()

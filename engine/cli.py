@@ -1,0 +1,93 @@
+"""`async-engine` command line: install models and transcribe files in-process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from engine.errors import EngineError
+from engine.settings import MODEL_NAMES, EngineSettings, SettingsError
+
+LONG_FILE_SECONDS = 60.0
+
+
+def _models_install(args: argparse.Namespace, settings: EngineSettings) -> int:
+    from engine.model_store import install_model
+
+    path = install_model(args.name, settings.models_dir, force=args.force)
+    print(f"{args.name} installed in {path}")
+    return 0
+
+
+def _models_list(args: argparse.Namespace, settings: EngineSettings) -> int:
+    from engine.model_store import installed_models
+
+    installed = set(installed_models(settings.models_dir))
+    for name in MODEL_NAMES:
+        print(f"{name}\t{'installed' if name in installed else 'not installed'}")
+    print(f"models directory: {settings.models_dir}")
+    return 0
+
+
+def _transcribe(args: argparse.Namespace, settings: EngineSettings) -> int:
+    from engine.audio import SAMPLE_RATE, decode_audio
+    from engine.transcriber import Transcriber
+
+    audio = decode_audio(args.file)
+    transcriber = Transcriber.load(args.model, beam_size=args.beam_size, settings=settings)
+    seconds = len(audio) / SAMPLE_RATE
+    if seconds > LONG_FILE_SECONDS and not args.quiet:
+        with tqdm(total=0, unit="window", desc="transcribing", file=sys.stderr) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            transcript = transcriber.transcribe(audio, progress)
+    else:
+        transcript = transcriber.transcribe(audio)
+    if args.json:
+        print(json.dumps(transcript.as_dict(), indent=2))
+    else:
+        print(transcript.text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="async-engine", description="Self-hosted English speech-to-text.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    transcribe = commands.add_parser("transcribe", help="transcribe an audio file in this process")
+    transcribe.add_argument("file", type=Path)
+    transcribe.add_argument("--model", choices=MODEL_NAMES, help="default: ASYNC_ENGINE_MODEL or tiny.en")
+    transcribe.add_argument("--beam-size", type=int, help="default: DECODER_BEAM_SIZE or the model's")
+    transcribe.add_argument("--json", action="store_true", help="print the API's JSON response shape")
+    transcribe.add_argument("--quiet", action="store_true", help="no progress bar")
+    transcribe.set_defaults(run=_transcribe)
+
+    models = commands.add_parser("models", help="install or list Whisper models").add_subparsers(
+        dest="models_command", required=True
+    )
+    install = models.add_parser("install", help="install a model's PyPI package and convert it")
+    install.add_argument("name", choices=MODEL_NAMES)
+    install.add_argument("--force", action="store_true", help="convert again even if installed")
+    install.set_defaults(run=_models_install)
+    models.add_parser("list", help="show installed models").set_defaults(run=_models_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = EngineSettings.from_env()
+        return args.run(args, settings)
+    except (SettingsError, EngineError) as error:
+        print(f"async-engine: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Fresh-machine set-up: a virtualenv in .venv with every dependency, the default model (tiny.en)
+# converted into the models directory, then a first transcription of FILE (if given) to prove it.
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch first and pinned: 2.13.0 is the CPU build on this machine's disk; anything else downloads GBs.
+.venv/bin/python -m pip install --quiet torch==2.13.0
+.venv/bin/python -m pip install --quiet -e .
+.venv/bin/async-engine models install "${ASYNC_ENGINE_MODEL:-tiny.en}"
+if [ $# -gt 0 ]; then
+    .venv/bin/async-engine transcribe "$@"
+fi

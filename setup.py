@@ -1,0 +1,22 @@
+"""Async Engine: a self-hosted English speech-to-text server (Whisper, split inference/decoding)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="async-engine",
+    version="0.1.0",
+    description="Self-hosted English speech-to-text server",
+    python_requires=">=3.10",
+    packages=find_packages(include=["engine", "engine.*", "daemon", "daemon.*"]),
+    install_requires=[
+        "torch==2.13.0",
+        "numpy>=1.24",
+        "soundfile>=0.12.1",
+        "soxr>=0.3",
+        "silero-vad>=6.2.3",
+        "onnxruntime>=1.17",
+        "tokenizers>=0.15",
+        "tqdm>=4.60",
+    ],
+    entry_points={"console_scripts": ["async-engine=engine.cli:main"]},
+)

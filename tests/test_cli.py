@@ -1,0 +1,62 @@
+"""The async-engine command line, run as a user runs it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from synth import speak
+
+CLI = [sys.executable, "-m", "engine.cli"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_transcribe_prints_the_api_json_shape(tmp_path: Path, installed_model):
+    samples, rate = speak("good morning and welcome to the show")
+    path = tmp_path / "speech.flac"
+    sf.write(path, soxr.resample(samples, rate, 16000), 16000)
+    done = _run("transcribe", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert set(body) == {"blob", "duration", "stereo_decode", "uid", "utterances", "words"}
+    assert body["uid"].startswith("t_") and body["stereo_decode"] is False and body["utterances"] is None
+    assert "morning" in body["blob"].lower()
+    assert body["words"] and set(body["words"][0]) == {"confidence", "end", "start", "text"}
+    assert all(isinstance(w["start"], int) and isinstance(w["end"], int) for w in body["words"])
+
+
+def test_transcribe_plain_text(tmp_path: Path, installed_model):
+    samples, rate = speak("good morning")
+    path = tmp_path / "speech.wav"
+    sf.write(path, samples, rate)
+    done = _run("transcribe", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "morning" in done.stdout.lower()
+
+
+def test_undecodable_file_is_a_clear_error(tmp_path: Path, installed_model):
+    path = tmp_path / "not-audio.wav"
+    path.write_bytes(np.random.default_rng(0).bytes(4000))
+    done = _run("transcribe", str(path))
+    assert done.returncode == 2
+    assert "async-engine:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_models_list_shows_the_installed_default(installed_model):
+    done = _run("models", "list")
+    assert done.returncode == 0
+    assert "tiny.en\tinstalled" in done.stdout
+
+
+def test_bad_setting_stops_with_the_variable_named(tmp_path: Path):
+    done = subprocess.run([*CLI, "models", "list"], capture_output=True, text=True,
+                          env={"DECODER_BEAM_SIZE": "wide", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2
+    assert "DECODER_BEAM_SIZE" in done.stderr

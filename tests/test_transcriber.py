@@ -1,0 +1,96 @@
+"""End-to-end transcription in one process with the real tiny.en model."""
+
+import numpy as np
+import pytest
+import soxr
+
+from engine.audio import SAMPLE_RATE
+from synth import silence, speak, tone, white_noise
+
+SENTENCE = "the quick brown fox jumps over the lazy dog"
+
+
+def _speech(text: str, voice: str = "en-us") -> np.ndarray:
+    samples, rate = speak(text, voice=voice)
+    return soxr.resample(samples, rate, SAMPLE_RATE).astype(np.float32)
+
+
+def _assert_well_formed(transcript, audio_seconds: float) -> None:
+    starts = [w.start_ms for w in transcript.words]
+    assert starts == sorted(starts)
+    for word in transcript.words:
+        assert 0 <= word.start_ms < word.end_ms <= audio_seconds * 1000 + 50
+        assert 0.0 <= word.confidence <= 1.0
+        assert word.text.strip() == word.text and word.text
+
+
+def test_generated_speech_is_transcribed_with_timed_words(transcriber):
+    audio = np.concatenate([silence(1.0, SAMPLE_RATE), _speech(SENTENCE), silence(1.0, SAMPLE_RATE)])
+    transcript = transcriber.transcribe(audio)
+    text = transcript.text.lower()
+    for word in ("quick", "brown", "fox", "lazy", "dog"):
+        assert word in text
+    _assert_well_formed(transcript, len(audio) / SAMPLE_RATE)
+    assert transcript.words[0].start_ms >= 700, "the first word starts after the leading second of silence"
+    assert transcript.duration == pytest.approx(len(audio) / SAMPLE_RATE)
+
+
+def test_word_times_follow_the_speech_offset(transcriber):
+    speech = _speech("hello there")
+    late = np.concatenate([silence(20.0, SAMPLE_RATE), speech])
+    words = transcriber.transcribe(late).words
+    assert words, "speech after 20 s of silence is found"
+    assert 19_500 <= words[0].start_ms <= 20_000 + len(speech) * 1000 // SAMPLE_RATE
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: silence(10.0, SAMPLE_RATE),
+        lambda: white_noise(10.0, SAMPLE_RATE, seed=3),
+        lambda: np.concatenate([tone(440.0, 3.0, SAMPLE_RATE), tone(660.0, 3.0, SAMPLE_RATE)]),
+    ],
+    ids=["silence", "white-noise", "tones"],
+)
+def test_non_speech_gives_no_words(transcriber, make):
+    transcript = transcriber.transcribe(make().astype(np.float32))
+    assert transcript.words == []
+    assert transcript.text == ""
+
+
+def test_five_minute_file_is_windowed_and_stitched_in_order(transcriber):
+    sentences = [
+        "the weather today is sunny and warm",
+        "please call me back after lunch",
+        "our meeting moved to the afternoon",
+        "the train leaves from platform nine",
+        "thank you for your patience",
+    ]
+    parts, marks = [], []
+    elapsed = 0.0
+    i = 0
+    while elapsed < 300.0 or i % len(sentences):
+        speech = _speech(sentences[i % len(sentences)])
+        gap = silence(8.0 + (i % 3), SAMPLE_RATE)
+        marks.append(elapsed)
+        parts += [speech, gap]
+        elapsed += (len(speech) + len(gap)) / SAMPLE_RATE
+        i += 1
+    audio = np.concatenate(parts)
+    rounds = i // len(sentences)
+    assert 300 <= len(audio) / SAMPLE_RATE <= 400
+    progress = []
+    transcript = transcriber.transcribe(audio, lambda done, total: progress.append((done, total)))
+    _assert_well_formed(transcript, len(audio) / SAMPLE_RATE)
+    assert progress and progress[-1][0] == progress[-1][1] > 5
+    text = transcript.text.lower()
+    assert text.count("patience") == rounds
+    assert text.count("platform") == rounds
+    assert transcript.words[-1].start_ms >= marks[-1] * 1000 - 500
+
+
+def test_batched_files_match_one_by_one(transcriber):
+    audios = [_speech(SENTENCE), _speech("please call me back after lunch", voice="en-gb+f3")]
+    together = transcriber.transcribe_many(audios)
+    alone = [transcriber.transcribe(a) for a in audios]
+    assert [t.text for t in together] == [t.text for t in alone]
