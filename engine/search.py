@@ -35,6 +35,7 @@ class SearchConfig:
     suppress_begin: tuple[int, ...]
     max_tokens: int = 224
     max_initial_timestamp: float = 1.0
+    best_of: int = 5  # rows sampled per window at a fallback temperature
 
     @classmethod
     def for_model(cls, tokenizer: WhisperTokenizer, model_config: dict, beam_size: int) -> "SearchConfig":
@@ -106,15 +107,21 @@ def repeated_tail(text_tokens: list[int]) -> int:
 
 
 class WindowSearch:
-    """Beam search (greedy when beam_size is 1) over one window, driven by logits rows."""
+    """Search over one window, driven by logits rows.
 
-    def __init__(self, config: SearchConfig, audio_seconds: float) -> None:
+    At temperature 0 it is beam search (greedy at width 1); above 0 it samples `best_of`
+    independent rows, which is Whisper's fallback for windows whose beam result looks wrong.
+    """
+
+    def __init__(self, config: SearchConfig, audio_seconds: float, temperature: float = 0.0, seed: int = 0) -> None:
         self.cfg = config
-        self.rows = config.beam_size
+        self.temperature = temperature
+        self.rows = config.beam_size if temperature == 0 else config.best_of
         self._prompt_fed = 0
         self._last_timestamp = config.timestamp_begin + int(round(min(audio_seconds, 30.0) / SECONDS_PER_TIMESTAMP))
-        self._live = [Hypothesis()]
+        self._live = [Hypothesis()] if temperature == 0 else [Hypothesis() for _ in range(self.rows)]
         self._finished: list[Hypothesis] = []
+        self._rng = np.random.default_rng(seed)
         self.no_speech_prob = 0.0
         self.done = False
 
@@ -158,16 +165,39 @@ class WindowSearch:
         return logits
 
     def advance(self, logits: np.ndarray) -> tuple[list[int], list[int]]:
-        """Consume one logits row per live row; return (next tokens, parent row of each)."""
-        identity = list(range(self.rows))
+        """Consume one logits row per row; return the next tokens and the parent row of each.
+
+        The rows that follow are exactly the returned ones: fewer rows than before means the
+        others ended, and a parent that is not the row's own index means its cache is copied.
+        """
         if self._prompt_fed < len(self.cfg.sot_sequence):
             if self._prompt_fed == 0:
                 self.no_speech_prob = float(np.exp(_log_softmax(logits[0])[self.cfg.no_speech]))
             self._prompt_fed += 1
             if self._prompt_fed < len(self.cfg.sot_sequence):
-                return [self.cfg.sot_sequence[self._prompt_fed]] * self.rows, identity
-        raw = _log_softmax(logits.astype(np.float32))
-        scored = _log_softmax(self._filter(logits[: len(self._live)]))
+                return [self.cfg.sot_sequence[self._prompt_fed]] * self.rows, list(range(self.rows))
+        live = len(self._live)
+        raw = _log_softmax(logits[:live].astype(np.float32))
+        filtered = self._filter(logits[:live])
+        if self.temperature == 0:
+            kept = self._beam_step(_log_softmax(filtered), raw)
+        else:
+            kept = self._sample_step(filtered, raw)
+        self._live = [hyp for _, hyp in kept]
+        longest = max((len(h.tokens) for h in self._live), default=0)
+        enough = self.temperature == 0 and len(self._finished) >= self.cfg.beam_size
+        if enough or not self._live or longest >= self.cfg.max_tokens:
+            self.done = True
+            return [], []
+        parents = [row for row, _ in kept]
+        tokens = [hyp.tokens[-1] for _, hyp in kept]
+        if self.temperature == 0:  # a beam keeps its width even when fewer candidates survive
+            parents += [parents[0]] * (self.rows - len(parents))
+            tokens += [tokens[0]] * (self.rows - len(tokens))
+        self.rows = len(parents)
+        return tokens, parents
+
+    def _beam_step(self, scored: np.ndarray, raw: np.ndarray) -> list[tuple[int, Hypothesis]]:
         candidates: list[tuple[float, int, int]] = []
         width = self.cfg.beam_size + 1
         for row, hyp in enumerate(self._live):
@@ -176,25 +206,31 @@ class WindowSearch:
                 if np.isfinite(scored[row, token]):
                     candidates.append((hyp.score + float(scored[row, token]), row, token))
         candidates.sort(key=lambda c: -c[0])
-        new_live: list[tuple[int, Hypothesis]] = []
+        kept: list[tuple[int, Hypothesis]] = []
         for score, row, token in candidates:
             hyp = self._live[row].extended(token, float(raw[row, token]), score)
             if token == self.cfg.eot:
                 if len(self._finished) < self.cfg.beam_size:
                     self._finished.append(hyp)
             else:
-                new_live.append((row, hyp))
-                if len(new_live) == self.cfg.beam_size:
+                kept.append((row, hyp))
+                if len(kept) == self.cfg.beam_size:
                     break
-        self._live = [hyp for _, hyp in new_live]
-        longest = max((len(h.tokens) for h in self._live), default=0)
-        if len(self._finished) >= self.cfg.beam_size or not self._live or longest >= self.cfg.max_tokens:
-            self.done = True
-            return [], []
-        parents = [row for row, _ in new_live]
-        parents += [parents[0]] * (self.rows - len(parents))
-        tokens = [h.tokens[-1] for h in self._live] + [self._live[0].tokens[-1]] * (self.rows - len(self._live))
-        return tokens, parents
+        return kept
+
+    def _sample_step(self, filtered: np.ndarray, raw: np.ndarray) -> list[tuple[int, Hypothesis]]:
+        """Sample each row from softmax(logits / T) with the Gumbel-max trick."""
+        gumbel = -np.log(-np.log(self._rng.uniform(1e-12, 1.0, size=filtered.shape)))
+        choices = np.argmax(filtered / self.temperature + gumbel, axis=-1)
+        scored = _log_softmax(filtered)
+        kept: list[tuple[int, Hypothesis]] = []
+        for row, (hyp, token) in enumerate(zip(self._live, choices.tolist())):
+            extended = hyp.extended(token, float(raw[row, token]), hyp.score + float(scored[row, token]))
+            if token == self.cfg.eot:
+                self._finished.append(extended)
+            else:
+                kept.append((row, extended))
+        return kept
 
     def result(self) -> SearchResult:
         """The best hypothesis by length-normalised log-probability, as openai/whisper ranks them."""

@@ -21,13 +21,12 @@ from engine.features import WINDOW_SAMPLES, log_mel_windows
 from engine.inference import InferenceRuntime
 from engine.model_store import StoredModel, load_stored_model
 from engine.result import Transcript, Word
-from engine.search import SearchConfig, SearchResult, WindowSearch
+from engine.fallback import WindowDecode, is_silence
+from engine.search import SearchConfig
 from engine.settings import DEFAULT_BEAM_SIZE, EngineSettings
 from engine.tokenizer import WhisperTokenizer
 from engine.vad import SpeechWindow, VoiceActivityDetector
 
-NO_SPEECH_THRESHOLD = 0.6
-LOGPROB_THRESHOLD = -1.0
 MIN_REDO_SECONDS = 1.0  # an unfinished tail shorter than this is kept rather than decoded again
 
 
@@ -40,15 +39,10 @@ class _WindowTask:
 @dataclass
 class _ActiveWindow:
     task: _WindowTask
-    search: WindowSearch
+    decode: WindowDecode
     handle: int
     sequences: list[int]
     feed: list[int] = field(default_factory=list)
-
-
-def is_silence(result: SearchResult) -> bool:
-    """Whisper's own no-speech test: a likely <|nospeech|> that the decode does not contradict."""
-    return result.no_speech_prob > NO_SPEECH_THRESHOLD and result.avg_logprob < LOGPROB_THRESHOLD
 
 
 class Transcriber:
@@ -112,9 +106,9 @@ class Transcriber:
         handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels))
         started = []
         for task, chunk, handle in zip(batch, chunks, handles):
-            search = WindowSearch(self.search_config, len(chunk) / SAMPLE_RATE)
-            sequences = self.runtime.open_sequences(handle, search.rows)
-            started.append(_ActiveWindow(task, search, handle, sequences, search.first_tokens()))
+            decode = WindowDecode(self.search_config, self.tokenizer, len(chunk) / SAMPLE_RATE)
+            sequences = self.runtime.open_sequences(handle, decode.search.rows)
+            started.append(_ActiveWindow(task, decode, handle, sequences, decode.search.first_tokens()))
         return started
 
     def _step(self, active: list[_ActiveWindow]) -> list[_ActiveWindow]:
@@ -127,13 +121,21 @@ class Transcriber:
         for window in active:
             rows = logits[row : row + len(window.sequences)]
             row += len(window.sequences)
-            tokens, parents = window.search.advance(rows)
-            if window.search.done:
-                finished.append(window)
+            tokens, parents = window.decode.search.advance(rows)
+            if window.decode.search.done:
+                self.runtime.close_sequences(window.sequences)
+                again = window.decode.retry()
+                if again is None:
+                    finished.append(window)
+                else:
+                    window.sequences = self.runtime.open_sequences(window.handle, again.rows)
+                    window.feed = again.first_tokens()
                 continue
+            kept = window.sequences[: len(parents)]
             if parents != list(range(len(parents))):
-                self.runtime.reorder(window.sequences, [window.sequences[p] for p in parents])
-            window.feed = tokens
+                self.runtime.reorder(kept, [window.sequences[p] for p in parents])
+            self.runtime.close_sequences(window.sequences[len(parents) :])
+            window.sequences, window.feed = kept, tokens
         return finished
 
     def _finish(self, finished: list[_ActiveWindow]) -> tuple[list[list[Word]], list[_WindowTask]]:
@@ -144,8 +146,7 @@ class Transcriber:
         results = []
         redo = []
         for window in finished:
-            self.runtime.close_sequences(window.sequences)
-            result = window.search.result()
+            result = window.decode.result()
             span = window.task.span
             if result.complete_seconds is not None:
                 resume = span.start + int(result.complete_seconds * SAMPLE_RATE)

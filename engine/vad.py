@@ -12,8 +12,15 @@ from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
-from silero_vad.sequence_vad import SileroVADSequence
-from silero_vad.utils_vad import get_speech_timestamps_from_probs
+import torch
+
+# Importing silero_vad runs torch.set_num_threads(1) (silero_vad/model.py), which would leave the
+# Whisper encoder on one core; keep whatever the process had.
+_threads = torch.get_num_threads()
+from silero_vad.sequence_vad import SileroVADSequence  # noqa: E402
+from silero_vad.utils_vad import get_speech_timestamps_from_probs  # noqa: E402
+
+torch.set_num_threads(_threads)
 
 from engine.audio import SAMPLE_RATE
 
