@@ -79,14 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command; configuration and engine errors become one line and status 2."""
     try:
         settings = EngineSettings.from_env()
         return args.run(args, settings)
     except (SettingsError, EngineError) as error:
         print(f"async-engine: {error}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

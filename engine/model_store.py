@@ -158,6 +158,15 @@ def installed_models(models_dir: Path) -> list[str]:
     return sorted(p.name for p in models_dir.iterdir() if is_installed(models_dir, p.name))
 
 
+def read_model_config(models_dir: Path, name: str) -> dict:
+    """The converted model's configuration alone, for processes that never run the network."""
+    if not is_installed(models_dir, name):
+        raise ModelNotInstalledError(
+            f"model {name} is not installed in {models_dir}; run: async-engine models install {name}"
+        )
+    return json.loads((model_path(models_dir, name) / "config.json").read_text())
+
+
 @dataclass
 class StoredModel:
     """A converted model loaded for serving."""
@@ -172,11 +181,7 @@ class StoredModel:
 def load_stored_model(models_dir: Path, name: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> StoredModel:
     """Load a converted model onto a device (float16 on CUDA: half the memory, tensor cores)."""
     path = model_path(models_dir, name)
-    if not is_installed(models_dir, name):
-        raise ModelNotInstalledError(
-            f"model {name} is not installed in {models_dir}; run: async-engine models install {name}"
-        )
-    config = json.loads((path / "config.json").read_text())
+    config = read_model_config(models_dir, name)
     raw = torch.load(path / "weights.pt", map_location="cpu", mmap=True, weights_only=True)
     weights = {k: v.to(device=device, dtype=dtype) for k, v in raw.items()}
     return StoredModel(name=name, path=path, dims=ModelDims(**config["dims"]), config=config, weights=weights)

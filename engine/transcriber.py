@@ -15,31 +15,21 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from engine.alignment import word_timings
 from engine.audio import SAMPLE_RATE
-from engine.features import WINDOW_SAMPLES, log_mel_windows
+from engine.features import log_mel_windows
 from engine.inference import InferenceRuntime
 from engine.model_store import StoredModel, load_stored_model
 from engine.result import Transcript, Word
-from engine.fallback import WindowDecode, is_silence
 from engine.search import SearchConfig
 from engine.settings import DEFAULT_BEAM_SIZE, EngineSettings
 from engine.tokenizer import WhisperTokenizer
 from engine.vad import SpeechWindow, VoiceActivityDetector
-
-MIN_REDO_SECONDS = 1.0  # an unfinished tail shorter than this is kept rather than decoded again
-
-
-@dataclass
-class _WindowTask:
-    file: int
-    span: SpeechWindow
-
+from engine.window import WindowJob
 
 @dataclass
 class _ActiveWindow:
-    task: _WindowTask
-    decode: WindowDecode
+    file: int
+    job: WindowJob
     handle: int
     sequences: list[int]
     feed: list[int] = field(default_factory=list)
@@ -75,7 +65,7 @@ class Transcriber:
 
         `progress(done, total)` is called as windows finish.
         """
-        tasks = deque(_WindowTask(i, span) for i, audio in enumerate(audios) for span in self.vad.windows(audio))
+        tasks = deque((i, span) for i, audio in enumerate(audios) for span in self.vad.windows(audio))
         total = len(tasks)
         words: list[list[Word]] = [[] for _ in audios]
         active: list[_ActiveWindow] = []
@@ -90,7 +80,7 @@ class Transcriber:
                 active.remove(window)
             found, redo = self._finish(finished)
             for window, window_words in zip(finished, found):
-                words[window.task.file].extend(window_words)
+                words[window.file].extend(window_words)
             tasks.extendleft(redo)
             total += len(redo)
             done += len(finished)
@@ -101,14 +91,14 @@ class Transcriber:
             for w, a in zip(words, audios)
         ]
 
-    def _start(self, batch: list[_WindowTask], audios: Sequence[np.ndarray]) -> list[_ActiveWindow]:
-        chunks = [audios[t.file][t.span.start : min(t.span.end, t.span.start + WINDOW_SAMPLES)] for t in batch]
+    def _start(self, batch: list[tuple[int, SpeechWindow]], audios: Sequence[np.ndarray]) -> list[_ActiveWindow]:
+        jobs = [WindowJob(self.search_config, self.tokenizer, span) for _, span in batch]
+        chunks = [audios[file][job.span.start : job.span.end] for (file, _), job in zip(batch, jobs)]
         handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels))
         started = []
-        for task, chunk, handle in zip(batch, chunks, handles):
-            decode = WindowDecode(self.search_config, self.tokenizer, len(chunk) / SAMPLE_RATE)
-            sequences = self.runtime.open_sequences(handle, decode.search.rows)
-            started.append(_ActiveWindow(task, decode, handle, sequences, decode.search.first_tokens()))
+        for (file, _), job, handle in zip(batch, jobs, handles):
+            sequences = self.runtime.open_sequences(handle, job.decode.search.rows)
+            started.append(_ActiveWindow(file, job, handle, sequences, job.decode.search.first_tokens()))
         return started
 
     def _step(self, active: list[_ActiveWindow]) -> list[_ActiveWindow]:
@@ -121,10 +111,10 @@ class Transcriber:
         for window in active:
             rows = logits[row : row + len(window.sequences)]
             row += len(window.sequences)
-            tokens, parents = window.decode.search.advance(rows)
-            if window.decode.search.done:
+            tokens, parents = window.job.decode.search.advance(rows)
+            if window.job.decode.search.done:
                 self.runtime.close_sequences(window.sequences)
-                again = window.decode.retry()
+                again = window.job.decode.retry()
                 if again is None:
                     finished.append(window)
                 else:
@@ -138,48 +128,20 @@ class Transcriber:
             window.sequences, window.feed = kept, tokens
         return finished
 
-    def _finish(self, finished: list[_ActiveWindow]) -> tuple[list[list[Word]], list[_WindowTask]]:
+    def _finish(self, finished: list[_ActiveWindow]) -> tuple[list[list[Word]], list[tuple[int, SpeechWindow]]]:
         """Align finished windows in one batch and turn their tokens into timed words.
 
         Also returns the windows to decode again: the audio after a segment the model left open.
         """
-        results = []
-        redo = []
+        concluded = [window.job.conclude() for window in finished]
+        redo = [(window.file, span) for window, (_, span) in zip(finished, concluded) if span is not None]
+        aligned = [(window, tokens) for window, (tokens, _) in zip(finished, concluded) if tokens is not None]
+        scores = dict(zip(
+            (id(window) for window, _ in aligned),
+            self.runtime.alignment_scores([(window.handle, tokens) for window, tokens in aligned]),
+        ))
+        words = []
         for window in finished:
-            result = window.decode.result()
-            span = window.task.span
-            if result.complete_seconds is not None:
-                resume = span.start + int(result.complete_seconds * SAMPLE_RATE)
-                if (span.end - resume) / SAMPLE_RATE >= MIN_REDO_SECONDS:
-                    result = result.without_unfinished_tail()
-                    redo.append(_WindowTask(window.task.file, SpeechWindow(resume, span.end)))
-            results.append(result)
-        eot = self.tokenizer.eot
-        texts = [
-            [] if is_silence(r) else [t for t in r.tokens if t < eot] for r in results
-        ]
-        requests = [
-            (w.handle, [*self.tokenizer.sot_sequence, self.tokenizer.no_timestamps, *text, eot])
-            for w, text in zip(finished, texts) if text
-        ]
-        scores = iter(self.runtime.alignment_scores(requests))
-        out: list[list[Word]] = []
-        for window, result, text in zip(finished, results, texts):
             self.runtime.release_window(window.handle)
-            if not text:
-                out.append([])
-                continue
-            logprobs = [lp for t, lp in zip(result.tokens, result.token_logprobs) if t < eot]
-            span = window.task.span
-            timings = word_timings(self.tokenizer, next(scores), text, logprobs, min(span.end - span.start, WINDOW_SAMPLES))
-            offset_ms = span.start * 1000 / SAMPLE_RATE
-            out.append([
-                Word(
-                    text=t.text.strip(),
-                    start_ms=int(round(offset_ms + t.start * 1000)),
-                    end_ms=max(int(round(offset_ms + t.end * 1000)), int(round(offset_ms + t.start * 1000)) + 1),
-                    confidence=round(min(1.0, max(0.0, t.probability)), 4),
-                )
-                for t in timings if t.text.strip()
-            ])
-        return out, redo
+            words.append(window.job.words(scores[id(window)]) if id(window) in scores else [])
+        return words, redo

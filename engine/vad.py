@@ -45,9 +45,9 @@ class VoiceActivityDetector:
 
     def __init__(
         self,
-        threshold: float = 0.5,
+        threshold: float = 0.25,
         max_window_s: float = 30.0,
-        pad_s: float = 0.2,
+        pad_s: float = 0.5,
         min_speech_ms: int = 250,
         min_silence_ms: int = 100,
     ) -> None:

@@ -26,6 +26,7 @@ from engine.model_store import load_stored_model  # noqa: E402
 from engine.search import SECONDS_PER_TIMESTAMP, SearchConfig, SearchResult, WindowSearch  # noqa: E402
 from engine.tokenizer import WhisperTokenizer  # noqa: E402
 from engine.whisper_net import WhisperNet  # noqa: E402
+from drive import decode_window
 from synth import speak, write_wav  # noqa: E402
 
 SPOKEN = "The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore."
@@ -240,23 +241,9 @@ def test_log_mel_matches_faster_whisper(speech_16k, mels):
 
 
 def _greedy(stored, mels: torch.Tensor, audio_seconds: float) -> SearchResult:
-    """Drive one window exactly as Transcriber._start/_step do, with beam_size=1."""
     tokenizer = WhisperTokenizer(stored.path / "tokenizer.json", stored.dims.n_vocab)
-    runtime = InferenceRuntime(stored, "cpu", int8=False)
     search = WindowSearch(SearchConfig.for_model(tokenizer, stored.config, beam_size=1), audio_seconds)
-    handle = runtime.encode(mels)[0]
-    sequences = runtime.open_sequences(handle, search.rows)
-    feed = search.first_tokens()
-    while True:
-        tokens, parents = search.advance(runtime.step(sequences, feed))
-        if search.done:
-            break
-        if parents != list(range(len(parents))):
-            runtime.reorder(sequences, [sequences[p] for p in parents])
-        feed = tokens
-    runtime.close_sequences(sequences)
-    runtime.release_window(handle)
-    return search.result()
+    return decode_window(InferenceRuntime(stored, "cpu", int8=False), mels, search)
 
 
 @pytest.fixture(scope="module")

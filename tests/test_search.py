@@ -22,6 +22,7 @@ from engine.inference import InferenceRuntime
 from engine.model_store import load_stored_model
 from engine.search import SECONDS_PER_TIMESTAMP, SearchConfig, SearchResult, WindowSearch, repeated_tail
 from engine.tokenizer import WhisperTokenizer
+from drive import decode_window
 from synth import speak, write_wav
 
 SPOKEN = "Please send the weekly report to the finance team before Friday."
@@ -292,22 +293,9 @@ def speech_16k(tmp_path_factory) -> np.ndarray:
 
 def _decode(stored, tokenizer, audio: np.ndarray, cfg: SearchConfig, audio_seconds: float | None = None,
             on_advance=None) -> SearchResult:
-    """Drive one window exactly as Transcriber._start/_step do."""
-    runtime = InferenceRuntime(stored, "cpu", int8=False)
-    handle = runtime.encode(log_mel_windows([audio], stored.dims.n_mels))[0]
     search = WindowSearch(cfg, len(audio) / SAMPLE_RATE if audio_seconds is None else audio_seconds)
-    sequences = runtime.open_sequences(handle, search.rows)
-    feed = search.first_tokens()
-    while True:
-        tokens, parents = search.advance(runtime.step(sequences, feed))
-        if search.done:
-            break
-        if on_advance:
-            on_advance(tokens, parents)
-        if parents != list(range(len(parents))):
-            runtime.reorder(sequences, [sequences[p] for p in parents])
-        feed = tokens
-    return search.result()
+    mels = log_mel_windows([audio], stored.dims.n_mels)
+    return decode_window(InferenceRuntime(stored, "cpu", int8=False), mels, search, on_advance)
 
 
 def _check_timestamp_rules(tokens: list[int], tokenizer: WhisperTokenizer, limit: int, suppress) -> None:

@@ -1,0 +1,31 @@
+"""Drive one window's search against the real runtime, the way engine.transcriber does for many."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from engine.inference import InferenceRuntime
+from engine.search import SearchResult, WindowSearch
+
+
+def decode_window(runtime: InferenceRuntime, mels: torch.Tensor, search: WindowSearch,
+                  on_advance: Callable[[list[int], list[int]], None] | None = None) -> SearchResult:
+    handle = runtime.encode(mels)[0]
+    sequences = runtime.open_sequences(handle, search.rows)
+    feed = search.first_tokens()
+    while True:
+        tokens, parents = search.advance(runtime.step(sequences, feed))
+        if search.done:
+            break
+        if on_advance:
+            on_advance(tokens, parents)
+        kept = sequences[: len(parents)]
+        if parents != list(range(len(parents))):
+            runtime.reorder(kept, [sequences[p] for p in parents])
+        runtime.close_sequences(sequences[len(parents) :])
+        sequences, feed = kept, tokens
+    runtime.close_sequences(sequences)
+    runtime.release_window(handle)
+    return search.result()

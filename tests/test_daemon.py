@@ -1,0 +1,141 @@
+"""The real daemon: real processes, the real tiny.en model, real HTTP on loopback, real shared memory."""
+
+from __future__ import annotations
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from daemon_support import audio_server, free_port, running_daemon
+from synth import silence, speak
+
+SENTENCE = "please send the weekly report to the finance team before friday"
+
+
+def _speech(text: str) -> np.ndarray:
+    samples, rate = speak(text)
+    return soxr.resample(samples, rate, 16000).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory, installed_model) -> Path:
+    root = tmp_path_factory.mktemp("audio")
+    speech = _speech(SENTENCE)
+    sf.write(root / "speech.wav", np.concatenate([silence(0.5, 16000), speech, silence(0.5, 16000)]), 16000)
+    parts = []
+    for text in ["the weather today is sunny and warm", "our meeting moved to the afternoon",
+                 "the train leaves from platform nine", "thank you for your patience"] * 3:
+        parts += [_speech(text), silence(2.0, 16000)]
+    sf.write(root / "long.flac", np.concatenate(parts), 16000)
+    (root / "page.html").write_text("<html><body>not audio</body></html>")
+    sf.write(root / "silence.wav", silence(5.0, 16000), 16000)
+    return root
+
+
+@pytest.fixture(scope="module")
+def origin(audio_dir):
+    with audio_server(audio_dir) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, installed_model):
+    with running_daemon(tmp_path_factory.mktemp("daemon"), ASYNC_ENGINE_DEVICES="cpu,cpu", ASYNC_ENGINE_DECODERS="2",
+                        MAX_TRANSCRIPTS_PARALLEL="2", REJECT_OVER_PARALLEL="True") as running:
+        running.statuses = running.wait_healthy()
+        yield running
+
+
+def test_health_is_501_while_loading_then_200_with_every_worker(daemon):
+    assert 501 in daemon.statuses and daemon.statuses[-1] == 200
+    body = daemon.health().json()
+    assert body["status"] == "ok"
+    names = {w["name"]: w for w in body["workers"]}
+    assert {"inference-0", "inference-1", "decoder-0", "decoder-1"} <= set(names)
+    assert all(w["state"] == "ready" and w["pid"] > 0 for w in names.values())
+
+
+def test_transcribes_speech_with_every_response_field(daemon, origin, audio_dir):
+    response = daemon.transcribe({"audio_url": f"{origin}/speech.wav"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) >= {"blob", "duration", "stereo_decode", "uid", "utterances", "words"}
+    assert re.fullmatch(r"t_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", body["uid"])
+    assert body["stereo_decode"] is False and body["utterances"] is None
+    text = body["blob"].lower()
+    assert sum(word in text for word in ("weekly", "report", "finance", "friday")) >= 3
+    assert body["duration"] == pytest.approx(sf.info(str(audio_dir / "speech.wav")).duration, abs=0.01)
+    starts = [w["start"] for w in body["words"]]
+    assert starts == sorted(starts)
+    for word in body["words"]:
+        assert isinstance(word["start"], int) and isinstance(word["end"], int) and word["start"] < word["end"]
+        assert 0.0 <= word["confidence"] <= 1.0
+        assert word["end"] <= body["duration"] * 1000 + 50
+
+
+def test_silence_is_an_empty_transcript(daemon, origin):
+    body = daemon.transcribe({"audio_url": f"{origin}/silence.wav"}).json()
+    assert body["blob"] == "" and body["words"] == []
+
+
+def test_parallel_requests_within_the_limit_all_succeed_on_both_devices(daemon, origin):
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(lambda _: daemon.transcribe({"audio_url": f"{origin}/long.flac"}), range(2)))
+    assert [r.status_code for r in responses] == [200, 200]
+    assert all("platform" in r.json()["blob"].lower() for r in responses)
+    time.sleep(1.5)  # the supervisor refreshes /health every second
+    windows = {w["name"]: w["windows"] for w in daemon.health().json()["workers"] if w["kind"] == "inference"}
+    assert windows["inference-0"] > 0 and windows["inference-1"] > 0
+
+
+def test_over_the_limit_is_423_with_retry_after(daemon, origin):
+    with ThreadPoolExecutor(5) as pool:
+        futures = [pool.submit(daemon.transcribe, {"audio_url": f"{origin}/long.flac"}) for _ in range(5)]
+        responses = [f.result() for f in futures]
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) >= 2 and 423 in statuses
+    refused = next(r for r in responses if r.status_code == 423)
+    assert int(refused.headers["Retry-After"]) > 0
+    assert refused.json()["code"] == 7 and refused.json()["uid"].startswith("t_")
+    assert daemon.health().status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"audio_url": "http://127.0.0.1:{dead}/x.wav"}, 502, 1),
+        ({"audio_url": "{origin}/missing.wav"}, 502, 1),
+        ({"audio_url": "{origin}/page.html"}, 422, 3),
+        ({"audio_url": "{origin}/speech.wav", "punctuate": "yes"}, 400, 4),
+        ({"audio_url": "{origin}/speech.wav", "audio_start_from": 2000, "audio_end_at": 1000}, 400, 4),
+    ],
+    ids=["refused", "404", "not-audio", "bad-type", "inverted-times"],
+)
+def test_errors_are_json_with_stable_codes(daemon, origin, body, status, code):
+    filled = {k: v.format(origin=origin, dead=free_port()) if isinstance(v, str) else v for k, v in body.items()}
+    response = daemon.transcribe(filled)
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert error["code"] == code and error["uid"].startswith("t_") and error["description"]
+
+
+def test_sigterm_finishes_the_request_in_flight_and_leaves_no_shared_memory(tmp_path, origin):
+    with running_daemon(tmp_path, MAX_TRANSCRIPTS_PARALLEL="1", REJECT_OVER_PARALLEL="False") as daemon:
+        daemon.wait_healthy()
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(daemon.transcribe, {"audio_url": f"{origin}/long.flac"})
+            second = pool.submit(daemon.transcribe, {"audio_url": f"{origin}/speech.wav"})
+            assert second.result().status_code == 200, "REJECT_OVER_PARALLEL=False waits for a slot"
+            assert first.result().status_code == 200
+            busy = pool.submit(daemon.transcribe, {"audio_url": f"{origin}/long.flac"})
+            time.sleep(1.0)
+            assert daemon.shm_blocks(), "a job in flight holds its audio and the workers' blocks"
+            assert daemon.stop() == 0
+            assert busy.result().status_code == 200
+        assert daemon.shm_blocks() == []
