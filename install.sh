@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fresh-machine set-up: a virtualenv in .venv with every dependency, the default model (tiny.en)
-# converted into the models directory, then a first transcription of FILE (if given) to prove it.
+# converted into the models directory, then a first transcription of FILE (if given) to prove it,
+# or, with --serve, the server on port 9999.
 set -euo pipefail
 cd "$(dirname "$0")"
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -9,6 +10,8 @@ cd "$(dirname "$0")"
 .venv/bin/python -m pip install --quiet torch==2.13.0
 .venv/bin/python -m pip install --quiet -e .
 .venv/bin/async-engine models install "${ASYNC_ENGINE_MODEL:-tiny.en}"
-if [ $# -gt 0 ]; then
+if [ "${1:-}" = "--serve" ]; then
+    exec .venv/bin/async-engine serve
+elif [ $# -gt 0 ]; then
     .venv/bin/async-engine transcribe "$@"
 fi
