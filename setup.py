@@ -17,6 +17,9 @@ setup(
         "onnxruntime>=1.17",
         "tokenizers>=0.15",
         "tqdm>=4.60",
+        "requests>=2.31",
+        "falcon>=4",
+        "waitress>=3",
     ],
-    entry_points={"console_scripts": ["async-engine=engine.cli:main"]},
+    entry_points={"console_scripts": ["async-engine=daemon.cli:main"]},
 )

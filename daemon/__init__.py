@@ -1,0 +1,1 @@
+"""The HTTP daemon: front (waitress + Falcon), supervisor, inference and decoder processes."""

@@ -1,0 +1,199 @@
+"""The daemon's configuration: every environment variable it reads, validated once at start.
+
+Defaults live in DEFAULTS and nowhere else; config/async-engine.env documents the same names for
+operators. A bad value raises ConfigError naming the variable, so `async-engine serve` refuses to
+start instead of failing on the first request. ConfigError is a SettingsError, so the CLI's one
+handler covers the engine's variables and the daemon's alike.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from engine.settings import EngineSettings, SettingsError, parse_bool, parse_int
+
+DEFAULTS: dict[str, str] = {
+    "MAX_TRANSCRIPTS_PARALLEL": "14",
+    "REJECT_OVER_PARALLEL": "True",
+    "ENABLE_AUTO_PUNCTUATION": "True",
+    "CUSTOM_LANG_MODEL_PATH": "",
+    "SKIP_DECODER": "0",
+    "LOGLEVEL": "INFO",
+    "ASYNC_ENGINE_HOST": "0.0.0.0",
+    "ASYNC_ENGINE_PORT": "9999",
+    "ASYNC_ENGINE_DEVICES": "auto",
+    "ASYNC_ENGINE_DECODERS": "",  # empty: one per core left over by the inference processes, at most 8
+    "ASYNC_ENGINE_WINDOWS_IN_FLIGHT": "",  # empty: 16 on cpu, 64 on cuda
+    "DOWNLOAD_CONNECT_TIMEOUT": "5",
+    "DOWNLOAD_READ_TIMEOUT": "30",
+    "DOWNLOAD_MAX_BYTES": "500000000",
+    "DOWNLOAD_MAX_REDIRECTS": "5",
+    "MAX_AUDIO_SECONDS": "14400",
+    "REQUEST_TIMEOUT_SECONDS": "3600",
+}
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_DEFAULT_DECODERS = 8
+_DEFAULT_WINDOWS_IN_FLIGHT = {"cpu": 16, "cuda": 64}
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+class ConfigError(SettingsError):
+    """An environment variable has a value the daemon cannot use."""
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    """Bounds on fetching a customer's audio_url, so one slow or huge origin cannot hold a slot forever."""
+
+    connect_timeout: float  # seconds
+    read_timeout: float  # seconds between bytes
+    max_bytes: int
+    max_redirects: int
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    max_transcripts_parallel: int
+    reject_over_parallel: bool
+    enable_auto_punctuation: bool
+    custom_lang_model_path: Path | None
+    skip_decoder: bool
+    log_level: str
+    host: str
+    port: int
+    devices: tuple[str, ...]  # one inference process per entry
+    decoders: int
+    windows_in_flight: int  # per inference process
+    download: DownloadLimits
+    max_audio_seconds: int
+    request_timeout_seconds: int
+    engine: EngineSettings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "DaemonConfig":
+        """Read and validate every variable; raises ConfigError naming the first bad one."""
+        try:
+            return cls._read(os.environ if env is None else env)
+        except ConfigError:
+            raise
+        except SettingsError as exc:  # the engine's parsers: same message, the daemon's one error type
+            raise ConfigError(str(exc)) from None
+
+    @classmethod
+    def _read(cls, env: Mapping[str, str]) -> "DaemonConfig":
+
+        def get(name: str) -> str:
+            return env.get(name, "").strip() or DEFAULTS[name]
+
+        devices = parse_devices(get("ASYNC_ENGINE_DEVICES"))
+        kind = "cuda" if devices[0].startswith("cuda") else "cpu"
+        decoders = get("ASYNC_ENGINE_DECODERS")
+        windows = get("ASYNC_ENGINE_WINDOWS_IN_FLIGHT")
+        # ASYNC_ENGINE_DEVICE (the single-device CLI setting) is superseded here: the engine's defaults
+        # that depend on the device (compute type) follow the daemon's devices instead.
+        engine = EngineSettings.from_env({**env, "ASYNC_ENGINE_DEVICE": devices[0]})
+        return cls(
+            max_transcripts_parallel=parse_int("MAX_TRANSCRIPTS_PARALLEL", get("MAX_TRANSCRIPTS_PARALLEL"), 1, 4096),
+            reject_over_parallel=parse_bool("REJECT_OVER_PARALLEL", get("REJECT_OVER_PARALLEL")),
+            enable_auto_punctuation=parse_bool("ENABLE_AUTO_PUNCTUATION", get("ENABLE_AUTO_PUNCTUATION")),
+            custom_lang_model_path=_readable_file("CUSTOM_LANG_MODEL_PATH", get("CUSTOM_LANG_MODEL_PATH")),
+            skip_decoder=parse_bool("SKIP_DECODER", get("SKIP_DECODER")),
+            log_level=_log_level(get("LOGLEVEL")),
+            host=get("ASYNC_ENGINE_HOST"),
+            port=parse_int("ASYNC_ENGINE_PORT", get("ASYNC_ENGINE_PORT"), 1, 65535),
+            devices=devices,
+            decoders=(
+                parse_int("ASYNC_ENGINE_DECODERS", decoders, 1, 256) if decoders
+                else default_decoders(len(devices), os.cpu_count() or 1)
+            ),
+            windows_in_flight=(
+                parse_int("ASYNC_ENGINE_WINDOWS_IN_FLIGHT", windows, 1, 4096) if windows
+                else _DEFAULT_WINDOWS_IN_FLIGHT[kind]
+            ),
+            download=DownloadLimits(
+                connect_timeout=_seconds("DOWNLOAD_CONNECT_TIMEOUT", get("DOWNLOAD_CONNECT_TIMEOUT")),
+                read_timeout=_seconds("DOWNLOAD_READ_TIMEOUT", get("DOWNLOAD_READ_TIMEOUT")),
+                max_bytes=parse_int("DOWNLOAD_MAX_BYTES", get("DOWNLOAD_MAX_BYTES"), 1, 1 << 40),
+                max_redirects=parse_int("DOWNLOAD_MAX_REDIRECTS", get("DOWNLOAD_MAX_REDIRECTS"), 0, 30),
+            ),
+            max_audio_seconds=parse_int("MAX_AUDIO_SECONDS", get("MAX_AUDIO_SECONDS"), 1, 7 * 24 * 3600),
+            request_timeout_seconds=parse_int(
+                "REQUEST_TIMEOUT_SECONDS", get("REQUEST_TIMEOUT_SECONDS"), 1, 7 * 24 * 3600
+            ),
+            engine=engine,
+        )
+
+
+def parse_devices(value: str) -> tuple[str, ...]:
+    """ASYNC_ENGINE_DEVICES: "auto", or a comma-separated list such as "cpu,cpu" or "cuda:0,cuda:1".
+
+    "auto" means every visible CUDA card, else one CPU process. A card may appear once (one process
+    per card owns it); "cpu" may repeat. CPU and CUDA do not mix: the compute type is one setting.
+    """
+    if value == "auto":
+        count = cuda_device_count()
+        return tuple(f"cuda:{i}" for i in range(count)) if count else ("cpu",)
+    devices = tuple(part.strip() for part in value.split(","))
+    for device in devices:
+        if not _DEVICE.fullmatch(device):
+            raise ConfigError(f"ASYNC_ENGINE_DEVICES must be auto or a list of cpu / cuda:N; got {device!r} in {value!r}")
+    cards = [d if ":" in d else "cuda:0" for d in devices if d.startswith("cuda")]
+    if cards and len(cards) != len(devices):
+        raise ConfigError(f"ASYNC_ENGINE_DEVICES cannot mix cpu and cuda devices; got {value!r}")
+    if len(set(cards)) != len(cards):
+        raise ConfigError(f"ASYNC_ENGINE_DEVICES names a CUDA card twice (one process per card); got {value!r}")
+    if cards:
+        visible = cuda_device_count()
+        missing = [c for c in cards if int(c.split(":")[1]) >= visible]
+        if missing:
+            raise ConfigError(
+                f"ASYNC_ENGINE_DEVICES names {', '.join(missing)} but {visible} CUDA device(s) are visible; got {value!r}"
+            )
+        return tuple(cards)
+    return devices
+
+
+def cuda_device_count() -> int:
+    """Visible CUDA cards; torch is imported only when a device list needs it."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def default_decoders(inference_processes: int, cpu_count: int) -> int:
+    """The cores the inference processes leave over, at least one and at most MAX_DEFAULT_DECODERS."""
+    return min(MAX_DEFAULT_DECODERS, max(1, cpu_count - inference_processes))
+
+
+def _readable_file(name: str, value: str) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise ConfigError(f"{name} must name an existing file; {value!r} is not one")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{name} names {value!r}, which this process cannot read")
+    return path
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"LOGLEVEL must be one of {', '.join(LOG_LEVELS)}; got {value!r}")
+    return level
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds; got {value!r}") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= 3600):
+        raise ConfigError(f"{name} must be more than 0 and at most 3600 seconds; got {value!r}")
+    return seconds

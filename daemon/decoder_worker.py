@@ -1,0 +1,148 @@
+"""Decoder process: voice-activity planning, the searches of its windows, and their words.
+
+It owns the decoder-side state of every window the supervisor gives it (engine.window.WindowJob)
+and talks to the inference processes in batches: one message per inference process per round,
+holding every window's next rows, restarts and alignment requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+from collections import defaultdict
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+
+from daemon import messages as m
+from daemon.lifeline import ignore_stop_signals
+from daemon.shm import ArrayRef, Attachments
+from engine.model_store import model_path, read_model_config
+from engine.search import SearchConfig
+from engine.settings import EngineSettings
+from engine.tokenizer import WhisperTokenizer
+from engine.vad import SpeechWindow, VoiceActivityDetector
+from engine.window import WindowJob
+
+log = logging.getLogger("async_engine.decoder")
+
+
+@dataclass
+class _Live:
+    uid: str
+    channel: int
+    inference: int
+    job: WindowJob
+    redo: tuple[int, int] | None = None
+
+
+class DecoderWorker:
+    def __init__(self, index: int, settings: EngineSettings, inbox: Queue, events: Queue,
+                 inference_inboxes: list[Queue]) -> None:
+        self.index = index
+        self.inbox = inbox
+        self.events = events
+        self.inference_inboxes = inference_inboxes
+        config = read_model_config(settings.models_dir, settings.model)
+        tokenizer_path = model_path(settings.models_dir, settings.model) / "tokenizer.json"
+        self.tokenizer = WhisperTokenizer(tokenizer_path, config["dims"]["n_vocab"])
+        self.search_config = SearchConfig.for_model(self.tokenizer, config, settings.beam_size)
+        self.vad = VoiceActivityDetector()
+        self.shm = Attachments()
+        self.windows: dict[int, _Live] = {}
+
+    def run(self) -> None:
+        parent = os.getppid()
+        while True:
+            try:
+                item = self.inbox.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent:  # the supervisor is gone: nobody will read our answers
+                    return
+                continue
+            outgoing: dict[int, list] = defaultdict(list)
+            items = item.items if isinstance(item, m.Batch) else [item]
+            for message in items:
+                if isinstance(message, m.Stop):
+                    self.shm.close()
+                    return
+                self._handle(message, outgoing)
+            for inference, batch in outgoing.items():
+                self.inference_inboxes[inference].put(m.Batch(batch))
+
+    def _handle(self, message, outgoing: dict[int, list]) -> None:
+        if isinstance(message, m.Probe):
+            self.events.put(m.Ready("decoder", self.index, message.nonce, os.getpid()))
+        elif isinstance(message, m.Plan):
+            self._plan(message)
+        elif isinstance(message, m.Window):
+            self._open(message, outgoing)
+        elif isinstance(message, m.Logits):
+            self._advance(message, outgoing)
+        elif isinstance(message, m.Scores):
+            self._words(message, outgoing)
+        elif isinstance(message, m.WindowError):
+            live = self.windows.pop(message.wid, None)
+            if live is not None:
+                self.events.put(m.WorkerFailure(live.uid, message.message))
+        elif isinstance(message, m.Cancel):
+            for wid in [w for w, live in self.windows.items() if live.uid == message.uid]:
+                live = self.windows.pop(wid)
+                outgoing[live.inference].append(m.Release(wid))
+
+    def _plan(self, message: m.Plan) -> None:
+        pcm = self.shm.view(message.pcm)[message.channel]
+        spans = [(w.start, w.end) for w in self.vad.windows(pcm)]
+        self.events.put(m.Planned(message.uid, message.channel, spans))
+
+    def _open(self, message: m.Window, outgoing: dict[int, list]) -> None:
+        job = WindowJob(self.search_config, self.tokenizer, SpeechWindow(message.start, message.end))
+        self.windows[message.wid] = _Live(message.uid, message.channel, message.inference, job)
+        ref = message.pcm
+        channel = ArrayRef(ref.name, (ref.shape[1],), ref.dtype, ref.offset + message.channel * ref.shape[1] * 4)
+        outgoing[message.inference].append(
+            m.Open(message.wid, self.index, channel, job.span.start, job.span.end, job.decode.search.first_tokens())
+        )
+
+    def _advance(self, message: m.Logits, outgoing: dict[int, list]) -> None:
+        live = self.windows.get(message.wid)
+        if live is None:  # cancelled while the step was in flight
+            return
+        rows = self.shm.view(message.rows)
+        search = live.job.decode.search
+        tokens, parents = search.advance(rows)
+        if not search.done:
+            outgoing[live.inference].append(m.Feed(message.wid, tokens, parents))
+            return
+        again = live.job.decode.retry()
+        if again is not None:
+            outgoing[live.inference].append(m.Restart(message.wid, again.first_tokens()))
+            return
+        tokens, redo = live.job.conclude()
+        redo_span = None if redo is None else (redo.start, redo.end)
+        if tokens is None:
+            self.windows.pop(message.wid)
+            outgoing[live.inference].append(m.Release(message.wid))
+            self.events.put(m.WindowDone(message.wid, live.uid, live.channel, [], redo_span))
+        else:
+            live.redo = redo_span
+            outgoing[live.inference].append(m.Align(message.wid, tokens))
+
+    def _words(self, message: m.Scores, outgoing: dict[int, list]) -> None:
+        live = self.windows.pop(message.wid, None)
+        if live is None:
+            return
+        words = live.job.words(self.shm.view(message.scores).copy())
+        outgoing[live.inference].append(m.Release(message.wid))
+        self.events.put(m.WindowDone(message.wid, live.uid, live.channel, words, live.redo))
+
+
+def run_decoder(index: int, settings: EngineSettings, inbox: Queue, events: Queue,
+                inference_inboxes: list[Queue], log_level: str) -> None:
+    """Process entry point."""
+    ignore_stop_signals()
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    try:
+        DecoderWorker(index, settings, inbox, events, inference_inboxes).run()
+    except KeyboardInterrupt:
+        pass

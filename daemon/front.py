@@ -1,0 +1,320 @@
+"""The HTTP front: validates requests, downloads and decodes audio, and hands PCM to the job client.
+
+Everything the customer's contract (../shared/API.md) fixes happens here: field names and
+defaults, the response shapes, and errors that are always {"code", "description", "uid"} JSON,
+whatever failed (our checks, Falcon's routing, or a bug). Each request gets a uid that appears
+in its answer and its one log line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+
+import falcon
+import numpy as np
+import soundfile as sf
+
+from daemon.config import DaemonConfig
+from daemon.download import fetch
+from daemon.errors import (AUDIO_TOO_LONG, INTERNAL_FAILURE, INVALID_PARAMETER, MALFORMED_REQUEST,
+                           MONO_WITH_DUAL_CHANNEL, NO_SUCH_ENDPOINT, UNSUPPORTED_CONTENT_TYPE, ApiError,
+                           from_engine_error, over_capacity, request_timed_out)
+from daemon.jobs import JobClient
+from daemon.openapi import openapi_document
+from daemon.text_options import shape_words
+from engine.audio import SAMPLE_RATE, decode_audio
+from engine.errors import EngineError
+from engine.result import Transcript, Word, new_uid
+
+log = logging.getLogger("async_engine.front")
+
+RETRY_AFTER_SECONDS = 5  # a hint for 423: about the time a short file takes
+MAX_BODY_BYTES = 64 * 1024  # the JSON body carries a URL and a few flags
+UTTERANCE_PAUSE_MS = 1500  # a longer pause within one channel starts a new utterance
+SAMPLES_PER_MS = SAMPLE_RATE // 1000
+_ENDPOINTS = "the endpoints are GET /health, POST /transcribe/url and GET /openapi.json"
+
+
+@dataclass(frozen=True)
+class TranscribeRequest:
+    """The body of POST /transcribe/url with API.md's defaults."""
+
+    audio_url: str
+    dual_channel: bool = False
+    format_text: bool = True
+    punctuate: bool = True
+    audio_start_from: int | None = None  # ms
+    audio_end_at: int | None = None  # ms
+
+
+_FIELD_TYPES = {"audio_url": str, "dual_channel": bool, "format_text": bool, "punctuate": bool,
+                "audio_start_from": int, "audio_end_at": int}
+
+
+def create_app(config: DaemonConfig, jobs: JobClient) -> falcon.App:
+    """The WSGI application; waitress serves it, tests drive it through falcon.testing."""
+    app = falcon.App(middleware=[_RequestLog()])
+    app.add_route("/health", _Health(jobs))
+    app.add_route("/transcribe/url", _Transcribe(config, jobs))
+    app.add_route("/openapi.json", _OpenApi(openapi_document(config)))
+    app.add_error_handler(Exception, _unexpected_error)
+    app.add_error_handler(falcon.HTTPError, _falcon_error)
+    app.add_error_handler(ApiError, _api_error)
+    return app
+
+
+def parse_request(body: object) -> TranscribeRequest:
+    """Validate the decoded JSON body strictly: a typo in a field name must not be silently ignored."""
+    if not isinstance(body, dict):
+        raise ApiError(MALFORMED_REQUEST, f"the request body must be a JSON object; got a JSON {_json_type(body)}")
+    for name in body:
+        if name not in _FIELD_TYPES:
+            raise ApiError(INVALID_PARAMETER, f"unknown field {name!r}; the fields are {', '.join(_FIELD_TYPES)}")
+    if "audio_url" not in body:
+        raise ApiError(INVALID_PARAMETER, "audio_url is required: the http(s) URL of the audio file")
+    for name, value in body.items():
+        _check_type(name, value)
+    fields = {k: v for k, v in body.items() if v is not None}
+    request = TranscribeRequest(**fields)
+    start, end = request.audio_start_from, request.audio_end_at
+    if start is not None and end is not None and start >= end:
+        raise ApiError(INVALID_PARAMETER, f"audio_start_from ({start} ms) must be less than audio_end_at ({end} ms)")
+    return request
+
+
+def _check_type(name: str, value: object) -> None:
+    expected = _FIELD_TYPES[name]
+    if expected is str:
+        if not isinstance(value, str) or not value.strip():
+            raise ApiError(INVALID_PARAMETER, f"{name} must be a non-empty string; got a JSON {_json_type(value)}")
+    elif expected is bool:
+        if not isinstance(value, bool):
+            raise ApiError(INVALID_PARAMETER, f"{name} must be true or false (a JSON boolean); got {json.dumps(value)}")
+    elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ApiError(INVALID_PARAMETER, f"{name} must be a whole number of milliseconds >= 0; got {json.dumps(value)}")
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+class _RequestLog:
+    """Gives each request its uid and logs one line when it ends: uid, audio and wall seconds, outcome."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.uid = new_uid()
+        req.context.started = time.monotonic()
+        req.context.audio_seconds = None
+        req.context.error = None
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         req_succeeded: bool) -> None:
+        level = logging.DEBUG if req.path == "/health" else logging.INFO
+        audio = req.context.audio_seconds
+        error = req.context.error
+        log.log(level, "uid=%s %s %s status=%d code=%s audio_s=%s wall_s=%.3f%s",
+                req.context.uid, req.method, req.path, resp.status_code, error.code if error else "-",
+                f"{audio:.3f}" if audio is not None else "-", time.monotonic() - req.context.started,
+                f" error={error.description!r}" if error else "")
+
+
+class _Health:
+    def __init__(self, jobs: JobClient) -> None:
+        self.jobs = jobs
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ready, body = self.jobs.health()
+        resp.status = 200 if ready else 501
+        resp.media = body
+
+
+class _OpenApi:
+    def __init__(self, document: dict) -> None:
+        self.document = document
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self.document
+
+
+class _Transcribe:
+    def __init__(self, config: DaemonConfig, jobs: JobClient) -> None:
+        self.config = config
+        self.jobs = jobs
+        self.slots = threading.BoundedSemaphore(config.max_transcripts_parallel)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        request = parse_request(_read_json(req))
+        deadline = req.context.started + self.config.request_timeout_seconds
+        self._admit(deadline)
+        try:
+            resp.media = self._transcribe(req.context, request, deadline)
+        finally:
+            self.slots.release()
+
+    def _admit(self, deadline: float) -> None:
+        """MAX_TRANSCRIPTS_PARALLEL slots: refuse at once (423) or wait, as REJECT_OVER_PARALLEL says."""
+        if self.config.reject_over_parallel:
+            if not self.slots.acquire(blocking=False):
+                raise over_capacity(self.config.max_transcripts_parallel, RETRY_AFTER_SECONDS)
+        elif not self.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise request_timed_out(self.config.request_timeout_seconds)
+
+    def _transcribe(self, context: falcon.Context, request: TranscribeRequest, deadline: float) -> dict:
+        data = fetch(request.audio_url, self.config.download, deadline)
+        self._check_declared_length(data)
+        try:
+            audio = decode_audio(data, keep_channels=True)
+        except EngineError as exc:
+            raise from_engine_error(exc) from exc
+        del data
+        self._check_length(audio.shape[1] / SAMPLE_RATE)
+        if request.dual_channel and audio.shape[0] < 2:
+            raise ApiError(MONO_WITH_DUAL_CHANNEL, "dual_channel is true but the file has one channel; "
+                                                   "send a stereo file or set dual_channel to false")
+        start_ms, end_ms = _span_ms(request, audio.shape[1])
+        pcm = audio[: 2 if request.dual_channel else None, start_ms * SAMPLES_PER_MS: end_ms * SAMPLES_PER_MS]
+        if not request.dual_channel and pcm.shape[0] > 1:
+            pcm = pcm.mean(axis=0, keepdims=True, dtype=np.float32)
+        duration = pcm.shape[1] / SAMPLE_RATE
+        context.audio_seconds = duration
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise request_timed_out(self.config.request_timeout_seconds)
+        channels = self.jobs.submit(context.uid, np.ascontiguousarray(pcm, dtype=np.float32), remaining)
+        channels = [
+            shape_words(_shifted(words, start_ms), request.format_text, request.punctuate,
+                        self.config.enable_auto_punctuation)
+            for words in channels
+        ]
+        if request.dual_channel:
+            return dual_channel_body(channels, duration, context.uid)
+        return Transcript(channels[0], duration).as_dict(context.uid)
+
+    def _check_declared_length(self, data: bytes) -> None:
+        """Refuse an over-long file from its header, before decoding it costs seconds and gigabytes."""
+        try:
+            info = sf.info(io.BytesIO(data))
+        except (sf.SoundFileError, RuntimeError, TypeError, ValueError):  # decode_audio names the problem
+            return
+        self._check_length(info.duration)
+
+    def _check_length(self, seconds: float) -> None:
+        if seconds > self.config.max_audio_seconds:
+            raise ApiError(AUDIO_TOO_LONG, f"the audio is {seconds:.0f} s long, more than the "
+                                           f"{self.config.max_audio_seconds} s allowed (MAX_AUDIO_SECONDS); "
+                                           "split it or use audio_start_from / audio_end_at on a shorter file")
+
+
+def _read_json(req: falcon.Request) -> object:
+    media_type = (req.content_type or "application/json").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ApiError(UNSUPPORTED_CONTENT_TYPE, f"Content-Type must be application/json; got {req.content_type!r}")
+    raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(MALFORMED_REQUEST, f"the request body is larger than {MAX_BODY_BYTES} bytes", status=413)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(MALFORMED_REQUEST, f"the request body is not valid JSON: {exc}") from None
+
+
+def _span_ms(request: TranscribeRequest, samples: int) -> tuple[int, int]:
+    """[start, end) in ms of the original file; checked against the audio's length once it is known."""
+    length_ms = -(-samples // SAMPLES_PER_MS)
+    start = request.audio_start_from or 0
+    end = length_ms if request.audio_end_at is None else request.audio_end_at
+    if start >= length_ms:
+        raise ApiError(INVALID_PARAMETER, f"audio_start_from ({start} ms) is at or past the end of the audio "
+                                          f"({length_ms} ms)", status=422)
+    if end > length_ms:
+        raise ApiError(INVALID_PARAMETER, f"audio_end_at ({end} ms) is past the end of the audio ({length_ms} ms); "
+                                          "leave it out to transcribe to the end", status=422)
+    return start, end
+
+
+def _shifted(words: list[Word], offset_ms: int) -> list[Word]:
+    """Word times from the start of the trimmed PCM to times in the original file."""
+    if not offset_ms:
+        return words
+    return [replace(w, start_ms=w.start_ms + offset_ms, end_ms=w.end_ms + offset_ms) for w in words]
+
+
+def dual_channel_body(channels: list[list[Word]], duration: float, uid: str) -> dict:
+    """The dual_channel response: words of both channels merged by time, grouped into turn-by-turn utterances.
+
+    An utterance is a run of one channel's words; it ends when the other channel speaks or after a
+    pause longer than UTTERANCE_PAUSE_MS.
+    """
+    tagged = sorted(((word, str(index + 1)) for index, words in enumerate(channels) for word in words),
+                    key=lambda item: (item[0].start_ms, item[1]))
+    runs: list[list[tuple[Word, str]]] = []
+    for word, channel in tagged:
+        last = runs[-1][-1] if runs else None
+        if last is None or last[1] != channel or word.start_ms - last[0].end_ms > UTTERANCE_PAUSE_MS:
+            runs.append([])
+        runs[-1].append((word, channel))
+    utterances = [
+        {
+            "channel": run[0][1],
+            "start": run[0][0].start_ms,
+            "end": max(word.end_ms for word, _ in run),
+            "confidence": sum(word.confidence for word, _ in run) / len(run),
+            "text": " ".join(word.text for word, _ in run),
+            "words": [{**word.as_dict(), "channel": channel} for word, channel in run],
+        }
+        for run in runs
+    ]
+    return {
+        "blob": " ".join(u["text"] for u in utterances),
+        "duration": duration,
+        "stereo_decode": True,
+        "uid": uid,
+        "utterances": utterances,
+        "words": [{**word.as_dict(), "channel": channel} for word, channel in tagged],
+    }
+
+
+def _answer(req: falcon.Request, resp: falcon.Response, error: ApiError) -> None:
+    uid = getattr(req.context, "uid", None) or new_uid()
+    req.context.uid = uid
+    req.context.error = error
+    resp.status = error.status
+    resp.media = error.body(uid)
+    if error.retry_after is not None:
+        resp.set_header("Retry-After", str(error.retry_after))
+
+
+def _api_error(req: falcon.Request, resp: falcon.Response, ex: ApiError, params: dict) -> None:
+    _answer(req, resp, ex)
+
+
+def _falcon_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict) -> None:
+    """Falcon's own errors (unknown path, wrong method, ...) in our JSON shape, keeping headers like Allow."""
+    status = ex.status_code
+    if status == 404:
+        code, description = NO_SUCH_ENDPOINT, f"there is no {req.path}; {_ENDPOINTS}"
+    elif status == 405:
+        code, description = NO_SUCH_ENDPOINT, f"{req.path} does not accept {req.method}; {_ENDPOINTS}"
+    elif status == 415:
+        code, description = UNSUPPORTED_CONTENT_TYPE, ex.description or ex.title
+    elif status < 500:
+        code, description = MALFORMED_REQUEST, ex.description or ex.title
+    else:
+        code, description = INTERNAL_FAILURE, ex.description or ex.title
+    _answer(req, resp, ApiError(code, description, status=status))
+    for name, value in (ex.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def _unexpected_error(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+    uid = getattr(req.context, "uid", None) or new_uid()
+    req.context.uid = uid
+    log.error("uid=%s internal failure on %s %s", uid, req.method, req.path, exc_info=ex)
+    _answer(req, resp, ApiError(INTERNAL_FAILURE, f"an unexpected server error occurred; report uid {uid} "
+                                                  "to the server's operator"))

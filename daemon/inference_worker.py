@@ -1,0 +1,216 @@
+"""Inference process: one per device, running the network for every window of every job.
+
+Each round it takes in what the decoders sent (new windows, next tokens, restarts, alignment
+requests, releases), encodes new windows in one batch, runs the alignment passes, then advances
+every window that has its next tokens in ONE decoder step (continuous batching across jobs), and
+writes the logits into its shared-memory block for the decoders to read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+
+import numpy as np
+import torch
+
+from daemon import messages as m
+from daemon.lifeline import ignore_stop_signals
+from daemon.shm import Attachments, OwnedBlock
+from engine.features import log_mel_windows
+from engine.inference import InferenceRuntime
+from engine.model_store import load_stored_model
+from engine.search import SearchConfig
+from engine.settings import EngineSettings
+
+log = logging.getLogger("async_engine.inference")
+
+
+@dataclass
+class _Window:
+    decoder: int
+    handle: int
+    frames: int  # encoder frames that hold audio
+    sequences: list[int]
+    feed: list[int] | None
+
+
+class InferenceWorker:
+    def __init__(self, index: int, device: str, settings: EngineSettings, windows_in_flight: int,
+                 inbox: Queue, events: Queue, decoder_inboxes: list[Queue], shm_prefix: str) -> None:
+        self.index = index
+        self.inbox = inbox
+        self.events = events
+        self.decoder_inboxes = decoder_inboxes
+        self.capacity = windows_in_flight
+        dtype = {"float16": torch.float16}.get(settings.compute_type, torch.float32)
+        model = load_stored_model(settings.models_dir, settings.model, device, dtype)
+        self.runtime = InferenceRuntime(model, device, int8=settings.compute_type == "int8")
+        self.vocab = model.dims.n_vocab
+        self.n_mels = model.dims.n_mels
+        self.max_rows = max(settings.beam_size, SearchConfig.best_of)
+        self.heads = len(model.config["alignment_heads"])
+        self.align_slot = self.heads * model.dims.n_text_ctx * model.dims.n_audio_ctx * 4
+        name = f"{shm_prefix}inf{index}_{os.getpid()}"
+        self.logits = OwnedBlock(name + "_logits", windows_in_flight * self.max_rows * self.vocab * 4)
+        self.scores = OwnedBlock(name + "_align", windows_in_flight * self.align_slot)
+        self.pcm = Attachments()
+        self.windows: dict[int, _Window] = {}
+        self.opening: deque[m.Open] = deque()
+        self.aligning: list[tuple[int, list[int]]] = []
+
+    def run(self) -> None:
+        parent = os.getppid()
+        while os.getppid() == parent:  # once the supervisor is gone, nobody reads our answers
+            for message in self._receive():
+                if isinstance(message, m.Stop):
+                    return
+                self._handle(message)
+            outgoing: dict[int, list] = defaultdict(list)
+            self._open(outgoing)
+            self._align(outgoing)
+            self._step(outgoing)
+            for decoder, items in outgoing.items():
+                self.decoder_inboxes[decoder].put(m.Batch(items))
+
+    def close(self) -> None:
+        self.pcm.close()
+        self.logits.close()
+        self.scores.close()
+
+    def _busy(self) -> bool:
+        ready = any(w.feed is not None for w in self.windows.values())
+        return ready or bool(self.aligning) or (bool(self.opening) and len(self.windows) < self.capacity)
+
+    def _receive(self) -> list:
+        """Everything queued now; waits for the first message only when there is no work."""
+        received: list = []
+        try:
+            first = self.inbox.get_nowait() if self._busy() else self.inbox.get(timeout=1.0)
+            while True:
+                received.extend(first.items if isinstance(first, m.Batch) else [first])
+                first = self.inbox.get_nowait()
+        except queue.Empty:
+            pass
+        return received
+
+    def _handle(self, message) -> None:
+        if isinstance(message, m.Probe):
+            self.events.put(m.Ready("inference", self.index, message.nonce, os.getpid()))
+        elif isinstance(message, m.Open):
+            self.opening.append(message)
+        elif isinstance(message, m.Feed):
+            window = self.windows.get(message.wid)
+            if window is None:
+                return
+            count = len(message.parents)
+            kept = window.sequences[:count]
+            if message.parents != list(range(count)):
+                self.runtime.reorder(kept, [window.sequences[p] for p in message.parents])
+            self.runtime.close_sequences(window.sequences[count:])
+            window.sequences, window.feed = kept, message.tokens
+        elif isinstance(message, m.Restart):
+            window = self.windows.get(message.wid)
+            if window is None:
+                return
+            self.runtime.close_sequences(window.sequences)
+            window.sequences = self.runtime.open_sequences(window.handle, len(message.tokens))
+            window.feed = message.tokens
+        elif isinstance(message, m.Align):
+            window = self.windows.get(message.wid)
+            if window is not None:
+                self.runtime.close_sequences(window.sequences)
+                window.sequences = []
+                self.aligning.append((message.wid, message.tokens))
+        elif isinstance(message, m.Release):
+            self._release(message.wid)
+            self.opening = deque(o for o in self.opening if o.wid != message.wid)
+
+    def _release(self, wid: int) -> None:
+        window = self.windows.pop(wid, None)
+        if window is not None:
+            self.runtime.close_sequences(window.sequences)
+            self.runtime.release_window(window.handle)
+            self.aligning = [(w, t) for w, t in self.aligning if w != wid]
+
+    def _open(self, outgoing: dict[int, list]) -> None:
+        batch = []
+        while self.opening and len(self.windows) + len(batch) < self.capacity:
+            batch.append(self.opening.popleft())
+        if not batch:
+            return
+        chunks = [self.pcm.view(o.pcm)[o.start : o.end] for o in batch]
+        try:
+            handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels))
+        except Exception as error:  # a bad window must not take the device down with it
+            log.exception("encoding failed")
+            for o in batch:
+                outgoing[o.decoder].append(m.WindowError(o.wid, f"encoding failed: {error}"))
+            return
+        finally:
+            del chunks
+            waiting = {o.pcm.name for o in self.opening}
+            for name in {o.pcm.name for o in batch} - waiting:
+                self.pcm.forget(name)
+        for o, handle in zip(batch, handles):
+            sequences = self.runtime.open_sequences(handle, len(o.tokens))
+            frames = min(self.runtime.dims.n_audio_ctx, (o.end - o.start) // 320 + 1)
+            self.windows[o.wid] = _Window(o.decoder, handle, frames, sequences, o.tokens)
+
+    def _align(self, outgoing: dict[int, list]) -> None:
+        if not self.aligning:
+            return
+        requests, self.aligning = self.aligning, []
+        requests = [(wid, tokens) for wid, tokens in requests if wid in self.windows]
+        answers = self.runtime.alignment_scores([(self.windows[wid].handle, tokens) for wid, tokens in requests])
+        for (wid, tokens), scores in zip(requests, answers):
+            window = self.windows[wid]
+            shape = (self.heads, len(tokens), window.frames)
+            offset = window.handle * self.align_slot
+            self.scores.array(shape, "float32", offset)[:] = scores[:, :, : window.frames]
+            outgoing[window.decoder].append(m.Scores(wid, self.scores.ref(shape, "float32", offset)))
+
+    def _step(self, outgoing: dict[int, list]) -> None:
+        ready = [(wid, w) for wid, w in self.windows.items() if w.feed is not None]
+        if not ready:
+            return
+        try:
+            logits = self.runtime.step(
+                [s for _, w in ready for s in w.sequences], [t for _, w in ready for t in w.feed]
+            )
+        except Exception as error:
+            log.exception("decoder step failed")
+            for wid, window in ready:
+                outgoing[window.decoder].append(m.WindowError(wid, f"decoder step failed: {error}"))
+                self._release(wid)
+            return
+        row = 0
+        for wid, window in ready:
+            count = len(window.sequences)
+            offset = window.handle * self.max_rows * self.vocab * 4
+            self.logits.array((count, self.vocab), "float32", offset)[:] = logits[row : row + count]
+            outgoing[window.decoder].append(m.Logits(wid, self.logits.ref((count, self.vocab), "float32", offset)))
+            window.feed = None
+            row += count
+
+
+def run_inference(index: int, device: str, settings: EngineSettings, windows_in_flight: int, threads: int,
+                  inbox: Queue, events: Queue, decoder_inboxes: list[Queue], shm_prefix: str,
+                  log_level: str) -> None:
+    """Process entry point."""
+    ignore_stop_signals()
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    worker = InferenceWorker(index, device, settings, windows_in_flight, inbox, events, decoder_inboxes, shm_prefix)
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.close()

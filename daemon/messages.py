@@ -1,0 +1,166 @@
+"""The small descriptors that travel on the daemon's queues; arrays stay in shared memory.
+
+Data flows one way round: front -> supervisor -> decoders <-> inference -> decoders ->
+supervisor -> front. Windows are named by a daemon-wide integer id given by the supervisor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from daemon.shm import ArrayRef
+from engine.result import Word
+
+
+# front -> supervisor
+@dataclass(frozen=True)
+class Submit:
+    uid: str
+    pcm: ArrayRef  # float32 [channels, samples] at 16 kHz, owned by the front
+
+
+@dataclass(frozen=True)
+class Cancel:
+    uid: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+# supervisor -> front
+@dataclass(frozen=True)
+class JobDone:
+    uid: str
+    channels: list[list[Word]]
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    uid: str
+    code: int
+    message: str
+
+
+@dataclass(frozen=True)
+class HealthUpdate:
+    ready: bool
+    workers: list[dict]
+
+
+# supervisor -> decoder
+@dataclass(frozen=True)
+class Plan:
+    uid: str
+    channel: int
+    pcm: ArrayRef
+
+
+@dataclass(frozen=True)
+class Window:
+    wid: int
+    uid: str
+    channel: int
+    pcm: ArrayRef
+    start: int  # samples
+    end: int
+    inference: int
+
+
+# decoder -> inference
+@dataclass(frozen=True)
+class Open:
+    wid: int
+    decoder: int
+    pcm: ArrayRef
+    start: int
+    end: int
+    tokens: list[int]  # first token of every row
+
+
+@dataclass(frozen=True)
+class Feed:
+    wid: int
+    tokens: list[int]
+    parents: list[int]  # row i continues from row parents[i]; fewer rows than before drops the rest
+
+
+@dataclass(frozen=True)
+class Restart:
+    wid: int
+    tokens: list[int]  # a new search over the same audio, one row per token
+
+
+@dataclass(frozen=True)
+class Align:
+    wid: int
+    tokens: list[int]
+
+
+@dataclass(frozen=True)
+class Release:
+    wid: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Several messages for one recipient, sent as one queue item."""
+
+    items: list = field(default_factory=list)
+
+
+# inference -> decoder
+@dataclass(frozen=True)
+class Logits:
+    wid: int
+    rows: ArrayRef  # float32 [rows, n_vocab]
+
+
+@dataclass(frozen=True)
+class Scores:
+    wid: int
+    scores: ArrayRef  # float32 [heads, tokens, frames]
+
+
+@dataclass(frozen=True)
+class WindowError:
+    wid: int
+    message: str
+
+
+# workers -> supervisor
+@dataclass(frozen=True)
+class Probe:
+    nonce: int
+
+
+@dataclass(frozen=True)
+class Ready:
+    kind: str
+    index: int
+    nonce: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class Planned:
+    uid: str
+    channel: int
+    spans: list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class WindowDone:
+    wid: int
+    uid: str
+    channel: int
+    words: list[Word]
+    redo: tuple[int, int] | None  # samples of the unfinished tail to decode again
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    uid: str
+    message: str

@@ -1,0 +1,315 @@
+"""Supervisor process: plans jobs into windows, dispatches them, watches and restarts workers.
+
+Workers run as one generation: an inference process per device and a pool of decoder processes,
+with fresh queues. A process killed while holding a queue's lock would wedge that queue for
+everyone, so when any worker dies the whole generation is stopped, its shared memory swept, and
+a new one started with backoff; jobs it held are retried once, then fail with a clear code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing as mp
+import os
+import queue
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from multiprocessing.queues import Queue
+
+from daemon import messages as m
+from daemon.config import DaemonConfig
+from daemon.decoder_worker import run_decoder
+from daemon.errors import WORKER_FAILURE_CODE
+from daemon.inference_worker import run_inference
+from daemon.lifeline import ignore_stop_signals
+from daemon.shm import sweep
+from engine.result import Word
+
+log = logging.getLogger("async_engine.supervisor")
+
+RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+STOP_GRACE_SECONDS = 5.0
+HEALTH_REFRESH_SECONDS = 1.0
+
+
+@dataclass
+class _Worker:
+    kind: str
+    index: int
+    process: mp.process.BaseProcess
+    inbox: Queue
+    state: str = "starting"
+    pid: int | None = None
+    windows: int = 0  # windows dispatched to it, shown in /health so load sharing is visible
+
+    def describe(self) -> dict:
+        name = f"{self.kind}-{self.index}"
+        return {"name": name, "kind": self.kind, "state": self.state, "pid": self.pid or self.process.pid,
+                "windows": self.windows}
+
+
+@dataclass
+class _Job:
+    uid: str
+    pcm: m.ArrayRef
+    words: list[list[Word]]
+    unplanned: int
+    outstanding: int = 0
+    attempts: int = 1
+    plan_sent: bool = False
+
+
+@dataclass
+class _Generation:
+    events: Queue
+    inference: list[_Worker] = field(default_factory=list)
+    decoders: list[_Worker] = field(default_factory=list)
+
+    @property
+    def workers(self) -> list[_Worker]:
+        return self.inference + self.decoders
+
+
+class Supervisor:
+    def __init__(self, config: DaemonConfig, jobs: Queue, results: Queue, shm_prefix: str) -> None:
+        self.config = config
+        self.jobs_in = jobs
+        self.results = results
+        self.shm_prefix = shm_prefix
+        self.ctx = mp.get_context("spawn")
+        self.jobs: dict[str, _Job] = {}
+        self.windows: dict[int, tuple[str, int, int]] = {}  # wid -> uid, decoder, inference
+        self.wids = itertools.count()
+        self.nonce = itertools.count(1)
+        self.failures = 0
+        self.generation: _Generation | None = None
+        self.restart_at = 0.0
+        self.stopping = False
+        self.health_published = 0.0
+        self._was_ready = False
+
+    def run(self) -> None:
+        parent = os.getppid()
+        self._start_generation()
+        while True:
+            if os.getppid() != parent:  # the front was killed: nobody will collect results or unlink
+                log.error("the front process is gone; stopping the workers")
+                self._shutdown()
+                sweep(self.shm_prefix)
+                return
+            if self.generation is None and time.monotonic() >= self.restart_at:
+                self._start_generation()
+            for message in self._receive():
+                if isinstance(message, m.Stop):
+                    self._shutdown()
+                    return
+                self._handle(message)
+            if self.generation is not None and any(not w.process.is_alive() for w in self.generation.workers):
+                self._lose_generation()
+            if time.monotonic() - self.health_published > HEALTH_REFRESH_SECONDS:
+                self._publish_health()
+
+    def _receive(self) -> list:
+        sources = [self.jobs_in._reader]  # type: ignore[attr-defined]
+        if self.generation is not None:
+            sources.append(self.generation.events._reader)  # type: ignore[attr-defined]
+            sources += [w.process.sentinel for w in self.generation.workers]
+        wait(sources, timeout=0.5)
+        received = []
+        for q in [self.jobs_in] + ([self.generation.events] if self.generation is not None else []):
+            while True:
+                try:
+                    received.append(q.get_nowait())
+                except queue.Empty:
+                    break
+        return received
+
+    def _start_generation(self) -> None:
+        cfg = self.config
+        events = self.ctx.Queue()
+        generation = _Generation(events)
+        inference_inboxes = [self.ctx.Queue() for _ in cfg.devices]
+        decoder_inboxes = [self.ctx.Queue() for _ in range(cfg.decoders)]
+        cpu_devices = sum(1 for d in cfg.devices if d == "cpu")
+        threads = max(1, (os.cpu_count() or 1) // max(1, cpu_devices))
+        for index, device in enumerate(cfg.devices):
+            process = self.ctx.Process(
+                target=run_inference, name=f"async-engine-inference-{index}", daemon=True,
+                args=(index, device, cfg.engine, cfg.windows_in_flight, threads, inference_inboxes[index],
+                      events, decoder_inboxes, self.shm_prefix, cfg.log_level),
+            )
+            generation.inference.append(_Worker("inference", index, process, inference_inboxes[index]))
+        for index in range(cfg.decoders):
+            process = self.ctx.Process(
+                target=run_decoder, name=f"async-engine-decoder-{index}", daemon=True,
+                args=(index, cfg.engine, decoder_inboxes[index], events, inference_inboxes, cfg.log_level),
+            )
+            generation.decoders.append(_Worker("decoder", index, process, decoder_inboxes[index]))
+        for worker in generation.workers:
+            worker.process.start()
+            worker.inbox.put(m.Probe(next(self.nonce)))
+        self.generation = generation
+        log.info("started %d inference and %d decoder processes", len(generation.inference), len(generation.decoders))
+        self._publish_health()
+
+    def _lose_generation(self) -> None:
+        """A worker died: stop its generation, sweep its memory, retry or fail its jobs."""
+        generation = self.generation
+        assert generation is not None
+        dead = [w.describe()["name"] for w in generation.workers if not w.process.is_alive()]
+        log.error("worker(s) %s died; restarting all workers", ", ".join(dead))
+        self._stop_generation(generation, grace=1.0)
+        self.generation = None
+        self.failures += 1
+        self.restart_at = time.monotonic() + RESTART_BACKOFF[min(self.failures, len(RESTART_BACKOFF)) - 1]
+        self.windows.clear()
+        for uid, job in list(self.jobs.items()):
+            if job.attempts >= 2:
+                self._fail(uid, WORKER_FAILURE_CODE, "a worker process died twice while transcribing this file")
+            else:
+                job.attempts += 1
+                job.words = [[] for _ in job.words]
+                job.unplanned, job.outstanding, job.plan_sent = len(job.words), 0, False
+        self._publish_health()
+
+    def _stop_generation(self, generation: _Generation, grace: float) -> None:
+        for worker in generation.workers:
+            if worker.process.is_alive():
+                worker.inbox.put(m.Stop())
+        deadline = time.monotonic() + grace
+        for worker in generation.workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(1.0)
+        for q in [generation.events] + [w.inbox for w in generation.workers]:
+            q.cancel_join_thread()
+            q.close()
+        sweep(self.shm_prefix, "inf")
+
+    def _shutdown(self) -> None:
+        self.stopping = True
+        if self.generation is not None:
+            self._stop_generation(self.generation, STOP_GRACE_SECONDS)
+        for uid in list(self.jobs):
+            self._fail(uid, WORKER_FAILURE_CODE, "the server is shutting down")
+
+    def _publish_health(self) -> None:
+        workers = [w.describe() for w in self.generation.workers] if self.generation else []
+        ready = bool(workers) and all(w["state"] == "ready" for w in workers)
+        was_ready = self._was_ready
+        self._was_ready = ready
+        self.health_published = time.monotonic()
+        self.results.put(m.HealthUpdate(ready, workers))
+        if ready and not was_ready:
+            self.failures = 0
+            for job in self.jobs.values():
+                if not job.plan_sent:
+                    self._plan(job)
+
+    def _handle(self, message) -> None:
+        if isinstance(message, m.Submit):
+            job = _Job(message.uid, message.pcm, [[] for _ in range(message.pcm.shape[0])], message.pcm.shape[0])
+            self.jobs[message.uid] = job
+            if self._ready():
+                self._plan(job)
+        elif isinstance(message, m.Cancel):
+            if self.jobs.pop(message.uid, None) is not None:
+                self._forget_windows(message.uid, notify=True)
+        elif isinstance(message, m.Ready):
+            self._mark_ready(message)
+        elif isinstance(message, m.Planned):
+            self._planned(message)
+        elif isinstance(message, m.WindowDone):
+            self._window_done(message)
+        elif isinstance(message, m.WorkerFailure):
+            self._fail(message.uid, WORKER_FAILURE_CODE, message.message)
+
+    def _ready(self) -> bool:
+        return self.generation is not None and all(w.state == "ready" for w in self.generation.workers)
+
+    def _mark_ready(self, message: m.Ready) -> None:
+        if self.generation is None:
+            return
+        group = self.generation.inference if message.kind == "inference" else self.generation.decoders
+        if message.index < len(group):
+            group[message.index].state, group[message.index].pid = "ready", message.pid
+            self._publish_health()
+
+    def _least_loaded(self, count: int, slot: int) -> int:
+        load: dict[int, int] = defaultdict(int)
+        for entry in self.windows.values():
+            load[entry[slot]] += 1
+        return min(range(count), key=lambda i: load[i])
+
+    def _plan(self, job: _Job) -> None:
+        assert self.generation is not None
+        job.plan_sent = True
+        for channel in range(len(job.words)):
+            decoder = self._least_loaded(len(self.generation.decoders), 1)
+            self.generation.decoders[decoder].inbox.put(m.Plan(job.uid, channel, job.pcm))
+
+    def _dispatch(self, job: _Job, channel: int, start: int, end: int) -> None:
+        assert self.generation is not None
+        wid = next(self.wids)
+        decoder = self._least_loaded(len(self.generation.decoders), 1)
+        inference = self._least_loaded(len(self.generation.inference), 2)
+        self.windows[wid] = (job.uid, decoder, inference)
+        self.generation.decoders[decoder].windows += 1
+        self.generation.inference[inference].windows += 1
+        job.outstanding += 1
+        self.generation.decoders[decoder].inbox.put(m.Window(wid, job.uid, channel, job.pcm, start, end, inference))
+
+    def _planned(self, message: m.Planned) -> None:
+        job = self.jobs.get(message.uid)
+        if job is None or self.generation is None:
+            return
+        job.unplanned -= 1
+        for start, end in message.spans:
+            self._dispatch(job, message.channel, start, end)
+        self._maybe_done(job)
+
+    def _window_done(self, message: m.WindowDone) -> None:
+        self.windows.pop(message.wid, None)
+        job = self.jobs.get(message.uid)
+        if job is None:
+            return
+        job.outstanding -= 1
+        job.words[message.channel].extend(message.words)
+        if message.redo is not None:
+            self._dispatch(job, message.channel, *message.redo)
+        self._maybe_done(job)
+
+    def _maybe_done(self, job: _Job) -> None:
+        if job.unplanned == 0 and job.outstanding == 0:
+            del self.jobs[job.uid]
+            channels = [sorted(words, key=lambda w: (w.start_ms, w.end_ms)) for words in job.words]
+            self.results.put(m.JobDone(job.uid, channels))
+
+    def _fail(self, uid: str, code: int, message: str) -> None:
+        if self.jobs.pop(uid, None) is not None:
+            self._forget_windows(uid, notify=not self.stopping)
+            self.results.put(m.JobFailed(uid, code, message))
+
+    def _forget_windows(self, uid: str, notify: bool) -> None:
+        decoders = set()
+        for wid, (owner, decoder, _) in list(self.windows.items()):
+            if owner == uid:
+                del self.windows[wid]
+                decoders.add(decoder)
+        if notify and self.generation is not None:
+            for decoder in decoders:
+                self.generation.decoders[decoder].inbox.put(m.Cancel(uid))
+
+
+def run_supervisor(config: DaemonConfig, jobs: Queue, results: Queue, shm_prefix: str) -> None:
+    """Process entry point."""
+    ignore_stop_signals()
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    try:
+        Supervisor(config, jobs, results, shm_prefix).run()
+    except KeyboardInterrupt:
+        pass

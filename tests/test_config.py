@@ -1,0 +1,125 @@
+"""DaemonConfig.from_env: defaults, device lists, and a clear error naming every bad variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon import config as config_module
+from daemon.config import ConfigError, DaemonConfig, default_decoders, parse_devices
+
+
+@pytest.fixture
+def cuda_cards(monkeypatch):
+    """Pretend this many CUDA cards are visible."""
+    def set_count(count: int) -> None:
+        monkeypatch.setattr(config_module, "cuda_device_count", lambda: count)
+    set_count(0)
+    return set_count
+
+
+def test_defaults_on_a_cpu_host(cuda_cards, monkeypatch):
+    monkeypatch.setattr(config_module.os, "cpu_count", lambda: 4)
+    config = DaemonConfig.from_env({})
+    assert config.max_transcripts_parallel == 14
+    assert config.reject_over_parallel is True
+    assert config.enable_auto_punctuation is True
+    assert config.custom_lang_model_path is None
+    assert config.skip_decoder is False
+    assert config.log_level == "INFO"
+    assert (config.host, config.port) == ("0.0.0.0", 9999)
+    assert config.devices == ("cpu",)
+    assert config.decoders == 3
+    assert config.windows_in_flight == 16
+    assert (config.download.connect_timeout, config.download.read_timeout) == (5.0, 30.0)
+    assert (config.download.max_bytes, config.download.max_redirects) == (500_000_000, 5)
+    assert (config.max_audio_seconds, config.request_timeout_seconds) == (14400, 3600)
+    assert config.engine.model == "tiny.en" and config.engine.compute_type == "int8"
+
+
+def test_auto_takes_every_cuda_card(cuda_cards):
+    cuda_cards(2)
+    config = DaemonConfig.from_env({})
+    assert config.devices == ("cuda:0", "cuda:1")
+    assert config.windows_in_flight == 64
+    assert config.engine.compute_type == "float16", "the engine's defaults follow the daemon's devices"
+
+
+def test_explicit_values(cuda_cards, tmp_path):
+    lm = tmp_path / "domain.arpa"
+    lm.write_text("\\data\\\n")
+    config = DaemonConfig.from_env({
+        "MAX_TRANSCRIPTS_PARALLEL": "3", "REJECT_OVER_PARALLEL": "false", "ENABLE_AUTO_PUNCTUATION": "0",
+        "CUSTOM_LANG_MODEL_PATH": str(lm), "SKIP_DECODER": "1", "LOGLEVEL": "debug",
+        "ASYNC_ENGINE_DEVICES": "cpu,cpu", "ASYNC_ENGINE_DECODERS": "2", "ASYNC_ENGINE_WINDOWS_IN_FLIGHT": "8",
+        "DOWNLOAD_CONNECT_TIMEOUT": "0.5", "DOWNLOAD_MAX_BYTES": "1000", "MAX_AUDIO_SECONDS": "60",
+    })
+    assert config.max_transcripts_parallel == 3 and config.reject_over_parallel is False
+    assert config.enable_auto_punctuation is False and config.skip_decoder is True
+    assert config.custom_lang_model_path == Path(lm) and config.log_level == "DEBUG"
+    assert config.devices == ("cpu", "cpu") and config.decoders == 2 and config.windows_in_flight == 8
+    assert config.download.connect_timeout == 0.5 and config.download.max_bytes == 1000
+    assert config.max_audio_seconds == 60
+
+
+@pytest.mark.parametrize(
+    ("value", "cards", "devices"),
+    [
+        ("cpu", 0, ("cpu",)),
+        ("cpu,cpu", 0, ("cpu", "cpu")),
+        ("cuda:0,cuda:1", 2, ("cuda:0", "cuda:1")),
+        (" cuda:1 , cuda:0 ", 2, ("cuda:1", "cuda:0")),
+        ("cuda", 1, ("cuda:0",)),
+        ("auto", 0, ("cpu",)),
+        ("auto", 3, ("cuda:0", "cuda:1", "cuda:2")),
+    ],
+)
+def test_device_lists_parse(cuda_cards, value, cards, devices):
+    cuda_cards(cards)
+    assert parse_devices(value) == devices
+
+
+@pytest.mark.parametrize(
+    ("value", "cards"),
+    [("gpu", 0), ("cpu,", 0), ("cpu,cuda:0", 1), ("cuda:0,cuda:0", 1), ("cuda:2", 2), ("cuda:0", 0)],
+)
+def test_bad_device_lists(cuda_cards, value, cards):
+    cuda_cards(cards)
+    with pytest.raises(ConfigError, match="ASYNC_ENGINE_DEVICES"):
+        DaemonConfig.from_env({"ASYNC_ENGINE_DEVICES": value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_TRANSCRIPTS_PARALLEL", "0"),
+        ("MAX_TRANSCRIPTS_PARALLEL", "many"),
+        ("REJECT_OVER_PARALLEL", "yes"),
+        ("ENABLE_AUTO_PUNCTUATION", "TRUE"),
+        ("CUSTOM_LANG_MODEL_PATH", "/nonexistent/domain.arpa"),
+        ("CUSTOM_LANG_MODEL_PATH", "/"),
+        ("SKIP_DECODER", "2"),
+        ("LOGLEVEL", "verbose"),
+        ("ASYNC_ENGINE_PORT", "70000"),
+        ("ASYNC_ENGINE_DECODERS", "0"),
+        ("ASYNC_ENGINE_WINDOWS_IN_FLIGHT", "-1"),
+        ("DOWNLOAD_CONNECT_TIMEOUT", "0"),
+        ("DOWNLOAD_READ_TIMEOUT", "soon"),
+        ("DOWNLOAD_MAX_BYTES", "1.5"),
+        ("DOWNLOAD_MAX_REDIRECTS", "-1"),
+        ("MAX_AUDIO_SECONDS", "0"),
+        ("REQUEST_TIMEOUT_SECONDS", "forever"),
+        ("ASYNC_ENGINE_MODEL", "huge"),
+        ("DECODER_BEAM_SIZE", "0"),
+        ("ASYNC_ENGINE_COMPUTE_TYPE", "float16"),
+    ],
+)
+def test_every_bad_value_names_its_variable(cuda_cards, name, value):
+    with pytest.raises(ConfigError, match=name):
+        DaemonConfig.from_env({name: value})
+
+
+@pytest.mark.parametrize(("inference", "cores", "decoders"), [(1, 1, 1), (1, 2, 1), (1, 4, 3), (2, 64, 8)])
+def test_default_decoder_count(inference, cores, decoders):
+    assert default_decoders(inference, cores) == decoders
