@@ -1,4 +1,4 @@
-"""CLI: `python -m bench accuracy --model tiny.en --beam 5 [...]`.
+"""CLI: `python -m bench accuracy|load|http-wer|heldout --model tiny.en --beam 5 [...]`.
 
 One run measures every system on the same decoded audio, in one process on one
 machine, so the ratios between them are trustworthy even if absolute speeds drift.
@@ -19,7 +19,6 @@ from bench import dataset, measure, report
 from bench.measure import Run
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-HYPOTHESES = Path(__file__).resolve().parent / "cache" / "hyps"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +36,27 @@ def _parser() -> argparse.ArgumentParser:
                      help="faster-whisper word_timestamps (the engine always computes word timings)")
     acc.add_argument("--results", type=Path, default=RESULTS,
                      help="markdown file the dated section is appended to")
+    for name, text in (("load", "the daemon under K concurrent clients vs faster-whisper"),
+                       ("http-wer", "WER of the daemon (K=2) vs the engine in-process")):
+        cmd = sub.add_parser(name, help=text)
+        _common(cmd)
+        cmd.add_argument("--limit", type=int, help="first N clips of dev.tsv only")
+        cmd.add_argument("--concurrency", type=_int_list, default=[1, 4] if name == "load" else [2],
+                         help="comma-separated client counts, e.g. 1,4")
+    _common(sub.add_parser("heldout", help="the held-out stereo file, per channel and dual_channel"))
     return parser
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--eval-dir", type=Path, default=dataset.default_eval_dir())
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="markdown file the dated section is appended to")
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
 
 
 def _load(factory: Callable[[], object]) -> tuple[object, float]:
@@ -78,7 +97,7 @@ def _save(run: Run, clips: list[dataset.Clip], hyps: list[str]) -> None:
     eval_dir = clips[0].path.parent.parent
     names = [str(c.path.relative_to(eval_dir)) for c in clips]
     slug = f"{run.system}-{run.data}".replace(" ", "_").replace("(", "").replace(")", "")
-    report.write_hypotheses(HYPOTHESES / f"{slug}.tsv", names, [c.reference for c in clips], hyps)
+    report.write_hypotheses(report.HYPOTHESES / f"{slug}.tsv", names, [c.reference for c in clips], hyps)
 
 
 def _sequential_runs(name: str, transcribe: Callable[[np.ndarray], str], audios: list[np.ndarray],
@@ -132,6 +151,14 @@ def main() -> None:
     args = _parser().parse_args()
     if args.command == "accuracy":
         accuracy(args)
+    elif args.command in ("load", "http-wer"):
+        from bench.load import load
+
+        load(args, with_fw=args.command == "load")
+    elif args.command == "heldout":
+        from bench.heldout import heldout
+
+        heldout(args)
 
 
 if __name__ == "__main__":

@@ -71,13 +71,16 @@ def ct2_model_dir(model: str) -> Path:
 class FasterWhisperRunner:
     """One loaded faster-whisper model with fixed decoding options."""
 
-    def __init__(self, model: str, beam_size: int, word_timestamps: bool = False) -> None:
+    def __init__(self, model: str, beam_size: int, word_timestamps: bool = False,
+                 num_workers: int = 1) -> None:
+        """`num_workers` > 1 lets that many threads call transcribe() in parallel."""
         from faster_whisper import WhisperModel
 
         self.beam_size = beam_size
         self.word_timestamps = word_timestamps
         self._model = WhisperModel(str(ct2_model_dir(model)), device="cpu",
-                                   compute_type="int8", cpu_threads=2)
+                                   compute_type="int8", cpu_threads=2,
+                                   num_workers=num_workers)
 
     def transcribe(self, audio: np.ndarray) -> str:
         """Full text of one 16 kHz clip; the generator is drained so all work is timed."""

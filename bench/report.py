@@ -14,6 +14,7 @@ from bench.measure import Run
 from bench.wer import count_errors
 
 BASELINE = "faster-whisper"
+HYPOTHESES = Path(__file__).resolve().parent / "cache" / "hyps"
 
 
 def _cpu_model() -> str:
@@ -84,6 +85,15 @@ def section(title: str, runs: list[Run], notes: list[str]) -> str:
              f"Machine: {environment()}", ""]
     parts += [f"- {n}" for n in notes]
     parts += ["", main_table(runs), "", source_table(runs), ""]
+    return "\n".join(parts) + "\n"
+
+
+def dated_section(title: str, notes: list[str], body: str) -> str:
+    """A dated markdown section with the command and machine, for benchmarks with their own tables."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [f"## {stamp} — {title}", "", f"Command: `{command_line()}`", "",
+             f"Machine: {environment()}", ""]
+    parts += [f"- {n}" for n in notes] + ["", body, ""]
     return "\n".join(parts) + "\n"
 
 

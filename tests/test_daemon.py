@@ -139,3 +139,22 @@ def test_sigterm_finishes_the_request_in_flight_and_leaves_no_shared_memory(tmp_
             assert daemon.stop() == 0
             assert busy.result().status_code == 200
         assert daemon.shm_blocks() == []
+
+
+def test_http_wer_equals_in_process_wer_on_real_speech(daemon, transcriber, eval_dir):
+    """Same model, same beam: the process tree must not change what is recognised."""
+    from bench.wer import count_errors
+    from engine.audio import decode_audio
+
+    rows = [line.rstrip("\n").split("\t") for line in (eval_dir / "dev.tsv").read_text().splitlines()]
+    picked = [r for r in rows if r[0].startswith(("jfk/", "librispeech_1089/", "hifitts_6097_whispercpp/"))][:12]
+    local = transcriber.transcribe_many([decode_audio(eval_dir / path) for path, _ in picked])
+    with audio_server(eval_dir) as url:
+        remote = [daemon.transcribe({"audio_url": f"{url}/{path}"}).json()["blob"] for path, _ in picked]
+    local_errors = sum(count_errors(ref, t.text).errors for (_, ref), t in zip(picked, local))
+    remote_errors = sum(count_errors(ref, text).errors for (_, ref), text in zip(picked, remote))
+    words = sum(count_errors(ref, "").words for _, ref in picked)
+    assert words > 100
+    # Two inference processes of one thread each sum in another order than one of two threads;
+    # a near-tie may flip one word, never more.
+    assert abs(remote_errors - local_errors) <= 1, (local_errors, remote_errors)

@@ -1,0 +1,120 @@
+"""The real daemon as a subprocess and a loopback file server for its audio_url downloads.
+
+Mirrors tests/daemon_support.py rather than importing it, so the benchmark does not
+depend on test code (and leaves ASYNC_ENGINE_DECODERS at the daemon's default, as
+a customer would run it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+
+from bench.dataset import REPO_ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def audio_server(directory: Path) -> Iterator[str]:
+    """Serve `directory` on 127.0.0.1 from a thread; yields the base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def file_url(base: str, root: Path, path: Path) -> str:
+    """URL of `path` under the audio server rooted at `root`."""
+    return f"{base}/{quote(str(path.relative_to(root)))}"
+
+
+class Daemon:
+    """A started `python -m daemon.cli serve`; `startup_s` is spawn-to-first-200 on /health."""
+
+    def __init__(self, process: subprocess.Popen, port: int, log_path: Path) -> None:
+        self.process = process
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.startup_s = 0.0
+
+    def wait_healthy(self, started: float, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/health", timeout=5).status_code == 200:
+                    self.startup_s = time.monotonic() - started
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"daemon not healthy after {timeout} s:\n{self.log()}")
+
+    def transcribe(self, body: dict, timeout: float = 600) -> requests.Response:
+        return requests.post(self.url + "/transcribe/url", json=body, timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM (drain), then SIGKILL if it hangs; returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+@contextlib.contextmanager
+def running_daemon(**env: str) -> Iterator[Daemon]:
+    """Start the daemon on a free loopback port with `env` on top of ours; wait for /health 200.
+
+    The log goes to a temp file kept after exit (its path is printed) for post-mortems.
+    """
+    port = _free_port()
+    full_env = {**os.environ, "ASYNC_ENGINE_HOST": "127.0.0.1", "ASYNC_ENGINE_PORT": str(port), **env}
+    log_path = Path(tempfile.gettempdir()) / f"bench-daemon-{port}.log"
+    started = time.monotonic()
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "daemon.cli", "serve"], cwd=REPO_ROOT,
+                                   env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
+    daemon = Daemon(process, port, log_path)
+    print(f"daemon pid {process.pid}, log {log_path}", flush=True)
+    try:
+        daemon.wait_healthy(started)
+        yield daemon
+    finally:
+        daemon.stop()
