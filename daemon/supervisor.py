@@ -247,6 +247,7 @@ class Supervisor:
 
     def _plan(self, job: _Job) -> None:
         assert self.generation is not None
+        log.debug("uid=%s planning %d channel(s), attempt %d", job.uid, len(job.words), job.attempts)
         job.plan_sent = True
         for channel in range(len(job.words)):
             decoder = self._least_loaded(len(self.generation.decoders), 1)
@@ -268,6 +269,7 @@ class Supervisor:
         if job is None or self.generation is None:
             return
         job.unplanned -= 1
+        log.debug("uid=%s channel %d: %d window(s)", job.uid, message.channel, len(message.spans))
         for start, end in message.spans:
             self._dispatch(job, message.channel, start, end)
         self._maybe_done(job)
@@ -286,6 +288,7 @@ class Supervisor:
     def _maybe_done(self, job: _Job) -> None:
         if job.unplanned == 0 and job.outstanding == 0:
             del self.jobs[job.uid]
+            log.debug("uid=%s done", job.uid)
             channels = [sorted(words, key=lambda w: (w.start_ms, w.end_ms)) for words in job.words]
             self.results.put(m.JobDone(job.uid, channels))
 

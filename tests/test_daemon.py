@@ -158,3 +158,26 @@ def test_http_wer_equals_in_process_wer_on_real_speech(daemon, transcriber, eval
     # Two inference processes of one thread each sum in another order than one of two threads;
     # a near-tie may flip one word, never more.
     assert abs(remote_errors - local_errors) <= 1, (local_errors, remote_errors)
+
+
+@pytest.mark.parametrize("kind", ["inference", "decoder"])
+def test_a_killed_worker_is_replaced_and_its_job_retried(tmp_path, origin, kind):
+    import os
+    import signal
+
+    with running_daemon(tmp_path) as daemon:
+        daemon.wait_healthy()
+        with ThreadPoolExecutor(1) as pool:
+            job = pool.submit(daemon.transcribe, {"audio_url": f"{origin}/long.flac"})
+            time.sleep(1.5)
+            victim = next(w for w in daemon.health().json()["workers"] if w["kind"] == kind)
+            os.kill(victim["pid"], signal.SIGKILL)
+            response = job.result()
+        assert response.status_code == 200, response.text
+        assert "platform" in response.json()["blob"].lower()
+        statuses = daemon.wait_healthy()
+        workers = daemon.health().json()["workers"]
+        assert victim["pid"] not in {w["pid"] for w in workers}
+        assert statuses[-1] == 200
+        assert daemon.stop() == 0
+    assert daemon.shm_blocks() == []
