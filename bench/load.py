@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from bench import dataset, measure, report
 from bench.daemon_proc import Daemon, audio_server, file_url, running_daemon
 from bench.pool import PoolResult, run_pool
-from bench.proctree import TreeSampler
+from bench.proctree import TreeSampler, machine_cpu_seconds, tree_cpu_seconds
 from bench.wer import WerReport, normalise, score
 
 DAEMON = "daemon (HTTP)"
@@ -67,7 +68,11 @@ def _daemon_runs(args: argparse.Namespace, clips: list[dataset.Clip], audio_s: f
         for k in args.concurrency:
             sampler.reset_peaks()
             print(f"{DAEMON} K={k}: {len(clips)} clips ...", flush=True)
+            cpu = (tree_cpu_seconds(daemon.process.pid), measure.own_cpu_seconds(),
+                   machine_cpu_seconds())
             pool = run_pool(k, len(clips), lambda i: _post(daemon, urls[i]))
+            notes.append(_cpu_note(k, pool.wall_s, tree_cpu_seconds(daemon.process.pid) - cpu[0],
+                                   measure.own_cpu_seconds() - cpu[1], machine_cpu_seconds() - cpu[2]))
             sampler.sample()
             runs.append(LoadRun(DAEMON, k, pool, audio_s,
                                 score([c.reference for c in clips], _texts(pool),
@@ -78,6 +83,13 @@ def _daemon_runs(args: argparse.Namespace, clips: list[dataset.Clip], audio_s: f
             _progress(runs[-1])
         sampler.stop()
     return runs
+
+
+def _cpu_note(k: int, wall: float, tree: float, own: float, machine: float) -> str:
+    """Where the machine's CPU went during a pass; "others" large means the timings are disturbed."""
+    others = max(0.0, machine - tree - own)
+    return (f"CPU during daemon K={k} ({wall:.1f} s wall, {os.cpu_count()} cores): daemon tree "
+            f"{tree:.1f} s, benchmark process {own:.1f} s, other processes {others:.1f} s")
 
 
 def _post(daemon: Daemon, url: str) -> str:

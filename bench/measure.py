@@ -72,7 +72,7 @@ def timed(fn: Callable[[], object]) -> tuple[object, float]:
     return result, time.perf_counter() - start
 
 
-def _cpu_seconds() -> float:
+def own_cpu_seconds() -> float:
     """User + system CPU time of this process, all threads included."""
     t = os.times()
     return t.user + t.system
@@ -102,10 +102,10 @@ def run_sequential(system: str, data: str, transcribe: Callable[[np.ndarray], st
                    load_s: float) -> tuple[Run, list[str]]:
     """One call per file, like a faster-whisper user would loop; returns the run and its texts."""
     transcribe(audios[0])
-    cpu = _cpu_seconds()
+    cpu = own_cpu_seconds()
     hyps, wall = timed(lambda: [transcribe(a) for a in tqdm(audios, desc=f"{system} {data}",
                                                             unit="clip", leave=False)])
-    cpu = _cpu_seconds() - cpu
+    cpu = own_cpu_seconds() - cpu
     return _run(system, data, hyps, audios, references, sources, wall, cpu, load_s), hyps
 
 
@@ -115,9 +115,9 @@ def run_batched(system: str, data: str, transcribe_many: Callable[[list[np.ndarr
     """All files in one call so the system may batch across them."""
     transcribe_many(audios[:1])
     print(f"{system} {data}: {len(audios)} clips in one call ...", flush=True)
-    cpu = _cpu_seconds()
+    cpu = own_cpu_seconds()
     hyps, wall = timed(lambda: transcribe_many(audios))
-    cpu = _cpu_seconds() - cpu
+    cpu = own_cpu_seconds() - cpu
     return _run(system, data, hyps, audios, references, sources, wall, cpu, load_s), hyps
 
 

@@ -9,6 +9,7 @@ set size) splits shared pages between their users and does not, so both are kept
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -52,6 +53,25 @@ def tree_memory_mb(root: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of the live processes in the tree (utime, stime of /proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores, from /proc/stat)."""
+    values = [int(v) for v in (_PROC / "stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class TreeSampler:
     """Samples a tree's memory every `interval` s on a thread; peaks are reset per phase."""
@@ -65,6 +85,8 @@ class TreeSampler:
     _thread: threading.Thread | None = None
 
     def start(self) -> "TreeSampler":
+        """Take the first sample now, so `last_rss_mb` is the idle footprint, then keep sampling."""
+        self.sample()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self

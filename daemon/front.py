@@ -169,18 +169,20 @@ class _Transcribe:
         data = fetch(request.audio_url, self.config.download, deadline)
         self._check_declared_length(data)
         try:
-            audio = decode_audio(data, keep_channels=True)
+            # Mono requests downmix exactly as the engine's CLI does (before resampling), so a file
+            # transcribes the same over HTTP as in-process.
+            audio = decode_audio(data, keep_channels=request.dual_channel)
         except EngineError as exc:
             raise from_engine_error(exc) from exc
         del data
+        if audio.ndim == 1:
+            audio = audio[None]
         self._check_length(audio.shape[1] / SAMPLE_RATE)
         if request.dual_channel and audio.shape[0] < 2:
             raise ApiError(MONO_WITH_DUAL_CHANNEL, "dual_channel is true but the file has one channel; "
                                                    "send a stereo file or set dual_channel to false")
         start_ms, end_ms = _span_ms(request, audio.shape[1])
-        pcm = audio[: 2 if request.dual_channel else None, start_ms * SAMPLES_PER_MS: end_ms * SAMPLES_PER_MS]
-        if not request.dual_channel and pcm.shape[0] > 1:
-            pcm = pcm.mean(axis=0, keepdims=True, dtype=np.float32)
+        pcm = audio[:2, start_ms * SAMPLES_PER_MS: end_ms * SAMPLES_PER_MS]
         duration = pcm.shape[1] / SAMPLE_RATE
         context.audio_seconds = duration
         remaining = deadline - time.monotonic()

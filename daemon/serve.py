@@ -34,6 +34,7 @@ def serve(config: DaemonConfig) -> int:
     )
     stopping = threading.Event()
     drained = threading.Event()
+    stopped = threading.Event()
 
     def drain_then_stop() -> None:
         log.info("stopping: draining %d job(s) in flight", dispatcher.in_flight)
@@ -44,8 +45,9 @@ def serve(config: DaemonConfig) -> int:
             _thread.interrupt_main()  # runs on_signal in the main thread, which ends waitress's loop
 
     def on_signal(signum: int, _frame) -> None:
-        if drained.is_set():
-            raise KeyboardInterrupt  # waitress's run() returns on it
+        if drained.is_set() and not stopped.is_set():
+            stopped.set()
+            raise KeyboardInterrupt  # waitress's run() returns on it, once
         if not stopping.is_set():
             stopping.set()
             threading.Thread(target=drain_then_stop, name="drain", daemon=True).start()
@@ -59,6 +61,7 @@ def serve(config: DaemonConfig) -> int:
         if not stopping.is_set():
             raise
     finally:
+        stopped.set()  # signals from here on are ignored: the cleanup below must run to the end
         server.close()
         dispatcher.stop()
         log.info("stopped")

@@ -77,12 +77,6 @@ class SearchResult:
         return SearchResult(self.tokens[:n], self.token_logprobs[:n], self.avg_logprob, self.no_speech_prob, n, None)
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    peak = x.max(axis=-1, keepdims=True)
-    shifted = x - peak
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def _logsumexp(x: np.ndarray) -> np.ndarray:
     peak = x.max(axis=-1)
     safe = np.where(np.isfinite(peak), peak, 0.0)
@@ -129,9 +123,8 @@ class WindowSearch:
         return [self.cfg.sot_sequence[0]] * self.rows
 
     def _filter(self, logits: np.ndarray) -> np.ndarray:
-        """Apply Whisper's rules to a [rows, vocab] matrix, one row per live hypothesis."""
+        """Apply Whisper's rules in place to a [rows, vocab] matrix, one row per live hypothesis."""
         cfg, tb = self.cfg, self.cfg.timestamp_begin
-        logits = logits.astype(np.float32, copy=True)
         logits[:, list(cfg.suppress)] = NEG_INF
         logits[:, self._last_timestamp + 1 :] = NEG_INF
         for row, hyp in enumerate(self._live):
@@ -157,9 +150,10 @@ class WindowSearch:
             if stamps:
                 floor = stamps[-1] if last_ts and not penultimate_ts else stamps[-1] + 1
                 out[tb:floor] = NEG_INF
-        logprobs = _log_softmax(logits)
-        timestamp_mass = _logsumexp(logprobs[:, tb:])
-        best_text = logprobs[:, :tb].max(axis=-1)
+        # "Timestamps when their total probability beats every text token": both sides of the
+        # comparison carry the same normaliser, so it is made on logits without a softmax.
+        timestamp_mass = _logsumexp(logits[:, tb:])
+        best_text = logits[:, :tb].max(axis=-1)
         for row in np.nonzero(timestamp_mass > best_text)[0]:
             logits[row, :tb] = NEG_INF
         return logits
@@ -169,20 +163,26 @@ class WindowSearch:
 
         The rows that follow are exactly the returned ones: fewer rows than before means the
         others ended, and a parent that is not the row's own index means its cache is copied.
+        `logits` is used as scratch space (the rules are applied in place): no copy per step.
         """
         if self._prompt_fed < len(self.cfg.sot_sequence):
             if self._prompt_fed == 0:
-                self.no_speech_prob = float(np.exp(_log_softmax(logits[0])[self.cfg.no_speech]))
+                row = logits[0]
+                self.no_speech_prob = float(np.exp(row[self.cfg.no_speech] - _logsumexp(row)))
             self._prompt_fed += 1
             if self._prompt_fed < len(self.cfg.sot_sequence):
                 return [self.cfg.sot_sequence[self._prompt_fed]] * self.rows, list(range(self.rows))
-        live = len(self._live)
-        raw = _log_softmax(logits[:live].astype(np.float32))
-        filtered = self._filter(logits[:live])
+        block = logits[: len(self._live)]
+        if block.dtype != np.float32:
+            block = block.astype(np.float32)
+        raw_norm = _logsumexp(block)  # before the rules: confidences are the model's own
+        filtered = self._filter(block)
+        norm = _logsumexp(filtered)
+        # A chosen token is never one the rules set to -inf, so its raw logit is still in place.
         if self.temperature == 0:
-            kept = self._beam_step(_log_softmax(filtered), raw)
+            kept = self._beam_step(filtered, norm, raw_norm)
         else:
-            kept = self._sample_step(filtered, raw)
+            kept = self._sample_step(filtered, norm, raw_norm)
         self._live = [hyp for _, hyp in kept]
         longest = max((len(h.tokens) for h in self._live), default=0)
         enough = self.temperature == 0 and len(self._finished) >= self.cfg.beam_size
@@ -197,18 +197,19 @@ class WindowSearch:
         self.rows = len(parents)
         return tokens, parents
 
-    def _beam_step(self, scored: np.ndarray, raw: np.ndarray) -> list[tuple[int, Hypothesis]]:
-        candidates: list[tuple[float, int, int]] = []
+    def _beam_step(self, filtered: np.ndarray, norm: np.ndarray, raw_norm: np.ndarray) -> list[tuple[int, Hypothesis]]:
         width = self.cfg.beam_size + 1
+        top = np.argpartition(-filtered, width, axis=-1)[:, :width]
+        candidates: list[tuple[float, int, int]] = []
         for row, hyp in enumerate(self._live):
-            top = np.argpartition(-scored[row], width)[:width]
-            for token in top.tolist():
-                if np.isfinite(scored[row, token]):
-                    candidates.append((hyp.score + float(scored[row, token]), row, token))
+            for token in top[row].tolist():
+                logit = float(filtered[row, token])
+                if np.isfinite(logit):
+                    candidates.append((hyp.score + logit - float(norm[row]), row, token))
         candidates.sort(key=lambda c: -c[0])
         kept: list[tuple[int, Hypothesis]] = []
         for score, row, token in candidates:
-            hyp = self._live[row].extended(token, float(raw[row, token]), score)
+            hyp = self._live[row].extended(token, float(filtered[row, token] - raw_norm[row]), score)
             if token == self.cfg.eot:
                 if len(self._finished) < self.cfg.beam_size:
                     self._finished.append(hyp)
@@ -218,14 +219,14 @@ class WindowSearch:
                     break
         return kept
 
-    def _sample_step(self, filtered: np.ndarray, raw: np.ndarray) -> list[tuple[int, Hypothesis]]:
+    def _sample_step(self, filtered: np.ndarray, norm: np.ndarray, raw_norm: np.ndarray) -> list[tuple[int, Hypothesis]]:
         """Sample each row from softmax(logits / T) with the Gumbel-max trick."""
         gumbel = -np.log(-np.log(self._rng.uniform(1e-12, 1.0, size=filtered.shape)))
         choices = np.argmax(filtered / self.temperature + gumbel, axis=-1)
-        scored = _log_softmax(filtered)
         kept: list[tuple[int, Hypothesis]] = []
         for row, (hyp, token) in enumerate(zip(self._live, choices.tolist())):
-            extended = hyp.extended(token, float(raw[row, token]), hyp.score + float(scored[row, token]))
+            logit = float(filtered[row, token])
+            extended = hyp.extended(token, logit - float(raw_norm[row]), hyp.score + logit - float(norm[row]))
             if token == self.cfg.eot:
                 self._finished.append(extended)
             else:
