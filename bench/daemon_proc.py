@@ -1,8 +1,8 @@
 """The real daemon as a subprocess and a loopback file server for its audio_url downloads.
 
-Mirrors tests/daemon_support.py rather than importing it, so the benchmark does not
-depend on test code (and leaves ASYNC_ENGINE_DECODERS at the daemon's default, as
-a customer would run it).
+The tests use the same file server (tests/daemon_support.py); their daemon wrapper adds
+what tests check (shared-memory blocks, health history), while this one leaves every setting
+at the daemon's default, as a customer would run it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import requests
 from bench.dataset import REPO_ROOT
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -104,7 +104,7 @@ def running_daemon(**env: str) -> Iterator[Daemon]:
 
     The log goes to a temp file kept after exit (its path is printed) for post-mortems.
     """
-    port = _free_port()
+    port = free_port()
     full_env = {**os.environ, "ASYNC_ENGINE_HOST": "127.0.0.1", "ASYNC_ENGINE_PORT": str(port), **env}
     log_path = Path(tempfile.gettempdir()) / f"bench-daemon-{port}.log"
     started = time.monotonic()
