@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from engine import cli as engine_cli
-from engine.settings import SettingsError
 
 
 def _serve(args: argparse.Namespace, _settings) -> int:

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import falcon
 import numpy as np
@@ -26,6 +26,8 @@ from daemon.errors import (AUDIO_TOO_LONG, INTERNAL_FAILURE, INVALID_PARAMETER, 
                            from_engine_error, over_capacity, request_timed_out)
 from daemon.jobs import JobClient
 from daemon.openapi import openapi_document
+from daemon.request import TranscribeRequest, parse_request
+from daemon.stereo import dual_channel_body
 from daemon.text_options import shape_words
 from engine.audio import SAMPLE_RATE, decode_audio
 from engine.errors import EngineError
@@ -35,25 +37,8 @@ log = logging.getLogger("async_engine.front")
 
 RETRY_AFTER_SECONDS = 5  # a hint for 423: about the time a short file takes
 MAX_BODY_BYTES = 64 * 1024  # the JSON body carries a URL and a few flags
-UTTERANCE_PAUSE_MS = 1500  # a longer pause within one channel starts a new utterance
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
 _ENDPOINTS = "the endpoints are GET /health, POST /transcribe/url and GET /openapi.json"
-
-
-@dataclass(frozen=True)
-class TranscribeRequest:
-    """The body of POST /transcribe/url with API.md's defaults."""
-
-    audio_url: str
-    dual_channel: bool = False
-    format_text: bool = True
-    punctuate: bool = True
-    audio_start_from: int | None = None  # ms
-    audio_end_at: int | None = None  # ms
-
-
-_FIELD_TYPES = {"audio_url": str, "dual_channel": bool, "format_text": bool, "punctuate": bool,
-                "audio_start_from": int, "audio_end_at": int}
 
 
 def create_app(config: DaemonConfig, jobs: JobClient) -> falcon.App:
@@ -66,42 +51,6 @@ def create_app(config: DaemonConfig, jobs: JobClient) -> falcon.App:
     app.add_error_handler(falcon.HTTPError, _falcon_error)
     app.add_error_handler(ApiError, _api_error)
     return app
-
-
-def parse_request(body: object) -> TranscribeRequest:
-    """Validate the decoded JSON body strictly: a typo in a field name must not be silently ignored."""
-    if not isinstance(body, dict):
-        raise ApiError(MALFORMED_REQUEST, f"the request body must be a JSON object; got a JSON {_json_type(body)}")
-    for name in body:
-        if name not in _FIELD_TYPES:
-            raise ApiError(INVALID_PARAMETER, f"unknown field {name!r}; the fields are {', '.join(_FIELD_TYPES)}")
-    if "audio_url" not in body:
-        raise ApiError(INVALID_PARAMETER, "audio_url is required: the http(s) URL of the audio file")
-    for name, value in body.items():
-        _check_type(name, value)
-    fields = {k: v for k, v in body.items() if v is not None}
-    request = TranscribeRequest(**fields)
-    start, end = request.audio_start_from, request.audio_end_at
-    if start is not None and end is not None and start >= end:
-        raise ApiError(INVALID_PARAMETER, f"audio_start_from ({start} ms) must be less than audio_end_at ({end} ms)")
-    return request
-
-
-def _check_type(name: str, value: object) -> None:
-    expected = _FIELD_TYPES[name]
-    if expected is str:
-        if not isinstance(value, str) or not value.strip():
-            raise ApiError(INVALID_PARAMETER, f"{name} must be a non-empty string; got a JSON {_json_type(value)}")
-    elif expected is bool:
-        if not isinstance(value, bool):
-            raise ApiError(INVALID_PARAMETER, f"{name} must be true or false (a JSON boolean); got {json.dumps(value)}")
-    elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ApiError(INVALID_PARAMETER, f"{name} must be a whole number of milliseconds >= 0; got {json.dumps(value)}")
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 class _RequestLog:
@@ -245,41 +194,6 @@ def _shifted(words: list[Word], offset_ms: int) -> list[Word]:
     if not offset_ms:
         return words
     return [replace(w, start_ms=w.start_ms + offset_ms, end_ms=w.end_ms + offset_ms) for w in words]
-
-
-def dual_channel_body(channels: list[list[Word]], duration: float, uid: str) -> dict:
-    """The dual_channel response: words of both channels merged by time, grouped into turn-by-turn utterances.
-
-    An utterance is a run of one channel's words; it ends when the other channel speaks or after a
-    pause longer than UTTERANCE_PAUSE_MS.
-    """
-    tagged = sorted(((word, str(index + 1)) for index, words in enumerate(channels) for word in words),
-                    key=lambda item: (item[0].start_ms, item[1]))
-    runs: list[list[tuple[Word, str]]] = []
-    for word, channel in tagged:
-        last = runs[-1][-1] if runs else None
-        if last is None or last[1] != channel or word.start_ms - last[0].end_ms > UTTERANCE_PAUSE_MS:
-            runs.append([])
-        runs[-1].append((word, channel))
-    utterances = [
-        {
-            "channel": run[0][1],
-            "start": run[0][0].start_ms,
-            "end": max(word.end_ms for word, _ in run),
-            "confidence": sum(word.confidence for word, _ in run) / len(run),
-            "text": " ".join(word.text for word, _ in run),
-            "words": [{**word.as_dict(), "channel": channel} for word, channel in run],
-        }
-        for run in runs
-    ]
-    return {
-        "blob": " ".join(u["text"] for u in utterances),
-        "duration": duration,
-        "stereo_decode": True,
-        "uid": uid,
-        "utterances": utterances,
-        "words": [{**word.as_dict(), "channel": channel} for word, channel in tagged],
-    }
 
 
 def _answer(req: falcon.Request, resp: falcon.Response, error: ApiError) -> None:

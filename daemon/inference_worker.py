@@ -15,7 +15,6 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 
-import numpy as np
 import torch
 
 from daemon import messages as m

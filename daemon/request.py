@@ -1,0 +1,62 @@
+"""The body of POST /transcribe/url: its fields, API.md's defaults, and their validation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from daemon.errors import INVALID_PARAMETER, MALFORMED_REQUEST, ApiError
+
+
+@dataclass(frozen=True)
+class TranscribeRequest:
+    """The body of POST /transcribe/url with API.md's defaults."""
+
+    audio_url: str
+    dual_channel: bool = False
+    format_text: bool = True
+    punctuate: bool = True
+    audio_start_from: int | None = None  # ms
+    audio_end_at: int | None = None  # ms
+
+
+_FIELD_TYPES = {"audio_url": str, "dual_channel": bool, "format_text": bool, "punctuate": bool,
+                "audio_start_from": int, "audio_end_at": int}
+
+
+def parse_request(body: object) -> TranscribeRequest:
+    """Validate the decoded JSON body strictly: a typo in a field name must not be silently ignored."""
+    if not isinstance(body, dict):
+        raise ApiError(MALFORMED_REQUEST, f"the request body must be a JSON object; got a JSON {_json_type(body)}")
+    for name in body:
+        if name not in _FIELD_TYPES:
+            raise ApiError(INVALID_PARAMETER, f"unknown field {name!r}; the fields are {', '.join(_FIELD_TYPES)}")
+    if "audio_url" not in body:
+        raise ApiError(INVALID_PARAMETER, "audio_url is required: the http(s) URL of the audio file")
+    for name, value in body.items():
+        _check_type(name, value)
+    fields = {k: v for k, v in body.items() if v is not None}
+    request = TranscribeRequest(**fields)
+    start, end = request.audio_start_from, request.audio_end_at
+    if start is not None and end is not None and start >= end:
+        raise ApiError(INVALID_PARAMETER, f"audio_start_from ({start} ms) must be less than audio_end_at ({end} ms)")
+    return request
+
+
+def _check_type(name: str, value: object) -> None:
+    expected = _FIELD_TYPES[name]
+    if expected is str:
+        if not isinstance(value, str) or not value.strip():
+            raise ApiError(INVALID_PARAMETER, f"{name} must be a non-empty string; got a JSON {_json_type(value)}")
+    elif expected is bool:
+        if not isinstance(value, bool):
+            raise ApiError(INVALID_PARAMETER, f"{name} must be true or false (a JSON boolean); got {json.dumps(value)}")
+    elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ApiError(INVALID_PARAMETER, f"{name} must be a whole number of milliseconds >= 0; got {json.dumps(value)}")
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
