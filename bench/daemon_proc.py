@@ -66,17 +66,21 @@ class Daemon:
         self.log_path = log_path
         self.startup_s = 0.0
 
-    def wait_healthy(self, started: float, timeout: float = 180.0) -> None:
+    def wait_healthy(self, started: float | None = None, timeout: float = 180.0) -> list[int]:
+        """Poll /health until 200; returns every status seen on the way (501 while loading)."""
+        seen: list[int] = []
+        started = time.monotonic() if started is None else started
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.url + "/health", timeout=5).status_code == 200:
-                    self.startup_s = time.monotonic() - started
-                    return
+                seen.append(requests.get(self.url + "/health", timeout=5).status_code)
             except requests.ConnectionError:
                 pass
+            if seen and seen[-1] == 200:
+                self.startup_s = time.monotonic() - started
+                return seen
             time.sleep(0.1)
         raise TimeoutError(f"daemon not healthy after {timeout} s:\n{self.log()}")
 

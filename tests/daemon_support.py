@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
 import requests
 
+from bench import daemon_proc as bench_daemon
 from bench.daemon_proc import audio_server, free_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Daemon:
-    def __init__(self, process: subprocess.Popen, port: int, log_path: Path) -> None:
-        self.process = process
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
+class Daemon(bench_daemon.Daemon):
+    """The benchmark's daemon handle, plus what tests inspect."""
 
     @property
     def shm_prefix(self) -> str:
@@ -34,39 +30,8 @@ class Daemon:
     def health(self) -> requests.Response:
         return requests.get(self.url + "/health", timeout=5)
 
-    def wait_healthy(self, timeout: float = 90.0) -> list[int]:
-        """Poll /health until 200; returns every status seen on the way."""
-        seen: list[int] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                status = self.health().status_code
-            except requests.ConnectionError:
-                time.sleep(0.1)
-                continue
-            seen.append(status)
-            if status == 200:
-                return seen
-            time.sleep(0.1)
-        raise TimeoutError(f"daemon not healthy after {timeout} s:\n{self.log()}")
-
     def transcribe(self, body: dict, timeout: float = 300) -> requests.Response:
-        return requests.post(self.url + "/transcribe/url", json=body, timeout=timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        return super().transcribe(body, timeout)
 
 
 @contextlib.contextmanager
