@@ -20,6 +20,8 @@ setup(
         "requests>=2.31",
         "falcon>=4",
         "waitress>=3",
+        "text2num>=3.1,<4",
+        "num2words>=0.5.14,<0.6",
     ],
     entry_points={"console_scripts": ["async-engine=daemon.cli:main"]},
 )

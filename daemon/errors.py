@@ -112,6 +112,7 @@ _ENGINE_CODES = {
     "undecodable_audio": UNDECODABLE_AUDIO,
     "empty_audio": EMPTY_AUDIO,
     "invalid_parameter": INVALID_PARAMETER,
+    "mono_with_dual_channel": MONO_WITH_DUAL_CHANNEL,
 }
 
 
@@ -122,6 +123,6 @@ def from_engine_error(exc: EngineError) -> ApiError:
         return ApiError(code, f"the file at audio_url is not audio the server can decode: {exc.message}")
     if code == EMPTY_AUDIO:
         return ApiError(code, f"the file at audio_url holds no audio: {exc.message}")
-    if code == INVALID_PARAMETER:
+    if code in (INVALID_PARAMETER, MONO_WITH_DUAL_CHANNEL):
         return ApiError(code, exc.message, status=422)
     return ApiError(code, f"the server could not transcribe this file: {exc.message}")

@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import replace
 
 import falcon
 import numpy as np
@@ -21,23 +20,22 @@ import soundfile as sf
 
 from daemon.config import DaemonConfig
 from daemon.download import fetch
-from daemon.errors import (AUDIO_TOO_LONG, INTERNAL_FAILURE, INVALID_PARAMETER, MALFORMED_REQUEST,
-                           MONO_WITH_DUAL_CHANNEL, NO_SUCH_ENDPOINT, UNSUPPORTED_CONTENT_TYPE, ApiError,
+from daemon.errors import (AUDIO_TOO_LONG, INTERNAL_FAILURE, MALFORMED_REQUEST,
+                           NO_SUCH_ENDPOINT, UNSUPPORTED_CONTENT_TYPE, ApiError,
                            from_engine_error, over_capacity, request_timed_out)
 from daemon.jobs import JobClient
 from daemon.openapi import openapi_document
 from daemon.request import TranscribeRequest, parse_request
-from daemon.stereo import dual_channel_body
-from daemon.text_options import shape_words
-from engine.audio import SAMPLE_RATE, decode_audio
+from engine.audio import SAMPLE_RATE, audio_span, call_channels, decode_audio
 from engine.errors import EngineError
-from engine.result import Transcript, Word, new_uid
+from engine.response import response_body
+from engine.result import new_uid
+from engine.text_format import TextOptions
 
 log = logging.getLogger("async_engine.front")
 
 RETRY_AFTER_SECONDS = 5  # a hint for 423: about the time a short file takes
 MAX_BODY_BYTES = 64 * 1024  # the JSON body carries a URL and a few flags
-SAMPLES_PER_MS = SAMPLE_RATE // 1000
 _ENDPOINTS = "the endpoints are GET /health, POST /transcribe/url and GET /openapi.json"
 
 
@@ -121,31 +119,22 @@ class _Transcribe:
             # Mono requests downmix exactly as the engine's CLI does (before resampling), so a file
             # transcribes the same over HTTP as in-process.
             audio = decode_audio(data, keep_channels=request.dual_channel)
+            del data
+            audio = call_channels(audio) if request.dual_channel else audio[None]
+            self._check_length(audio.shape[1] / SAMPLE_RATE)
+            pcm, offset_ms = audio_span(audio, request.audio_start_from, request.audio_end_at)
         except EngineError as exc:
             raise from_engine_error(exc) from exc
-        del data
-        if audio.ndim == 1:
-            audio = audio[None]
-        self._check_length(audio.shape[1] / SAMPLE_RATE)
-        if request.dual_channel and audio.shape[0] < 2:
-            raise ApiError(MONO_WITH_DUAL_CHANNEL, "dual_channel is true but the file has one channel; "
-                                                   "send a stereo file or set dual_channel to false")
-        start_ms, end_ms = _span_ms(request, audio.shape[1])
-        pcm = audio[:2, start_ms * SAMPLES_PER_MS: end_ms * SAMPLES_PER_MS]
         duration = pcm.shape[1] / SAMPLE_RATE
         context.audio_seconds = duration
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise request_timed_out(self.config.request_timeout_seconds)
         channels = self.jobs.submit(context.uid, np.ascontiguousarray(pcm, dtype=np.float32), remaining)
-        channels = [
-            shape_words(_shifted(words, start_ms), request.format_text, request.punctuate,
-                        self.config.enable_auto_punctuation)
-            for words in channels
-        ]
-        if request.dual_channel:
-            return dual_channel_body(channels, duration, context.uid)
-        return Transcript(channels[0], duration).as_dict(context.uid)
+        enabled = self.config.enable_auto_punctuation
+        options = TextOptions(written=request.format_text, punctuation=request.punctuate and enabled,
+                              casing=enabled)
+        return response_body(channels, duration, offset_ms, options, request.dual_channel, context.uid)
 
     def _check_declared_length(self, data: bytes) -> None:
         """Refuse an over-long file from its header, before decoding it costs seconds and gigabytes."""
@@ -173,27 +162,6 @@ def _read_json(req: falcon.Request) -> object:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(MALFORMED_REQUEST, f"the request body is not valid JSON: {exc}") from None
-
-
-def _span_ms(request: TranscribeRequest, samples: int) -> tuple[int, int]:
-    """[start, end) in ms of the original file; checked against the audio's length once it is known."""
-    length_ms = -(-samples // SAMPLES_PER_MS)
-    start = request.audio_start_from or 0
-    end = length_ms if request.audio_end_at is None else request.audio_end_at
-    if start >= length_ms:
-        raise ApiError(INVALID_PARAMETER, f"audio_start_from ({start} ms) is at or past the end of the audio "
-                                          f"({length_ms} ms)", status=422)
-    if end > length_ms:
-        raise ApiError(INVALID_PARAMETER, f"audio_end_at ({end} ms) is past the end of the audio ({length_ms} ms); "
-                                          "leave it out to transcribe to the end", status=422)
-    return start, end
-
-
-def _shifted(words: list[Word], offset_ms: int) -> list[Word]:
-    """Word times from the start of the trimmed PCM to times in the original file."""
-    if not offset_ms:
-        return words
-    return [replace(w, start_ms=w.start_ms + offset_ms, end_ms=w.end_ms + offset_ms) for w in words]
 
 
 def _answer(req: falcon.Request, resp: falcon.Response, error: ApiError) -> None:

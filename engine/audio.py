@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from engine.errors import AudioDecodeError, EmptyAudioError
+from engine.errors import AudioDecodeError, EmptyAudioError, InvalidParameterError, MonoWithDualChannelError
 
 SAMPLE_RATE = 16000
 
@@ -113,3 +113,35 @@ def decode_audio(
         raise EmptyAudioError("audio contains no samples")
     result = out.result()
     return result[0] if not keep_channels else result
+
+
+def call_channels(audio: np.ndarray) -> np.ndarray:
+    """The two sides of a call, (2, samples), from decode_audio(keep_channels=True)'s output.
+
+    A mono file is refused rather than transcribed once: the caller asked for two speakers.
+    Channels past the second are ignored, as telephony recorders put silence or mixes there.
+    """
+    if audio.ndim == 1 or audio.shape[0] < 2:
+        raise MonoWithDualChannelError("dual_channel is true but the file has one channel; "
+                                       "send a stereo file or set dual_channel to false")
+    return audio[:2]
+
+
+def audio_span(audio: np.ndarray, start_ms: int | None, end_ms: int | None) -> tuple[np.ndarray, int]:
+    """The part of (channels, samples) audio from start_ms to end_ms, and its offset in ms.
+
+    Only this part is transcribed; the offset turns its word times back into file times.
+    """
+    samples_per_ms = SAMPLE_RATE // 1000
+    length_ms = -(-audio.shape[-1] // samples_per_ms)
+    start = start_ms or 0
+    end = length_ms if end_ms is None else end_ms
+    if start >= length_ms:
+        raise InvalidParameterError(f"audio_start_from ({start} ms) is at or past the end of the audio "
+                                    f"({length_ms} ms)")
+    if end > length_ms:
+        raise InvalidParameterError(f"audio_end_at ({end} ms) is past the end of the audio ({length_ms} ms); "
+                                    "leave it out to transcribe to the end")
+    if start >= end:
+        raise InvalidParameterError(f"audio_start_from ({start} ms) must be less than audio_end_at ({end} ms)")
+    return audio[..., start * samples_per_ms: end * samples_per_ms], start

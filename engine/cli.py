@@ -34,26 +34,41 @@ def _models_list(args: argparse.Namespace, settings: EngineSettings) -> int:
 
 
 def _transcribe(args: argparse.Namespace, settings: EngineSettings) -> int:
-    from engine.audio import SAMPLE_RATE, decode_audio
+    from engine.audio import SAMPLE_RATE, audio_span, call_channels, decode_audio
+    from engine.response import response_body
+    from engine.text_format import TextOptions
     from engine.transcriber import Transcriber
 
-    audio = decode_audio(args.file)
+    audio = decode_audio(args.file, keep_channels=args.dual_channel)
+    audio = call_channels(audio) if args.dual_channel else audio[None]
+    audio, offset_ms = audio_span(audio, args.start_ms, args.end_ms)
     transcriber = Transcriber.load(args.model, beam_size=args.beam_size, settings=settings)
-    seconds = len(audio) / SAMPLE_RATE
+    seconds = audio.shape[1] / SAMPLE_RATE
     if seconds > LONG_FILE_SECONDS and not args.quiet:
         with tqdm(total=0, unit="window", desc="transcribing", file=sys.stderr) as bar:
             def progress(done: int, total: int) -> None:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            transcript = transcriber.transcribe(audio, progress)
+            transcripts = transcriber.transcribe_many(list(audio), progress)
     else:
-        transcript = transcriber.transcribe(audio)
+        transcripts = transcriber.transcribe_many(list(audio))
+    options = TextOptions(written=args.format_text, punctuation=args.punctuate)
+    body = response_body([t.words for t in transcripts], seconds, offset_ms, options, args.dual_channel)
     if args.json:
-        print(json.dumps(transcript.as_dict(), indent=2))
+        print(json.dumps(body, indent=2, ensure_ascii=False))
+    elif args.dual_channel:
+        for utterance in body["utterances"]:
+            print(f"[{utterance['start'] / 1000:.2f}s channel {utterance['channel']}] {utterance['text']}")
     else:
-        print(transcript.text)
+        print(body["blob"])
     return 0
+
+
+def _milliseconds(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of milliseconds >= 0, got {value!r}")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--model", choices=MODEL_NAMES, help="default: ASYNC_ENGINE_MODEL or tiny.en")
     transcribe.add_argument("--beam-size", type=int, help="default: DECODER_BEAM_SIZE or the model's")
     transcribe.add_argument("--json", action="store_true", help="print the API's JSON response shape")
+    transcribe.add_argument("--dual-channel", action="store_true",
+                            help="a stereo call: each channel on its own, printed as turn-by-turn utterances")
+    transcribe.add_argument("--no-format-text", dest="format_text", action="store_false",
+                            help="spoken form: numbers as words, lower case")
+    transcribe.add_argument("--no-punctuate", dest="punctuate", action="store_false", help="no punctuation marks")
+    transcribe.add_argument("--start-ms", type=_milliseconds, help="transcribe from here (ms into the file)")
+    transcribe.add_argument("--end-ms", type=_milliseconds, help="transcribe up to here (ms into the file)")
     transcribe.add_argument("--quiet", action="store_true", help="no progress bar")
     transcribe.set_defaults(run=_transcribe)
 

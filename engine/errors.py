@@ -38,3 +38,9 @@ class InvalidParameterError(EngineError):
     """A request parameter is out of range or malformed."""
 
     code = "invalid_parameter"
+
+
+class MonoWithDualChannelError(EngineError):
+    """Dual-channel transcription was asked of a file with one channel."""
+
+    code = "mono_with_dual_channel"

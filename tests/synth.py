@@ -121,3 +121,30 @@ def write_wav(path: str | Path, samples: np.ndarray, sr: int) -> Path:
     """Write 16-bit PCM WAV; (samples,) or (samples, channels) as soundfile expects."""
     sf.write(str(path), samples, sr, subtype="PCM_16")
     return Path(path)
+
+
+def two_party_call(turns: list[tuple[int, str]], gap_s: float = 0.8,
+                   sr: int = 16000) -> tuple[np.ndarray, list[float]]:
+    """A stereo call: each (channel 1 or 2, text) turn spoken in order by that channel's voice.
+
+    Channel 1 speaks with VOICE_A and channel 2 with VOICE_B, the other channel silent meanwhile,
+    turns `gap_s` apart. Returns (samples, 2) float32 audio and each turn's true start in seconds,
+    measured where its voice first rises above the silence rather than where the clip was placed.
+    """
+    import soxr
+
+    clips = []
+    for channel, text in turns:
+        samples, rate = speak(text, VOICE_A if channel == 1 else VOICE_B)
+        clips.append((channel, soxr.resample(samples, rate, sr).astype(np.float32)))
+    gap = int(gap_s * sr)
+    total = gap + sum(len(clip) + gap for _, clip in clips)
+    call = np.zeros((total, 2), dtype=np.float32)
+    starts = []
+    at = gap
+    for channel, clip in clips:
+        call[at: at + len(clip), channel - 1] = clip
+        voiced = np.flatnonzero(np.abs(clip) > 0.02)
+        starts.append((at + (voiced[0] if len(voiced) else 0)) / sr)
+        at += len(clip) + gap
+    return call, starts

@@ -165,3 +165,32 @@ def test_missing_file_is_undecodable(tmp_path):
     with pytest.raises(AudioDecodeError) as info:
         decode_audio(tmp_path / "nope.wav")
     assert "No such file" in info.value.message
+
+
+def test_audio_span_cuts_by_milliseconds_and_reports_the_offset():
+    from engine.audio import audio_span
+
+    audio = np.arange(2 * 32000, dtype=np.float32).reshape(2, 32000)
+    part, offset = audio_span(audio, 500, 1500)
+    assert offset == 500 and part.shape == (2, 16000) and part[0, 0] == 8000
+    whole, offset = audio_span(audio, None, None)
+    assert offset == 0 and whole.shape == (2, 32000)
+
+
+@pytest.mark.parametrize(("start", "end", "mentions"), [
+    (2000, None, "audio_start_from"), (0, 2001, "audio_end_at"), (1000, 1000, "less than")])
+def test_audio_span_out_of_range_is_an_invalid_parameter(start, end, mentions):
+    from engine.audio import audio_span
+    from engine.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=mentions):
+        audio_span(np.zeros((1, 32000), dtype=np.float32), start, end)
+
+
+def test_call_channels_refuses_mono_and_keeps_the_first_two():
+    from engine.audio import call_channels
+    from engine.errors import MonoWithDualChannelError
+
+    with pytest.raises(MonoWithDualChannelError):
+        call_channels(np.zeros((1, 100), dtype=np.float32))
+    assert call_channels(np.zeros((4, 100), dtype=np.float32)).shape == (2, 100)

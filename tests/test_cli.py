@@ -60,3 +60,36 @@ def test_bad_setting_stops_with_the_variable_named(tmp_path: Path):
                           env={"DECODER_BEAM_SIZE": "wide", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 2
     assert "DECODER_BEAM_SIZE" in done.stderr
+
+
+def test_transcribe_a_call_with_every_option(tmp_path: Path, installed_model):
+    from synth import two_party_call
+
+    samples, starts = two_party_call([(1, "good morning, this is the help desk"),
+                                      (2, "hi, I owe forty nine dollars"), (1, "let me check that")])
+    path = tmp_path / "call.flac"
+    sf.write(path, samples, 16000)
+    begin = int(starts[1] * 1000) - 300
+    done = _run("transcribe", str(path), "--json", "--dual-channel", "--no-format-text", "--no-punctuate",
+                "--start-ms", str(begin))
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["stereo_decode"] is True
+    assert [u["channel"] for u in body["utterances"]] == ["2", "1"]
+    assert abs(body["utterances"][0]["start"] - starts[1] * 1000) <= 500
+    assert "forty nine dollars" in body["blob"] and body["blob"] == body["blob"].lower()
+    assert not any(c in ",.?!" for c in body["blob"])
+    assert all(w["start"] >= begin for w in body["words"])
+    plain = _run("transcribe", str(path), "--dual-channel")
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stdout.strip().splitlines()
+    assert [line.split("]")[0].split()[-1] for line in lines] == ["1", "2", "1"]
+    assert "49" in lines[1], "written form: digits"
+
+
+def test_span_past_the_end_is_a_clear_error(tmp_path: Path, installed_model):
+    path = tmp_path / "short.wav"
+    sf.write(path, np.zeros(16000, dtype=np.float32), 16000)
+    done = _run("transcribe", str(path), "--start-ms", "5000")
+    assert done.returncode == 2
+    assert "audio_start_from (5000 ms)" in done.stderr and "Traceback" not in done.stderr

@@ -156,10 +156,10 @@ def test_dual_channel_utterances(origin):
 
 
 def test_a_pause_splits_one_channels_utterance(origin):
-    jobs = StandIn([[Word("one", 0, 300, 1.0), Word("two", 2000, 2300, 1.0)], []])
+    jobs = StandIn([[Word("hello", 0, 300, 1.0), Word("again", 2000, 2300, 1.0)], []])
     body = _client(jobs).simulate_post("/transcribe/url", json={"audio_url": f"{origin}/stereo.wav",
                                                                 "dual_channel": True}).json
-    assert [u["text"] for u in body["utterances"]] == ["one", "two"]
+    assert [u["text"] for u in body["utterances"]] == ["hello", "again"]
 
 
 def test_mono_file_with_dual_channel(origin):
