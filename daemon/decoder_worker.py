@@ -21,7 +21,8 @@ from engine.model_store import model_path, read_model_config
 from engine.search import SearchConfig
 from engine.settings import EngineSettings
 from engine.tokenizer import WhisperTokenizer
-from engine.vad import SpeechWindow, VoiceActivityDetector
+from engine.speech_window import SpeechWindow
+from engine.vad import VoiceActivityDetector
 from engine.window import WindowJob
 
 log = logging.getLogger("async_engine.decoder")
@@ -33,7 +34,7 @@ class _Live:
     channel: int
     inference: int
     job: WindowJob
-    redo: tuple[int, int] | None = None
+    redo: SpeechWindow | None = None
 
 
 class DecoderWorker:
@@ -92,16 +93,15 @@ class DecoderWorker:
 
     def _plan(self, message: m.Plan) -> None:
         pcm = self.shm.view(message.pcm)[message.channel]
-        spans = [(w.start, w.end) for w in self.vad.windows(pcm)]
-        self.events.put(m.Planned(message.uid, message.channel, spans))
+        self.events.put(m.Planned(message.uid, message.channel, self.vad.windows(pcm)))
 
     def _open(self, message: m.Window, outgoing: dict[int, list]) -> None:
-        job = WindowJob(self.search_config, self.tokenizer, SpeechWindow(message.start, message.end))
+        job = WindowJob(self.search_config, self.tokenizer, message.span)
         self.windows[message.wid] = _Live(message.uid, message.channel, message.inference, job)
         ref = message.pcm
         channel = ArrayRef(ref.name, (ref.shape[1],), ref.dtype, ref.offset + message.channel * ref.shape[1] * 4)
         outgoing[message.inference].append(
-            m.Open(message.wid, self.index, channel, job.span.start, job.span.end, job.decode.search.first_tokens())
+            m.Open(message.wid, self.index, channel, job.span, job.decode.search.first_tokens())
         )
 
     def _advance(self, message: m.Logits, outgoing: dict[int, list]) -> None:
@@ -119,13 +119,12 @@ class DecoderWorker:
             outgoing[live.inference].append(m.Restart(message.wid, again.first_tokens()))
             return
         tokens, redo = live.job.conclude()
-        redo_span = None if redo is None else (redo.start, redo.end)
         if tokens is None:
             self.windows.pop(message.wid)
             outgoing[live.inference].append(m.Release(message.wid))
-            self.events.put(m.WindowDone(message.wid, live.uid, live.channel, [], redo_span))
+            self.events.put(m.WindowDone(message.wid, live.uid, live.channel, [], redo))
         else:
-            live.redo = redo_span
+            live.redo = redo
             outgoing[live.inference].append(m.Align(message.wid, tokens))
 
     def _words(self, message: m.Scores, outgoing: dict[int, list]) -> None:

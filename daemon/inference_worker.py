@@ -142,7 +142,7 @@ class InferenceWorker:
             batch.append(self.opening.popleft())
         if not batch:
             return
-        chunks = [self.pcm.view(o.pcm)[o.start : o.end] for o in batch]
+        chunks = [o.span.gather(self.pcm.view(o.pcm)) for o in batch]
         try:
             handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels))
         except Exception as error:  # a bad window must not take the device down with it
@@ -157,7 +157,7 @@ class InferenceWorker:
                 self.pcm.forget(name)
         for o, handle in zip(batch, handles):
             sequences = self.runtime.open_sequences(handle, len(o.tokens))
-            frames = min(self.runtime.dims.n_audio_ctx, (o.end - o.start) // 320 + 1)
+            frames = min(self.runtime.dims.n_audio_ctx, o.span.samples // 320 + 1)
             self.windows[o.wid] = _Window(o.decoder, handle, frames, sequences, o.tokens)
 
     def _align(self, outgoing: dict[int, list]) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from daemon.shm import ArrayRef
 from engine.result import Word
+from engine.speech_window import SpeechWindow
 
 
 # front -> supervisor
@@ -64,8 +65,7 @@ class Window:
     uid: str
     channel: int
     pcm: ArrayRef
-    start: int  # samples
-    end: int
+    span: SpeechWindow
     inference: int
 
 
@@ -74,9 +74,8 @@ class Window:
 class Open:
     wid: int
     decoder: int
-    pcm: ArrayRef
-    start: int
-    end: int
+    pcm: ArrayRef  # one channel of the file
+    span: SpeechWindow
     tokens: list[int]  # first token of every row
 
 
@@ -148,7 +147,7 @@ class Ready:
 class Planned:
     uid: str
     channel: int
-    spans: list[tuple[int, int]]
+    spans: list[SpeechWindow]
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,7 @@ class WindowDone:
     uid: str
     channel: int
     words: list[Word]
-    redo: tuple[int, int] | None  # samples of the unfinished tail to decode again
+    redo: SpeechWindow | None  # the unfinished tail to decode again
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from daemon.inference_worker import run_inference
 from daemon.lifeline import ignore_stop_signals
 from daemon.shm import sweep
 from engine.result import Word
+from engine.speech_window import SpeechWindow
 
 log = logging.getLogger("async_engine.supervisor")
 
@@ -253,7 +254,7 @@ class Supervisor:
             decoder = self._least_loaded(len(self.generation.decoders), 1)
             self.generation.decoders[decoder].inbox.put(m.Plan(job.uid, channel, job.pcm))
 
-    def _dispatch(self, job: _Job, channel: int, start: int, end: int) -> None:
+    def _dispatch(self, job: _Job, channel: int, span: SpeechWindow) -> None:
         assert self.generation is not None
         wid = next(self.wids)
         decoder = self._least_loaded(len(self.generation.decoders), 1)
@@ -262,7 +263,7 @@ class Supervisor:
         self.generation.decoders[decoder].windows += 1
         self.generation.inference[inference].windows += 1
         job.outstanding += 1
-        self.generation.decoders[decoder].inbox.put(m.Window(wid, job.uid, channel, job.pcm, start, end, inference))
+        self.generation.decoders[decoder].inbox.put(m.Window(wid, job.uid, channel, job.pcm, span, inference))
 
     def _planned(self, message: m.Planned) -> None:
         job = self.jobs.get(message.uid)
@@ -270,8 +271,8 @@ class Supervisor:
             return
         job.unplanned -= 1
         log.debug("uid=%s channel %d: %d window(s)", job.uid, message.channel, len(message.spans))
-        for start, end in message.spans:
-            self._dispatch(job, message.channel, start, end)
+        for span in message.spans:
+            self._dispatch(job, message.channel, span)
         self._maybe_done(job)
 
     def _window_done(self, message: m.WindowDone) -> None:
@@ -282,7 +283,7 @@ class Supervisor:
         job.outstanding -= 1
         job.words[message.channel].extend(message.words)
         if message.redo is not None:
-            self._dispatch(job, message.channel, *message.redo)
+            self._dispatch(job, message.channel, message.redo)
         self._maybe_done(job)
 
     def _maybe_done(self, job: _Job) -> None:

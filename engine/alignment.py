@@ -20,6 +20,7 @@ MEDIAN_FILTER_WIDTH = 7
 PREPEND_PUNCTUATION = "\"'“¿([{-"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
 SENTENCE_END = ".。!！?？"
+SPEECH_EDGE_S = 0.1  # how far a word may reach past the edge of the speech the VAD found
 
 
 @dataclass
@@ -195,3 +196,30 @@ def _clip_long_words(words: list[WordTiming]) -> None:
             word.end = min(word.end, word.start + max_duration) if i else word.end
         elif words[i - 1].text.strip()[-1:] in SENTENCE_END:
             word.start = word.end - max_duration
+
+
+def fit_to_speech(words: list[WordTiming], speech: list[tuple[float, float]]) -> None:
+    """Keep word edges inside the speech the VAD found (seconds from the window start).
+
+    DTW has to put every token somewhere, so the last word before a pause often stretches across
+    it, or lands in it. In a call that moves one side's words into the other side's turn and breaks
+    the utterances apart. A word wholly inside a pause moves to the nearer edge of the speech around it.
+    """
+    if not speech:
+        return
+    regions = [(s - SPEECH_EDGE_S, e + SPEECH_EDGE_S) for s, e in speech]
+    previous_start = 0.0
+    for word in words:
+        overlapping = [(s, e) for s, e in regions if s < word.end and e > word.start]
+        if overlapping:
+            word.start, word.end = max(word.start, overlapping[0][0]), min(word.end, overlapping[-1][1])
+        else:
+            before = [e for _, e in regions if e <= word.start]
+            after = [s for s, _ in regions if s >= word.end]
+            if before and (not after or word.start - before[-1] <= after[0] - word.end):
+                word.start = word.end = before[-1]
+            else:
+                word.start = word.end = after[0]
+        word.start = max(word.start, previous_start)
+        word.end = max(word.end, word.start)
+        previous_start = word.start

@@ -23,7 +23,8 @@ from engine.result import Transcript, Word
 from engine.search import SearchConfig
 from engine.settings import DEFAULT_BEAM_SIZE, EngineSettings
 from engine.tokenizer import WhisperTokenizer
-from engine.vad import SpeechWindow, VoiceActivityDetector
+from engine.speech_window import SpeechWindow
+from engine.vad import VoiceActivityDetector
 from engine.window import WindowJob
 
 @dataclass
@@ -93,7 +94,7 @@ class Transcriber:
 
     def _start(self, batch: list[tuple[int, SpeechWindow]], audios: Sequence[np.ndarray]) -> list[_ActiveWindow]:
         jobs = [WindowJob(self.search_config, self.tokenizer, span) for _, span in batch]
-        chunks = [audios[file][job.span.start : job.span.end] for (file, _), job in zip(batch, jobs)]
+        chunks = [job.span.gather(audios[file]) for (file, _), job in zip(batch, jobs)]
         handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels))
         started = []
         for (file, _), job, handle in zip(batch, jobs, handles):

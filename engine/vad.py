@@ -8,7 +8,6 @@ call inside GIL-releasing kernels, so a 1-hour file takes seconds and memory
 beyond the input is one block plus one float per 32 ms frame.
 """
 
-from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
@@ -23,16 +22,9 @@ from silero_vad.utils_vad import get_speech_timestamps_from_probs  # noqa: E402
 torch.set_num_threads(_threads)
 
 from engine.audio import SAMPLE_RATE
+from engine.speech_window import SpeechWindow
 
 _MODEL_FILE = "silero_vad_16k_sequence.onnx"
-
-
-@dataclass(frozen=True)
-class SpeechWindow:
-    """A span of 16 kHz samples worth transcribing as one unit."""
-
-    start: int  # sample index at 16 kHz, inclusive
-    end: int    # exclusive
 
 
 class VoiceActivityDetector:
@@ -65,14 +57,14 @@ class VoiceActivityDetector:
             self._model = SileroVADSequence(str(path), sampling_rate=SAMPLE_RATE)
 
     def windows(self, audio: np.ndarray) -> list[SpeechWindow]:
-        """Return padded, non-overlapping speech windows of 16 kHz mono ``audio`` in time order."""
+        """Speech windows of 16 kHz mono ``audio`` in time order, each at most ``max_window_s`` long."""
         if audio.ndim != 1:
             raise ValueError(f"expected 1-D mono audio, got shape {audio.shape}")
         if audio.size == 0:
             return []
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         probs = self._model.audio_forward(audio, sampling_rate=SAMPLE_RATE)
-        # Leave room for the window padding so padded windows stay within the max.
+        # Leave room for the padding so one padded segment always fits a window.
         budget = self.max_window - 2 * self.pad
         segments = get_speech_timestamps_from_probs(
             probs,
@@ -84,7 +76,7 @@ class VoiceActivityDetector:
             audio_length_samples=audio.size,
         )
         spans = _split_long([(s["start"], s["end"]) for s in segments], budget)
-        return _pad(_group(spans, budget), self.pad, audio.size)
+        return _pack(spans, self.pad, self.max_window, audio.size)
 
 
 def _split_long(spans: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
@@ -98,25 +90,31 @@ def _split_long(spans: list[tuple[int, int]], limit: int) -> list[tuple[int, int
     return out
 
 
-def _group(spans: list[tuple[int, int]], budget: int) -> list[tuple[int, int]]:
-    """Greedily merge consecutive segments, keeping the silences between them, up to ``budget``."""
-    groups: list[tuple[int, int]] = []
-    for start, end in spans:
-        if groups and end - groups[-1][0] <= budget:
-            groups[-1] = (groups[-1][0], end)
-        else:
-            groups.append((start, end))
-    return groups
+def _pack(spans: list[tuple[int, int]], pad: int, max_window: int, length: int) -> list[SpeechWindow]:
+    """Speech segments, each with up to ``pad`` around it, joined into windows of at most ``max_window``.
 
-
-def _pad(groups: list[tuple[int, int]], pad: int, length: int) -> list[SpeechWindow]:
-    """Widen each window by ``pad`` without crossing the audio edges or a neighbour.
-
-    When two windows are closer than two pads, the gap is split at its middle.
+    A segment closer than two pads to the one before extends that piece (the silence between them
+    is kept); a farther one starts a new piece. Every span fits a window on its own, because
+    _split_long cut them to ``max_window`` less two pads.
     """
-    windows = []
-    for i, (start, end) in enumerate(groups):
-        lo = 0 if i == 0 else (groups[i - 1][1] + start + 1) // 2
-        hi = length if i == len(groups) - 1 else (end + groups[i + 1][0]) // 2
-        windows.append(SpeechWindow(max(start - pad, lo), min(end + pad, hi)))
+    windows: list[SpeechWindow] = []
+    pieces: list[list[int]] = []
+    speech: list[tuple[int, int]] = []
+    reached = 0  # end of the last piece: pieces never overlap, within or across windows
+    for start, end in spans:
+        lo, hi = max(start - pad, reached), min(end + pad, length)
+        joins = bool(pieces) and lo == reached
+        if pieces and sum(e - s for s, e in pieces) + (hi - reached if joins else hi - lo) > max_window:
+            if joins:  # closer than two pads: the windows meet in the middle of the silence
+                lo = pieces[-1][1] = (speech[-1][1] + start) // 2
+            windows.append(SpeechWindow(tuple(map(tuple, pieces)), tuple(speech)))
+            pieces, speech, joins = [], [], False
+        if joins:
+            pieces[-1][1] = hi
+        else:
+            pieces.append([lo, hi])
+        speech.append((start, end))
+        reached = hi
+    if pieces:
+        windows.append(SpeechWindow(tuple(map(tuple, pieces)), tuple(speech)))
     return windows

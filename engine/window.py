@@ -6,21 +6,21 @@ processes. The inference side only ever sees rows of tokens, logits and alignmen
 
 from __future__ import annotations
 
-from engine.alignment import word_timings
+from engine.alignment import fit_to_speech, word_timings
 from engine.audio import SAMPLE_RATE
 from engine.fallback import WindowDecode, is_silence
 from engine.features import WINDOW_SAMPLES
 from engine.result import Word
 from engine.search import SearchConfig, SearchResult
 from engine.tokenizer import WhisperTokenizer
-from engine.vad import SpeechWindow
+from engine.speech_window import SpeechWindow
 
 MIN_REDO_SECONDS = 1.0  # an unfinished tail shorter than this is kept rather than decoded again
 
 
 class WindowJob:
     def __init__(self, config: SearchConfig, tokenizer: WhisperTokenizer, span: SpeechWindow) -> None:
-        self.span = SpeechWindow(span.start, min(span.end, span.start + WINDOW_SAMPLES))
+        self.span = span.first(WINDOW_SAMPLES)
         self.tokenizer = tokenizer
         self.decode = WindowDecode(config, tokenizer, self.samples / SAMPLE_RATE)
         self._result: SearchResult | None = None
@@ -28,7 +28,7 @@ class WindowJob:
 
     @property
     def samples(self) -> int:
-        return self.span.end - self.span.start
+        return self.span.samples
 
     def conclude(self) -> tuple[list[int] | None, SpeechWindow | None]:
         """Settle the result once the last search is done.
@@ -39,10 +39,10 @@ class WindowJob:
         result = self.decode.result()
         redo = None
         if result.complete_seconds is not None:
-            resume = self.span.start + int(result.complete_seconds * SAMPLE_RATE)
-            if (self.span.end - resume) / SAMPLE_RATE >= MIN_REDO_SECONDS:
+            resume = int(result.complete_seconds * SAMPLE_RATE)
+            if (self.samples - resume) / SAMPLE_RATE >= MIN_REDO_SECONDS:
                 result = result.without_unfinished_tail()
-                redo = SpeechWindow(resume, self.span.end)
+                redo = self.span.after(resume)
         self._result = result
         eot = self.tokenizer.eot
         self._text = [] if is_silence(result) else [t for t in result.tokens if t < eot]
@@ -57,17 +57,23 @@ class WindowJob:
         eot = self.tokenizer.eot
         logprobs = [lp for t, lp in zip(self._result.tokens, self._result.token_logprobs) if t < eot]
         timings = word_timings(self.tokenizer, scores, self._text, logprobs, self.samples)
-        offset_ms = self.span.start * 1000 / SAMPLE_RATE
+        span = self.span
+        fit_to_speech(timings, [(span.window_offset(s) / SAMPLE_RATE, span.window_offset(e) / SAMPLE_RATE)
+                                for s, e in span.speech])
         words = []
         for t in timings:
             text = t.text.strip()
             if not text:
                 continue
-            start = int(round(offset_ms + t.start * 1000))
+            start = self._file_ms(t.start)
             words.append(Word(
                 text=text,
                 start_ms=start,
-                end_ms=max(int(round(offset_ms + t.end * 1000)), start + 1),
+                end_ms=max(self._file_ms(t.end), start + 1),
                 confidence=round(min(1.0, max(0.0, t.probability)), 4),
             ))
         return words
+
+    def _file_ms(self, seconds: float) -> int:
+        """A time in the window's joined audio as ms from the start of the file."""
+        return int(round(self.span.file_sample(seconds * SAMPLE_RATE) * 1000 / SAMPLE_RATE))

@@ -33,13 +33,16 @@ def say(text: str, voice: str = VOICE_A, rate_wpm: int = 160) -> np.ndarray:
 def assert_well_formed(windows: list[SpeechWindow], length: int, max_s: float = 30.0) -> None:
     for w in windows:
         assert 0 <= w.start < w.end <= length
-        assert w.end - w.start <= max_s * SR
+        assert w.samples <= max_s * SR
+        assert all(s < e for s, e in w.pieces)
+        assert all(a[1] < b[0] for a, b in zip(w.pieces, w.pieces[1:])), "pieces are ordered and disjoint"
+        assert all(any(ps <= s and e <= pe for ps, pe in w.pieces) for s, e in w.speech)
     for a, b in zip(windows, windows[1:]):
         assert a.end <= b.start
 
 
 def covered(windows: list[SpeechWindow], start: int, end: int) -> bool:
-    return any(w.start <= start and end <= w.end for w in windows)
+    return any(s <= start and end <= e for w in windows for s, e in w.pieces)
 
 
 def test_synth_speech_has_plausible_duration():
@@ -100,7 +103,7 @@ def test_speech_in_noise_is_found(vad):
 def test_speech_at_edges_is_clipped_to_audio(vad):
     speech = say(SENTENCES[2])
     # eSpeak leaves well under the 0.2 s pad of silence at each end.
-    assert vad.windows(speech) == [SpeechWindow(0, speech.size)]
+    assert [w.pieces for w in vad.windows(speech)] == [((0, speech.size),)]
 
 
 def test_ninety_second_conversation_is_packed_into_ordered_windows(vad):
@@ -122,7 +125,8 @@ def test_ninety_second_conversation_is_packed_into_ordered_windows(vad):
         mid = (start + end) // 2
         assert covered(windows, mid - SR // 2, mid + SR // 2)
     speech_total = sum(end - start for start, end in spans)
-    assert sum(w.end - w.start for w in windows) >= 0.9 * speech_total
+    assert sum(w.samples for w in windows) >= 0.9 * speech_total
+    assert sum(w.samples for w in windows) < audio.size - 16 * SR, "silences over 1 s are cut to 1 s"
 
 
 def test_continuous_speech_longer_than_max_is_split(vad):
@@ -133,7 +137,7 @@ def test_continuous_speech_longer_than_max_is_split(vad):
 
     assert len(windows) >= 2
     assert_well_formed(windows, speech.size)
-    assert sum(w.end - w.start for w in windows) >= 0.8 * speech.size
+    assert sum(w.samples for w in windows) >= 0.8 * speech.size
 
 
 def test_custom_max_window_is_respected():
@@ -158,3 +162,31 @@ def test_ten_minutes_is_fast(vad):
     for start in range(0, audio.size - clip.size, block.size):
         mid = start + clip.size // 2
         assert covered(windows, mid - SR // 2, mid + SR // 2)
+
+
+def test_long_silences_shrink_to_two_pads_and_short_ones_stay(vad):
+    first, second, third = say(SENTENCES[0]), say(SENTENCES[1]), say(SENTENCES[2])
+    audio = np.concatenate([first, silence(0.6, SR), second, silence(6.0, SR), third])
+
+    (window,) = vad.windows(audio)
+
+    assert len(window.pieces) == 2, "the 0.6 s pause is kept inside a piece, the 6 s one splits pieces"
+    gap = window.pieces[1][0] - window.pieces[0][1]
+    assert 4.5 * SR < gap < 6.0 * SR
+    assert window.samples < audio.size - 4.5 * SR
+    assert len(window.speech) >= 3
+
+
+def test_speech_window_maps_joined_audio_back_to_the_file():
+    window = SpeechWindow(((100, 200), (500, 600)), speech=((120, 190), (520, 580)))
+    audio = np.arange(1000, dtype=np.float32)
+    assert window.samples == 200
+    assert np.array_equal(window.gather(audio), np.concatenate([audio[100:200], audio[500:600]]))
+    assert window.file_sample(50) == 150 and window.file_sample(150) == 550 and window.file_sample(100) == 200
+    assert window.window_offset(150) == 50 and window.window_offset(550) == 150
+    assert window.window_offset(300) == 100, "a file position in the cut silence maps to the cut"
+    rest = window.after(150)
+    assert rest.pieces == ((550, 600),) and rest.speech == ((550, 580),)
+    head = window.first(120)
+    assert head.pieces == ((100, 200), (500, 520)) and head.speech == ((120, 190),)
+    assert window.first(500) is window
