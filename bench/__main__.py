@@ -1,4 +1,4 @@
-"""CLI: `python -m bench accuracy|load|http-wer|heldout --model tiny.en --beam 5 [...]`.
+"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls --model tiny.en --beam 5 [...]`.
 
 One run measures every system on the same decoded audio, in one process on one
 machine, so the ratios between them are trustworthy even if absolute speeds drift.
@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--concurrency", type=_int_list, default=[1, 4] if name == "load" else [2],
                          help="comma-separated client counts, e.g. 1,4")
     _common(sub.add_parser("heldout", help="the held-out stereo file, per channel and dual_channel"))
+    calls = sub.add_parser("calls", help="generated two-party stereo calls: WER, speed, utterance timing")
+    _common(calls)
+    calls.add_argument("--count", type=int, default=16, help="number of calls")
+    calls.add_argument("--seed", type=int, default=1)
     return parser
 
 
@@ -159,6 +163,10 @@ def main() -> None:
         from bench.heldout import heldout
 
         heldout(args)
+    elif args.command == "calls":
+        from bench.calls import calls
+
+        calls(args)
 
 
 if __name__ == "__main__":

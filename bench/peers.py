@@ -82,8 +82,8 @@ class FasterWhisperRunner:
                                    compute_type="int8", cpu_threads=2,
                                    num_workers=num_workers)
 
-    def transcribe(self, audio: np.ndarray) -> str:
+    def transcribe(self, audio: np.ndarray, vad_filter: bool = False) -> str:
         """Full text of one 16 kHz clip; the generator is drained so all work is timed."""
         segments, _ = self._model.transcribe(audio, language="en", beam_size=self.beam_size,
-                                             word_timestamps=self.word_timestamps)
+                                             word_timestamps=self.word_timestamps, vad_filter=vad_filter)
         return " ".join(s.text.strip() for s in segments)

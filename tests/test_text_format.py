@@ -120,3 +120,15 @@ def test_words_of_only_punctuation_are_dropped():
 ])
 def test_strip_punctuation(raw, stripped):
     assert strip_punctuation(raw) == stripped
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    (TextOptions(), "I paid $49, 25% of it, at 10:30 a.m. on the 21st."),
+    (TextOptions(written=False), "i paid forty nine dollars, twenty five percent of it, at ten thirty a.m. on the "
+                                 "twenty first."),
+    (TextOptions(punctuation=False), "I paid $49 25% of it at 10:30 am on the 21st"),
+    (TextOptions(punctuation=False, casing=False), "i paid $49 25% of it at 10:30 am on the 21st"),
+])
+def test_the_example_in_docs_api(options, expected):
+    spoken = "I paid forty nine dollars, 25% of it, at ten thirty a.m. on the 21st."
+    assert text(format_words(timed(spoken), options)) == expected
