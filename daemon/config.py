@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from daemon.address_policy import DEFAULT_DENY, AddressPolicy, HostRules, parse_rules
 from engine.settings import EngineSettings, SettingsError, parse_bool, parse_int
 
 DEFAULTS: dict[str, str] = {
@@ -33,6 +34,10 @@ DEFAULTS: dict[str, str] = {
     "DOWNLOAD_READ_TIMEOUT": "30",
     "DOWNLOAD_MAX_BYTES": "500000000",
     "DOWNLOAD_MAX_REDIRECTS": "5",
+    "DOWNLOAD_DENY": DEFAULT_DENY,  # "none" empties it
+    "DOWNLOAD_ALLOW": "",  # empty: every host not denied
+    "ASYNC_ENGINE_API_KEY": "",  # empty: no key needed
+    "WORKER_STALL_SECONDS": "300",
     "MAX_AUDIO_SECONDS": "14400",
     "REQUEST_TIMEOUT_SECONDS": "3600",
 }
@@ -55,6 +60,7 @@ class DownloadLimits:
     read_timeout: float  # seconds between bytes
     max_bytes: int
     max_redirects: int
+    addresses: AddressPolicy
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,8 @@ class DaemonConfig:
     download: DownloadLimits
     max_audio_seconds: int
     request_timeout_seconds: int
+    api_key: str | None  # every endpoint but /health needs `Authorization: Bearer <key>`
+    worker_stall_seconds: int  # a worker that shows no sign of life this long is killed and replaced
     engine: EngineSettings
 
     @classmethod
@@ -121,11 +129,15 @@ class DaemonConfig:
                 read_timeout=_seconds("DOWNLOAD_READ_TIMEOUT", get("DOWNLOAD_READ_TIMEOUT")),
                 max_bytes=parse_int("DOWNLOAD_MAX_BYTES", get("DOWNLOAD_MAX_BYTES"), 1, 1 << 40),
                 max_redirects=parse_int("DOWNLOAD_MAX_REDIRECTS", get("DOWNLOAD_MAX_REDIRECTS"), 0, 30),
+                addresses=AddressPolicy(allow=_rules("DOWNLOAD_ALLOW", get("DOWNLOAD_ALLOW")),
+                                        deny=_rules("DOWNLOAD_DENY", get("DOWNLOAD_DENY"))),
             ),
             max_audio_seconds=parse_int("MAX_AUDIO_SECONDS", get("MAX_AUDIO_SECONDS"), 1, 7 * 24 * 3600),
             request_timeout_seconds=parse_int(
                 "REQUEST_TIMEOUT_SECONDS", get("REQUEST_TIMEOUT_SECONDS"), 1, 7 * 24 * 3600
             ),
+            api_key=_api_key(env.get("ASYNC_ENGINE_API_KEY", "")),
+            worker_stall_seconds=parse_int("WORKER_STALL_SECONDS", get("WORKER_STALL_SECONDS"), 1, 24 * 3600),
             engine=engine,
         )
 
@@ -180,6 +192,23 @@ def _readable_file(name: str, value: str) -> Path | None:
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{name} names {value!r}, which this process cannot read")
     return path
+
+
+def _rules(name: str, value: str) -> HostRules:
+    try:
+        return parse_rules(name, value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _api_key(value: str) -> str | None:
+    """Unset or empty: no key. A key must be at least 16 visible ASCII characters, without spaces."""
+    if not value:
+        return None
+    if len(value) < 16 or not all(33 <= ord(c) < 127 for c in value):
+        raise ConfigError("ASYNC_ENGINE_API_KEY must be at least 16 visible ASCII characters without spaces "
+                          "(e.g. the output of `openssl rand -hex 24`), or unset")
+    return value
 
 
 def _log_level(value: str) -> str:

@@ -15,11 +15,15 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NameResolutionError, ReadTimeoutError
 
+from daemon.address_policy import AddressPolicy
 from daemon.config import DownloadLimits
-from daemon.errors import (AUDIO_TOO_LARGE, DOWNLOAD_FAILED, DOWNLOAD_TIMED_OUT, INVALID_PARAMETER,
-                           ApiError)
+from daemon.errors import (ADDRESS_NOT_ALLOWED, AUDIO_TOO_LARGE, DOWNLOAD_FAILED, DOWNLOAD_TIMED_OUT,
+                           INVALID_PARAMETER, ApiError)
 
 _CHUNK_BYTES = 1 << 16
 _USER_AGENT = "async-engine/0.1"
@@ -30,9 +34,16 @@ def fetch(url: str, limits: DownloadLimits, deadline: float | None = None) -> by
     _check_url(url)
     with requests.Session() as session:
         session.max_redirects = limits.max_redirects
+        session.trust_env = False  # a proxy from the environment would hide the address we must check
+        adapter = _GuardedAdapter(limits.addresses)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         try:
             response = session.get(url, stream=True, timeout=(limits.connect_timeout, limits.read_timeout),
                                    headers={"User-Agent": _USER_AGENT})
+        except AddressRefused as exc:
+            raise ApiError(ADDRESS_NOT_ALLOWED, f"Download error to {url}, the server may not download from "
+                                                f"{exc}; ask the operator if this address should be allowed") from None
         except requests.RequestException as exc:
             raise _request_error(url, exc, limits) from exc
         with response:
@@ -45,6 +56,56 @@ def fetch(url: str, limits: DownloadLimits, deadline: float | None = None) -> by
                 return _read_bounded(url, response, limits, deadline)
             except requests.RequestException as exc:
                 raise _request_error(url, exc, limits) from exc
+
+
+class AddressRefused(Exception):
+    """A connection reached an address the AddressPolicy refuses (deliberately not an OSError,
+    so neither urllib3 nor requests retries or rewraps it)."""
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """requests' adapter whose connections check the address they reached before sending a byte.
+
+    Every connection (so every redirect hop) is checked twice: each address its host resolves to
+    before connecting, so a refused address never sees a packet, and the socket's peer after, so
+    a DNS answer that changes between the two cannot slip through.
+    """
+
+    def __init__(self, policy: AddressPolicy) -> None:
+        self.policy = policy
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("GuardedPool", (HTTPConnectionPool,), {"ConnectionCls": self._checked(HTTPConnection)}),
+            "https": type("GuardedPool", (HTTPSConnectionPool,), {"ConnectionCls": self._checked(HTTPSConnection)}),
+        }
+
+    def _checked(self, base: type) -> type:
+        policy = self.policy
+
+        def _new_conn(connection):
+            host = connection.host.strip("[]")
+            for address in _resolved(host, connection.port):  # refuse before a packet leaves
+                if (refusal := policy.refusal(host, address)) is not None:
+                    raise AddressRefused(refusal)
+            sock = base._new_conn(connection)
+            refusal = policy.refusal(host, sock.getpeername()[0])  # and where it really went
+            if refusal is not None:
+                sock.close()
+                raise AddressRefused(refusal)
+            return sock
+
+        return type(f"Guarded{base.__name__}", (base,), {"_new_conn": _new_conn})
+
+
+def _resolved(host: str, port: int) -> list[str]:
+    """Every address the host name resolves to; none when it does not (the connect then says why)."""
+    try:
+        return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    except (socket.gaierror, UnicodeError):
+        return []
 
 
 def _check_url(url: str) -> None:

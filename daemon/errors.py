@@ -44,8 +44,12 @@ ERROR_TABLE: tuple[ErrorKind, ...] = (
     ErrorKind(14, 503, "service_not_ready", "the models are loading, a worker is restarting, or the server is "
               "shutting down; retry shortly."),
     ErrorKind(15, 504, "request_timed_out", "the request waited and ran longer than REQUEST_TIMEOUT_SECONDS."),
-    ErrorKind(16, 401, "unauthorized", "reserved for API keys; not returned yet."),
+    ErrorKind(16, 401, "unauthorized",
+              "ASYNC_ENGINE_API_KEY is set and the request lacks `Authorization: Bearer <key>` with that key."),
     ErrorKind(17, 404, "no_such_endpoint", "no such path, or the method is not allowed on it (404 / 405)."),
+    ErrorKind(18, 403, "address_not_allowed",
+              "audio_url (or a redirect) leads to an address the server may not download from: link-local "
+              "and cloud-metadata addresses by default, or per DOWNLOAD_DENY / DOWNLOAD_ALLOW."),
 )
 _BY_CODE = {kind.code: kind for kind in ERROR_TABLE}
 
@@ -66,6 +70,7 @@ SERVICE_NOT_READY = 14
 REQUEST_TIMED_OUT = 15
 UNAUTHORIZED = 16
 NO_SUCH_ENDPOINT = 17
+ADDRESS_NOT_ALLOWED = 18
 
 
 class ApiError(Exception):

@@ -8,6 +8,7 @@ in its answer and its one log line.
 
 from __future__ import annotations
 
+import hmac
 import io
 import json
 import logging
@@ -21,7 +22,7 @@ import soundfile as sf
 from daemon.config import DaemonConfig
 from daemon.download import fetch
 from daemon.errors import (AUDIO_TOO_LONG, INTERNAL_FAILURE, MALFORMED_REQUEST,
-                           NO_SUCH_ENDPOINT, UNSUPPORTED_CONTENT_TYPE, ApiError,
+                           NO_SUCH_ENDPOINT, UNAUTHORIZED, UNSUPPORTED_CONTENT_TYPE, ApiError,
                            from_engine_error, over_capacity, request_timed_out)
 from daemon.jobs import JobClient
 from daemon.openapi import openapi_document
@@ -41,7 +42,7 @@ _ENDPOINTS = "the endpoints are GET /health, POST /transcribe/url and GET /opena
 
 def create_app(config: DaemonConfig, jobs: JobClient) -> falcon.App:
     """The WSGI application; waitress serves it, tests drive it through falcon.testing."""
-    app = falcon.App(middleware=[_RequestLog()])
+    app = falcon.App(middleware=[_RequestLog(), _ApiKey(config.api_key)])
     app.add_route("/health", _Health(jobs))
     app.add_route("/transcribe/url", _Transcribe(config, jobs))
     app.add_route("/openapi.json", _OpenApi(openapi_document(config)))
@@ -69,6 +70,27 @@ class _RequestLog:
                 req.context.uid, req.method, req.path, resp.status_code, error.code if error else "-",
                 f"{audio:.3f}" if audio is not None else "-", time.monotonic() - req.context.started,
                 f" error={error.description!r}" if error else "")
+
+
+class _ApiKey:
+    """With ASYNC_ENGINE_API_KEY set, every endpoint but /health needs `Authorization: Bearer <key>`.
+
+    /health stays open so load balancers and container runtimes can probe without the secret.
+    """
+
+    def __init__(self, key: str | None) -> None:
+        self.key = key.encode() if key else None
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.key is None or req.path == "/health":
+            return
+        scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.key):
+            return
+        resp.set_header("WWW-Authenticate", 'Bearer realm="async-engine"')
+        reason = "has no Authorization header" if not req.get_header("Authorization") else "has a wrong API key"
+        raise ApiError(UNAUTHORIZED, f"this server needs an API key: send `Authorization: Bearer <key>`; "
+                                     f"the request {reason}")
 
 
 class _Health:

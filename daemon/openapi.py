@@ -73,7 +73,7 @@ def openapi_document(config: DaemonConfig) -> dict:
     """The document for this server's configuration (limits appear in the descriptions)."""
     statuses = sorted({kind.status for kind in ERROR_TABLE} | {405, 415, 422, 502, 504})
     error_table = "\n".join(f"| {k.code} | {k.status} | {k.name} | {k.meaning} |" for k in ERROR_TABLE)
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "Async Engine",
@@ -151,3 +151,8 @@ def openapi_document(config: DaemonConfig) -> dict:
             },
         },
     }
+    if config.api_key:
+        document["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"apiKey": []}]
+        document["paths"]["/health"]["get"]["security"] = []
+    return document

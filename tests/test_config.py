@@ -36,6 +36,10 @@ def test_defaults_on_a_cpu_host(cuda_cards, monkeypatch):
     assert (config.download.max_bytes, config.download.max_redirects) == (500_000_000, 5)
     assert (config.max_audio_seconds, config.request_timeout_seconds) == (14400, 3600)
     assert config.engine.model == "tiny.en" and config.engine.compute_type == "int8"
+    assert config.api_key is None and config.worker_stall_seconds == 300
+    assert config.download.addresses.allow.empty
+    assert [str(n) for n in config.download.addresses.deny.networks] == [
+        "169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"]
 
 
 def test_auto_takes_every_cuda_card(cuda_cards):
@@ -54,7 +58,12 @@ def test_explicit_values(cuda_cards, tmp_path):
         "CUSTOM_LANG_MODEL_PATH": str(lm), "SKIP_DECODER": "1", "LOGLEVEL": "debug",
         "ASYNC_ENGINE_DEVICES": "cpu,cpu", "ASYNC_ENGINE_DECODERS": "2", "ASYNC_ENGINE_WINDOWS_IN_FLIGHT": "8",
         "DOWNLOAD_CONNECT_TIMEOUT": "0.5", "DOWNLOAD_MAX_BYTES": "1000", "MAX_AUDIO_SECONDS": "60",
+        "DOWNLOAD_DENY": "none", "DOWNLOAD_ALLOW": "10.0.0.0/8, cdn.example.com",
+        "ASYNC_ENGINE_API_KEY": "0123456789abcdef0123", "WORKER_STALL_SECONDS": "30",
     })
+    assert config.download.addresses.deny.empty
+    assert config.download.addresses.allow.names == ("cdn.example.com",)
+    assert config.api_key == "0123456789abcdef0123" and config.worker_stall_seconds == 30
     assert config.max_transcripts_parallel == 3 and config.reject_over_parallel is False
     assert config.enable_auto_punctuation is False and config.skip_decoder is True
     assert config.custom_lang_model_path == Path(lm) and config.log_level == "DEBUG"
@@ -113,6 +122,11 @@ def test_bad_device_lists(cuda_cards, value, cards):
         ("ASYNC_ENGINE_MODEL", "huge"),
         ("DECODER_BEAM_SIZE", "0"),
         ("ASYNC_ENGINE_COMPUTE_TYPE", "float16"),
+        ("DOWNLOAD_DENY", "169.254.0.0/99"),
+        ("DOWNLOAD_ALLOW", "http://cdn.example.com"),
+        ("ASYNC_ENGINE_API_KEY", "short"),
+        ("ASYNC_ENGINE_API_KEY", "has spaces in the middle of it"),
+        ("WORKER_STALL_SECONDS", "0"),
     ],
 )
 def test_every_bad_value_names_its_variable(cuda_cards, name, value):

@@ -9,13 +9,16 @@ from typing import Iterator
 
 import pytest
 
+from daemon.address_policy import DEFAULT_DENY, AddressPolicy, HostRules, parse_rules
 from daemon.config import DownloadLimits
 from daemon.download import fetch
-from daemon.errors import (AUDIO_TOO_LARGE, DOWNLOAD_FAILED, DOWNLOAD_TIMED_OUT, INVALID_PARAMETER,
-                           ApiError)
+from daemon.errors import (ADDRESS_NOT_ALLOWED, AUDIO_TOO_LARGE, DOWNLOAD_FAILED, DOWNLOAD_TIMED_OUT,
+                           INVALID_PARAMETER, ApiError)
 from daemon_support import free_port
 
-LIMITS = DownloadLimits(connect_timeout=2.0, read_timeout=0.5, max_bytes=100_000, max_redirects=3)
+DEFAULT_POLICY = AddressPolicy(allow=HostRules(), deny=parse_rules("DOWNLOAD_DENY", DEFAULT_DENY))
+LIMITS = DownloadLimits(connect_timeout=2.0, read_timeout=0.5, max_bytes=100_000, max_redirects=3,
+                        addresses=DEFAULT_POLICY)
 FILE = bytes(range(256)) * 100  # 25,600 bytes
 
 
@@ -35,6 +38,8 @@ class _Origin(http.server.BaseHTTPRequestHandler):
         elif path.startswith("/hop/"):
             left = int(path.rsplit("/", 1)[1])
             self._redirect("/file" if left == 0 else f"/hop/{left - 1}")
+        elif path.startswith("/to/"):
+            self._redirect("http://" + path[len("/to/"):])
         elif path == "/loop":
             self._redirect("/loop")
         elif path == "/stall":
@@ -155,3 +160,70 @@ def test_whole_transfer_deadline(origin):
     with pytest.raises(ApiError) as caught:
         fetch(f"{origin}/file", LIMITS, deadline=time.monotonic() - 1)
     assert caught.value.code == DOWNLOAD_TIMED_OUT
+
+
+@pytest.mark.parametrize("host", ["169.254.169.254", "169.254.1.1", "[fd00:ec2::254]", "[fe80::1]",
+                                  "[::ffff:169.254.169.254]"])
+def test_link_local_and_cloud_metadata_are_refused_by_default(host):
+    started = time.monotonic()
+    error = _error(f"http://{host}/latest/meta-data/")
+    assert (error.code, error.status) == (ADDRESS_NOT_ALLOWED, 403)
+    assert "DOWNLOAD_DENY" in error.description
+    assert time.monotonic() - started < 1, "refused before connecting, not after a timeout"
+
+
+def test_a_redirect_to_a_refused_address_is_refused(origin):
+    error = _error(f"{origin}/to/169.254.169.254/latest/meta-data/")
+    assert (error.code, error.status) == (ADDRESS_NOT_ALLOWED, 403)
+
+
+def test_every_redirect_hop_is_checked(origin):
+    """The first hop (127.0.0.1) is allowed; the redirect to 127.0.0.2 is not."""
+    deny = AddressPolicy(allow=HostRules(), deny=parse_rules("DOWNLOAD_DENY", "127.0.0.2/32"))
+    limits = DownloadLimits(**{**LIMITS.__dict__, "addresses": deny})
+    assert fetch(f"{origin}/hop/1", limits) == FILE
+    hop = origin.replace("127.0.0.1", "127.0.0.2")[len("http://"):]
+    error = _error(f"{origin}/to/{hop}/file", limits)
+    assert error.code == ADDRESS_NOT_ALLOWED and "127.0.0.2" in error.description
+
+
+def test_private_ranges_are_allowed_by_default(origin):
+    assert fetch(f"{origin}/file", LIMITS) == FILE  # 127.0.0.1; 10/8, 172.16/12, 192.168/16 alike
+
+
+def test_an_allow_list_admits_only_its_hosts(origin):
+    by_name = AddressPolicy(allow=parse_rules("DOWNLOAD_ALLOW", "localhost"), deny=DEFAULT_POLICY.deny)
+    limits = DownloadLimits(**{**LIMITS.__dict__, "addresses": by_name})
+    assert fetch(f"{origin}/file".replace("127.0.0.1", "localhost"), limits) == FILE
+    error = _error(f"{origin}/file", limits)
+    assert error.code == ADDRESS_NOT_ALLOWED and "DOWNLOAD_ALLOW" in error.description
+    by_network = AddressPolicy(allow=parse_rules("DOWNLOAD_ALLOW", "127.0.0.0/8"), deny=DEFAULT_POLICY.deny)
+    assert fetch(f"{origin}/file", DownloadLimits(**{**LIMITS.__dict__, "addresses": by_network})) == FILE
+
+
+def test_deny_wins_over_allow(origin):
+    both = AddressPolicy(allow=parse_rules("DOWNLOAD_ALLOW", "127.0.0.0/8"),
+                         deny=parse_rules("DOWNLOAD_DENY", "127.0.0.1"))
+    error = _error(f"{origin}/file", DownloadLimits(**{**LIMITS.__dict__, "addresses": both}))
+    assert error.code == ADDRESS_NOT_ALLOWED
+
+
+@pytest.mark.parametrize(("rules", "host", "address", "matched"), [
+    ("10.0.0.0/8", "cdn.internal", "10.1.2.3", "10.0.0.0/8"),
+    ("10.0.0.0/8", "cdn.internal", "11.0.0.1", None),
+    (".example.com", "audio.example.com", "93.184.216.34", ".example.com"),
+    (".example.com", "example.com", "93.184.216.34", ".example.com"),
+    (".example.com", "badexample.com", "93.184.216.34", None),
+    ("cdn.example.com", "CDN.Example.com.", "1.2.3.4", "cdn.example.com"),
+    ("fd00::/8", "v6.internal", "fd12::1", "fd00::/8"),
+])
+def test_host_rules(rules, host, address, matched):
+    import ipaddress
+
+    assert parse_rules("DOWNLOAD_ALLOW", rules).match(host, ipaddress.ip_address(address)) == matched
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/33", "bad host!", "*.example.com"])
+def test_unreadable_rules_name_the_variable(value):
+    with pytest.raises(ValueError, match="DOWNLOAD_DENY"):
+        parse_rules("DOWNLOAD_DENY", value)

@@ -277,3 +277,41 @@ def test_openapi_document():
     assert {"TranscribeRequest", "Transcript", "Word", "Utterance", "Error"} <= set(schemas)
     assert set(schemas["TranscribeRequest"]["properties"]) == {
         "audio_url", "dual_channel", "format_text", "punctuate", "audio_start_from", "audio_end_at"}
+
+
+KEY = "k3y-0123456789abcdef"
+
+
+@pytest.mark.parametrize(("headers", "mentions"), [
+    ({}, "no Authorization header"),
+    ({"Authorization": "Bearer wrong-key-0123456789"}, "wrong API key"),
+    ({"Authorization": KEY}, "wrong API key"),
+    ({"Authorization": f"Basic {KEY}"}, "wrong API key"),
+])
+def test_api_key_is_required_when_configured(origin, headers, mentions):
+    jobs = StandIn()
+    client = _client(jobs, ASYNC_ENGINE_API_KEY=KEY)
+    for method, path in (("POST", "/transcribe/url"), ("GET", "/openapi.json"), ("GET", "/no-such-path")):
+        result = client.simulate_request(method, path, headers=headers, json={"audio_url": f"{origin}/mono.wav"})
+        body = _assert_error(result, 401, 16)
+        assert mentions in body["description"] and "Bearer" in result.headers["WWW-Authenticate"]
+    assert jobs.shapes == []
+
+
+def test_the_right_key_passes_and_health_needs_none(origin):
+    client = _client(StandIn(), ASYNC_ENGINE_API_KEY=KEY)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    answer = client.simulate_post("/transcribe/url", headers=auth, json={"audio_url": f"{origin}/mono.wav"})
+    assert answer.status_code == 200
+    assert client.simulate_get("/health").status_code == 200
+    document = client.simulate_get("/openapi.json", headers=auth).json
+    assert document["security"] == [{"apiKey": []}] and document["paths"]["/health"]["get"]["security"] == []
+    assert "securitySchemes" not in _client(StandIn()).simulate_get("/openapi.json").json["components"]
+
+
+def test_docs_list_every_error_code():
+    from daemon.errors import ERROR_TABLE
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "API.md").read_text()
+    for kind in ERROR_TABLE:
+        assert f"| {kind.code} | {kind.status}" in docs and f"| {kind.name} |" in docs, kind
