@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from multiprocessing.queues import Queue
 
 from daemon import messages as m
-from daemon.lifeline import ignore_stop_signals
+from daemon.lifeline import Heartbeat, ignore_stop_signals
 from daemon.shm import ArrayRef, Attachments
 from engine.model_store import model_path, read_model_config
 from engine.search import SearchConfig
@@ -39,8 +39,9 @@ class _Live:
 
 class DecoderWorker:
     def __init__(self, index: int, settings: EngineSettings, inbox: Queue, events: Queue,
-                 inference_inboxes: list[Queue]) -> None:
+                 inference_inboxes: list[Queue], heartbeat: Heartbeat) -> None:
         self.index = index
+        self.heartbeat = heartbeat
         self.inbox = inbox
         self.events = events
         self.inference_inboxes = inference_inboxes
@@ -55,6 +56,7 @@ class DecoderWorker:
     def run(self) -> None:
         parent = os.getppid()
         while True:
+            self.heartbeat.beat()
             try:
                 item = self.inbox.get(timeout=1.0)
             except queue.Empty:
@@ -137,11 +139,11 @@ class DecoderWorker:
 
 
 def run_decoder(index: int, settings: EngineSettings, inbox: Queue, events: Queue,
-                inference_inboxes: list[Queue], log_level: str) -> None:
+                inference_inboxes: list[Queue], heartbeat: Heartbeat, log_level: str) -> None:
     """Process entry point."""
     ignore_stop_signals()
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
     try:
-        DecoderWorker(index, settings, inbox, events, inference_inboxes).run()
+        DecoderWorker(index, settings, inbox, events, inference_inboxes, heartbeat).run()
     except KeyboardInterrupt:
         pass

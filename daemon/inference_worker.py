@@ -18,7 +18,7 @@ from multiprocessing.queues import Queue
 import torch
 
 from daemon import messages as m
-from daemon.lifeline import ignore_stop_signals
+from daemon.lifeline import Heartbeat, ignore_stop_signals
 from daemon.shm import Attachments, OwnedBlock
 from engine.features import log_mel_windows
 from engine.inference import InferenceRuntime
@@ -40,8 +40,10 @@ class _Window:
 
 class InferenceWorker:
     def __init__(self, index: int, device: str, settings: EngineSettings, windows_in_flight: int,
-                 inbox: Queue, events: Queue, decoder_inboxes: list[Queue], shm_prefix: str) -> None:
+                 inbox: Queue, events: Queue, decoder_inboxes: list[Queue], shm_prefix: str,
+                 heartbeat: Heartbeat) -> None:
         self.index = index
+        self.heartbeat = heartbeat
         self.inbox = inbox
         self.events = events
         self.decoder_inboxes = decoder_inboxes
@@ -65,6 +67,7 @@ class InferenceWorker:
     def run(self) -> None:
         parent = os.getppid()
         while os.getppid() == parent:  # once the supervisor is gone, nobody reads our answers
+            self.heartbeat.beat()
             for message in self._receive():
                 if isinstance(message, m.Stop):
                     return
@@ -199,14 +202,15 @@ class InferenceWorker:
 
 def run_inference(index: int, device: str, settings: EngineSettings, windows_in_flight: int, threads: int,
                   inbox: Queue, events: Queue, decoder_inboxes: list[Queue], shm_prefix: str,
-                  log_level: str) -> None:
+                  heartbeat: Heartbeat, log_level: str) -> None:
     """Process entry point."""
     ignore_stop_signals()
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
     torch.set_num_threads(threads)
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-    worker = InferenceWorker(index, device, settings, windows_in_flight, inbox, events, decoder_inboxes, shm_prefix)
+    worker = InferenceWorker(index, device, settings, windows_in_flight, inbox, events, decoder_inboxes, shm_prefix,
+                             heartbeat)
     try:
         worker.run()
     except KeyboardInterrupt:

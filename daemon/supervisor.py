@@ -24,7 +24,7 @@ from daemon.config import DaemonConfig
 from daemon.decoder_worker import run_decoder
 from daemon.errors import WORKER_FAILURE_CODE
 from daemon.inference_worker import run_inference
-from daemon.lifeline import ignore_stop_signals
+from daemon.lifeline import Heartbeat, ignore_stop_signals
 from daemon.shm import sweep
 from engine.result import Word
 from engine.speech_window import SpeechWindow
@@ -42,6 +42,7 @@ class _Worker:
     index: int
     process: mp.process.BaseProcess
     inbox: Queue
+    heartbeat: Heartbeat
     state: str = "starting"
     pid: int | None = None
     windows: int = 0  # windows dispatched to it, shown in /health so load sharing is visible
@@ -108,8 +109,10 @@ class Supervisor:
                     self._shutdown()
                     return
                 self._handle(message)
-            if self.generation is not None and any(not w.process.is_alive() for w in self.generation.workers):
-                self._lose_generation()
+            if self.generation is not None:
+                self._kill_stalled(self.generation)
+                if any(not w.process.is_alive() for w in self.generation.workers):
+                    self._lose_generation()
             if time.monotonic() - self.health_published > HEALTH_REFRESH_SECONDS:
                 self._publish_health()
 
@@ -137,24 +140,37 @@ class Supervisor:
         cpu_devices = sum(1 for d in cfg.devices if d == "cpu")
         threads = max(1, (os.cpu_count() or 1) // max(1, cpu_devices))
         for index, device in enumerate(cfg.devices):
+            heartbeat = Heartbeat(self.ctx)
             process = self.ctx.Process(
                 target=run_inference, name=f"async-engine-inference-{index}", daemon=True,
                 args=(index, device, cfg.engine, cfg.windows_in_flight, threads, inference_inboxes[index],
-                      events, decoder_inboxes, self.shm_prefix, cfg.log_level),
+                      events, decoder_inboxes, self.shm_prefix, heartbeat, cfg.log_level),
             )
-            generation.inference.append(_Worker("inference", index, process, inference_inboxes[index]))
+            generation.inference.append(_Worker("inference", index, process, inference_inboxes[index], heartbeat))
         for index in range(cfg.decoders):
+            heartbeat = Heartbeat(self.ctx)
             process = self.ctx.Process(
                 target=run_decoder, name=f"async-engine-decoder-{index}", daemon=True,
-                args=(index, cfg.engine, decoder_inboxes[index], events, inference_inboxes, cfg.log_level),
+                args=(index, cfg.engine, decoder_inboxes[index], events, inference_inboxes, heartbeat,
+                      cfg.log_level),
             )
-            generation.decoders.append(_Worker("decoder", index, process, decoder_inboxes[index]))
+            generation.decoders.append(_Worker("decoder", index, process, decoder_inboxes[index], heartbeat))
         for worker in generation.workers:
             worker.process.start()
             worker.inbox.put(m.Probe(next(self.nonce)))
         self.generation = generation
         log.info("started %d inference and %d decoder processes", len(generation.inference), len(generation.decoders))
         self._publish_health()
+
+    def _kill_stalled(self, generation: _Generation) -> None:
+        """A ready worker without a heartbeat for WORKER_STALL_SECONDS is as good as dead: kill it."""
+        for worker in generation.workers:
+            age = worker.heartbeat.age()
+            if worker.state == "ready" and worker.process.is_alive() and age > self.config.worker_stall_seconds:
+                log.error("%s (pid %s) made no progress for %.0f s (WORKER_STALL_SECONDS=%d); killing it",
+                          worker.describe()["name"], worker.pid, age, self.config.worker_stall_seconds)
+                worker.process.kill()
+                worker.process.join(5.0)
 
     def _lose_generation(self) -> None:
         """A worker died: stop its generation, sweep its memory, retry or fail its jobs."""

@@ -161,24 +161,50 @@ def test_http_wer_equals_in_process_wer_on_real_speech(daemon, transcriber, eval
 
 
 @pytest.mark.parametrize("kind", ["inference", "decoder"])
-def test_a_killed_worker_is_replaced_and_its_job_retried(tmp_path, origin, kind):
+def test_a_killed_worker_is_replaced_and_its_jobs_retried(tmp_path, origin, kind):
     import os
     import signal
 
     with running_daemon(tmp_path) as daemon:
         daemon.wait_healthy()
-        with ThreadPoolExecutor(1) as pool:
-            job = pool.submit(daemon.transcribe, {"audio_url": f"{origin}/long.flac"})
+        with ThreadPoolExecutor(3) as pool:
+            jobs = [pool.submit(daemon.transcribe, {"audio_url": f"{origin}/long.flac"}) for _ in range(3)]
             time.sleep(1.5)
             victim = next(w for w in daemon.health().json()["workers"] if w["kind"] == kind)
             os.kill(victim["pid"], signal.SIGKILL)
+            responses = [job.result() for job in jobs]
+        for response in responses:
+            assert response.status_code == 200, response.text
+            assert "platform" in response.json()["blob"].lower()
+        _wait_replaced(daemon, victim["pid"])
+        assert daemon.stop() == 0
+    assert daemon.shm_blocks() == []
+
+
+def test_a_stuck_worker_is_killed_and_replaced(tmp_path, origin):
+    """SIGSTOP keeps the process alive but silent: only its missing heartbeat gives it away."""
+    import os
+    import signal
+
+    with running_daemon(tmp_path, WORKER_STALL_SECONDS="8") as daemon:
+        daemon.wait_healthy()
+        with ThreadPoolExecutor(1) as pool:
+            job = pool.submit(daemon.transcribe, {"audio_url": f"{origin}/long.flac"})
+            time.sleep(1.5)
+            victim = next(w for w in daemon.health().json()["workers"] if w["kind"] == "decoder")
+            os.kill(victim["pid"], signal.SIGSTOP)
             response = job.result()
         assert response.status_code == 200, response.text
         assert "platform" in response.json()["blob"].lower()
-        deadline = time.monotonic() + 60
-        while victim["pid"] in {w["pid"] for w in daemon.health().json()["workers"]}:
-            assert time.monotonic() < deadline, "the killed worker was never replaced"
-            time.sleep(0.2)
-        assert daemon.wait_healthy()[-1] == 200
+        _wait_replaced(daemon, victim["pid"])
+        assert "made no progress" in daemon.log()
         assert daemon.stop() == 0
     assert daemon.shm_blocks() == []
+
+
+def _wait_replaced(daemon, pid: int) -> None:
+    deadline = time.monotonic() + 60
+    while pid in {w["pid"] for w in daemon.health().json()["workers"]}:
+        assert time.monotonic() < deadline, "the worker was never replaced"
+        time.sleep(0.2)
+    assert daemon.wait_healthy()[-1] == 200
