@@ -37,8 +37,8 @@ def parse_request(body: object) -> TranscribeRequest:
         _check_type(name, value)
     fields = {k: v for k, v in body.items() if v is not None}
     request = TranscribeRequest(**fields)
-    start, end = request.audio_start_from, request.audio_end_at
-    if start is not None and end is not None and start >= end:
+    start, end = request.audio_start_from or 0, request.audio_end_at
+    if end is not None and start >= end:
         raise ApiError(INVALID_PARAMETER, f"audio_start_from ({start} ms) must be less than audio_end_at ({end} ms)")
     return request
 

@@ -71,7 +71,10 @@ def _open(source: bytes | bytearray | memoryview | str | os.PathLike) -> sf.Soun
 
 
 def _reason(exc: Exception) -> str:
-    return getattr(exc, "error_string", None) or str(exc)
+    reason = getattr(exc, "error_string", None) or str(exc)
+    if "not a regular file" in reason:  # libsndfile's words when no format matches a stream's content
+        return "the content is not in a format libsndfile recognises (wav, flac, ogg/vorbis, opus, mp3)"
+    return reason
 
 
 def decode_audio(
