@@ -66,7 +66,12 @@ def written_form(words: list[Word]) -> list[Word]:
 
 
 def spoken_form(words: list[Word]) -> list[Word]:
-    """Digits and symbols as lower-case words: "$49" -> "forty nine dollars"."""
+    """Digits and symbols as lower-case words: "$49" -> "forty nine dollars".
+
+    Numbers Whisper spelled its own way ("forty-nine") go through the written form first, so
+    every number comes out in the same spoken shape.
+    """
+    words = written_form(words)
     spoken = []
     unit: list[str] = []  # "$5 million": the unit waits for the scale word after the amount
     for i, word in enumerate(words):

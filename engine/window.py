@@ -11,11 +11,14 @@ from engine.audio import SAMPLE_RATE
 from engine.fallback import WindowDecode, is_silence
 from engine.features import WINDOW_SAMPLES
 from engine.result import Word
-from engine.search import SearchConfig, SearchResult
+from engine.search import SECONDS_PER_TIMESTAMP, SearchConfig, SearchResult
 from engine.tokenizer import WhisperTokenizer
 from engine.speech_window import SpeechWindow
 
 MIN_REDO_SECONDS = 1.0  # an unfinished tail shorter than this is kept rather than decoded again
+# Speech the VAD found this long, starting this far after the model's last timestamp, was skipped.
+SKIPPED_SPEECH_SECONDS = 0.5
+SKIPPED_AFTER_SECONDS = 0.3
 
 
 class WindowJob:
@@ -34,7 +37,7 @@ class WindowJob:
         """Settle the result once the last search is done.
 
         Returns the tokens to run the alignment pass on (None when there is no text), and the
-        span to decode again when the model left its last segment open.
+        span to decode again when the model left its last segment open or skipped speech.
         """
         result = self.decode.result()
         redo = None
@@ -48,7 +51,27 @@ class WindowJob:
         self._text = [] if is_silence(result) else [t for t in result.tokens if t < eot]
         if not self._text:
             return None, redo
+        if redo is None:
+            redo = self._skipped_speech(result)
         return [*self.tokenizer.sot_sequence, self.tokenizer.no_timestamps, *self._text, eot], redo
+
+    def _skipped_speech(self, result: SearchResult) -> SpeechWindow | None:
+        """The rest of the window, when the model closed its text before speech the VAD heard.
+
+        Whisper ends a window with a single timestamp when it judges the speech over, and a new
+        voice after a pause (the other side of a call, mixed to mono) is easily judged absent.
+        Decoding the rest again, from that timestamp, finds it; each redo is shorter, so it ends.
+        """
+        stamps = [t for t in result.tokens if t >= self.tokenizer.timestamp_begin]
+        if not stamps:
+            return None
+        end = (stamps[-1] - self.tokenizer.timestamp_begin) * SECONDS_PER_TIMESTAMP
+        after = (end + SKIPPED_AFTER_SECONDS) * SAMPLE_RATE
+        speech = [(self.span.window_offset(s), self.span.window_offset(e)) for s, e in self.span.speech]
+        skipped = sum(e - s for s, e in speech if s >= after)
+        if end <= 0 or skipped < SKIPPED_SPEECH_SECONDS * SAMPLE_RATE:
+            return None
+        return self.span.after(int(end * SAMPLE_RATE))
 
     def words(self, scores) -> list[Word]:
         """Timed words in file time from the alignment pass over conclude()'s tokens."""

@@ -68,6 +68,8 @@ def test_punctuation_separates_spelled_numbers():
     ("It cost $5 million.", "it cost five million dollars."),
     ("COVID-19", "covid nineteen"),
     ("Paris, France.", "paris, france."),
+    ("forty-nine dollars", "forty nine dollars"),
+    ("nineteen ninety-nine", "nineteen ninety nine"),
 ])
 def test_spoken_form_expands_digits_and_lower_cases(written, spoken):
     assert text(format_words(timed(written), SPOKEN)) == spoken
