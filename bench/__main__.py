@@ -1,4 +1,4 @@
-"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls --model tiny.en --beam 5 [...]`.
+"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak --model tiny.en --beam 5 [...]`.
 
 One run measures every system on the same decoded audio, in one process on one
 machine, so the ratios between them are trustworthy even if absolute speeds drift.
@@ -48,6 +48,20 @@ def _parser() -> argparse.ArgumentParser:
     _common(calls)
     calls.add_argument("--count", type=int, default=16, help="number of calls")
     calls.add_argument("--seed", type=int, default=1)
+    soak = sub.add_parser("soak", help="many mixed good and bad requests at the parallel limit; "
+                                       "RSS per daemon process and /dev/shm over time")
+    _common(soak)
+    soak.add_argument("--requests", type=int, default=1000, help="requests sent in all")
+    soak.add_argument("--parallel", type=int, default=2,
+                      help="K: MAX_TRANSCRIPTS_PARALLEL of the daemon and client threads")
+    soak.add_argument("--warmup", type=float, default=10.0, help="%% of the requests counted as warm-up")
+    soak.add_argument("--interval", type=float, default=1.0, help="seconds between memory samples")
+    soak.add_argument("--settle", type=float, default=3.0,
+                      help="seconds after the last answer before the final sample")
+    soak.add_argument("--max-clip-seconds", type=float, default=10.0, help="longest dev clip used")
+    soak.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    soak.add_argument("--seed", type=int, default=1)
+    soak.add_argument("--csv", type=Path, help="time series; default bench/cache/soak-<UTC time>.csv")
     return parser
 
 
@@ -167,6 +181,10 @@ def main() -> None:
         from bench.calls import calls
 
         calls(args)
+    elif args.command == "soak":
+        from bench.soak import soak
+
+        soak(args)
 
 
 if __name__ == "__main__":
