@@ -94,8 +94,17 @@ class DecoderWorker:
                 outgoing[live.inference].append(m.Release(wid))
 
     def _plan(self, message: m.Plan) -> None:
+        """VAD windows of one channel; the audio block is let go at once.
+
+        The decoder never reads a request's audio again (the inference process gathers windows
+        itself), and a block kept attached stays in memory after the front unlinks it: the
+        soak benchmark saw every request's audio pile up in the decoder.
+        """
         pcm = self.shm.view(message.pcm)[message.channel]
-        self.events.put(m.Planned(message.uid, message.channel, self.vad.windows(pcm)))
+        windows = self.vad.windows(pcm)
+        del pcm
+        self.shm.forget(message.pcm.name)
+        self.events.put(m.Planned(message.uid, message.channel, windows))
 
     def _open(self, message: m.Window, outgoing: dict[int, list]) -> None:
         job = WindowJob(self.search_config, self.tokenizer, message.span)

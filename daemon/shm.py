@@ -10,6 +10,7 @@ supervisor can sweep what a killed worker left behind.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 SHM_DIR = Path("/dev/shm")
+log = logging.getLogger("async_engine.shm")
 
 
 def daemon_prefix(daemon_pid: int | None = None) -> str:
@@ -81,8 +83,8 @@ class Attachments:
         if block is not None:
             try:
                 block.close()
-            except BufferError:
-                pass
+            except BufferError:  # an array still points into it: it stays mapped until that goes
+                log.warning("shared memory block %s is still in use; it stays mapped", name)
 
     def close(self) -> None:
         for name in list(self._blocks):

@@ -208,3 +208,13 @@ def _wait_replaced(daemon, pid: int) -> None:
         assert time.monotonic() < deadline, "the worker was never replaced"
         time.sleep(0.2)
     assert daemon.wait_healthy()[-1] == 200
+
+
+def test_workers_let_go_of_each_requests_audio(daemon, origin):
+    """A block the front unlinked still costs memory while any process maps it (the first soak
+    found every request's audio piling up in a decoder)."""
+    for _ in range(3):
+        assert daemon.transcribe({"audio_url": f"{origin}/speech.wav"}).status_code == 200
+    for worker in daemon.health().json()["workers"]:
+        maps = Path(f"/proc/{worker['pid']}/maps").read_text()
+        assert "_pcm_" not in maps, f"{worker['name']} still maps a request's audio"
