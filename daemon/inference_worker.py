@@ -54,6 +54,7 @@ class InferenceWorker:
         self.vocab = model.dims.n_vocab
         self.n_mels = model.dims.n_mels
         self.max_rows = max(settings.beam_size, SearchConfig.best_of)
+        self.runtime.reserve(windows_in_flight, self.max_rows)
         self.heads = len(model.config["alignment_heads"])
         self.align_slot = self.heads * model.dims.n_text_ctx * model.dims.n_audio_ctx * 4
         name = f"{shm_prefix}inf{index}_{os.getpid()}"

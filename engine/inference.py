@@ -108,6 +108,28 @@ class InferenceRuntime:
             handles.extend(slots)
         return handles
 
+    def reserve(self, windows: int, rows_per_window: int) -> None:
+        """Allocate every cache now at the size the busiest moment will need.
+
+        Grown on demand, the caches reach their high-water mark whenever that moment first comes
+        (in the soak benchmark, after 800 requests) and each growth copies them. Reserved at start,
+        a serving process's memory is flat from its first request, and a device too small for the
+        configuration fails at start instead of in the middle of a request.
+        """
+        d = self.dims
+        self._audio = _grow(self._audio, 0, windows)
+        for layer in range(d.n_decoder_layers):
+            self._cross_k[layer] = _grow(self._cross_k[layer], 0, windows)
+            self._cross_v[layer] = _grow(self._cross_v[layer], 0, windows)
+        rows = windows * rows_per_window
+        self._length = np.concatenate([self._length, np.zeros(max(0, rows - len(self._length)), np.int64)])
+        self._window_of = np.concatenate([self._window_of, np.zeros(max(0, rows - len(self._window_of)), np.int64)])
+        for layer in range(d.n_decoder_layers):
+            self._self_k[layer] = _grow(self._self_k[layer], 0, rows)
+            self._self_v[layer] = _grow(self._self_v[layer], 0, rows)
+        # The search stops at n_text_ctx / 2 sampled tokens, after a prompt of at most 3.
+        self._ensure_time(d.n_text_ctx // 2 + 4)
+
     def release_window(self, window: int) -> None:
         self._windows.give_back([window])
 
