@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -41,8 +41,15 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def audio_server(directory: Path) -> Iterator[str]:
     """Serve `directory` on 127.0.0.1 from a thread; yields the base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
+    with loopback_server(functools.partial(_QuietHandler, directory=str(directory))) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def loopback_server(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve a request handler on 127.0.0.1 from daemon threads; yields the base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -12,7 +12,7 @@ from typing import Iterator
 import requests
 
 from bench import daemon_proc as bench_daemon
-from bench.daemon_proc import audio_server, free_port  # noqa: F401  (re-exported for the tests)
+from bench.daemon_proc import audio_server, free_port, loopback_server  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 

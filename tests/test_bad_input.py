@@ -26,7 +26,7 @@ import requests
 import soundfile as sf
 import soxr
 
-from daemon_support import audio_server, free_port, running_daemon
+from daemon_support import audio_server, free_port, loopback_server, running_daemon
 from synth import VOICE_A, VOICE_B, silence, tone, white_noise
 
 MAX_BYTES = 2_000_000  # above the largest good file here (8 channels, 6.6 s: 1.7 MB)
@@ -205,16 +205,11 @@ class _BadOrigin(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def bad_origin() -> Iterator[str]:
     release = threading.Event()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("Origin", (_BadOrigin,), {"release": release}))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
+    with loopback_server(type("Origin", (_BadOrigin,), {"release": release})) as url:
+        try:
+            yield url
+        finally:
+            release.set()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from daemon.config import DownloadLimits
 from daemon.download import fetch
 from daemon.errors import (ADDRESS_NOT_ALLOWED, AUDIO_TOO_LARGE, DOWNLOAD_FAILED, DOWNLOAD_TIMED_OUT,
                            INVALID_PARAMETER, ApiError)
-from daemon_support import free_port
+from daemon_support import free_port, loopback_server
 
 DEFAULT_POLICY = AddressPolicy(allow=HostRules(), deny=parse_rules("DOWNLOAD_DENY", DEFAULT_DENY))
 LIMITS = DownloadLimits(connect_timeout=2.0, read_timeout=0.5, max_bytes=100_000, max_redirects=3,
@@ -80,17 +80,11 @@ class _Origin(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def origin() -> Iterator[str]:
     release = threading.Event()
-    handler = type("Origin", (_Origin,), {"release": release})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
+    with loopback_server(type("Origin", (_Origin,), {"release": release})) as url:
+        try:
+            yield url
+        finally:
+            release.set()
 
 
 def _error(url: str, limits: DownloadLimits = LIMITS) -> ApiError:
