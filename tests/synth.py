@@ -1,11 +1,13 @@
 """Generated test audio, so the suite never ships recorded speech.
 
 Speech comes from eSpeak NG, loaded from the ``espeakng-loader`` wheel through
-ctypes: no system espeak binary is needed. Male voices give the same samples for the same
-text and the same order of earlier calls in a process (eSpeak keeps some state between calls).
+ctypes: no system espeak binary is needed. Every call synthesises in a fresh process, which
+makes the output repeatable (see speak).
 """
 
 import ctypes
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -90,15 +92,26 @@ class _Espeak:
         return pcm.astype(np.float32) / 32768.0
 
 
-_engine: _Espeak | None = None
-
-
 def speak(text: str, voice: str = VOICE_A, rate_wpm: int = 160) -> tuple[np.ndarray, int]:
-    """Synthesise ``text`` and return (mono float32 samples, sample rate)."""
-    global _engine
-    if _engine is None:
-        _engine = _Espeak()
-    return _engine.synth(text, voice, rate_wpm), _engine.sample_rate
+    """Synthesise ``text`` and return (mono float32 samples, sample rate).
+
+    Each call runs in a fresh interpreter: eSpeak NG's output depends on what the same process
+    synthesised before (even the same sentence twice comes out a few samples apart), while a fresh
+    process gives the same samples every time, so tests that hinge on a transcript are repeatable.
+    """
+    done = subprocess.run([sys.executable, "-c", _CHILD, text, voice, str(rate_wpm)],
+                          cwd=Path(__file__).parent, capture_output=True, check=True)
+    rate = int.from_bytes(done.stdout[:4], "little")
+    return np.frombuffer(done.stdout[4:], dtype=np.float32).copy(), rate
+
+
+_CHILD = """
+import sys
+from synth import _Espeak
+engine = _Espeak()
+samples = engine.synth(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+sys.stdout.buffer.write(engine.sample_rate.to_bytes(4, "little") + samples.tobytes())
+"""
 
 
 def tone(freq: float, seconds: float, sr: int, amplitude: float = 0.5) -> np.ndarray:

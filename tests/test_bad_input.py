@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import http.server
 import re
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ import soundfile as sf
 import soxr
 
 from daemon_support import audio_server, free_port, loopback_server, running_daemon
-from synth import VOICE_A, VOICE_B, silence, tone, white_noise
+from synth import VOICE_A, VOICE_B, silence, speak, tone, white_noise
 
 MAX_BYTES = 2_000_000  # above the largest good file here (8 channels, 6.6 s: 1.7 MB)
 MAX_SECONDS = 20
@@ -44,28 +42,9 @@ _UID = re.compile(r"t_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-
 
 # --- audio ------------------------------------------------------------------------------------------------
 
-# eSpeak NG carries state from one call to the next, so a clip depends on what the session
-# synthesised before it. Rows here hinge on a transcript, so their speech is made in a fresh
-# interpreter, speaking fixed text in a fixed order: the same samples in every run.
-_SYNTH = """
-import sys
-import numpy as np
-import soxr
-from synth import speak
-clips = {}
-for i, (text, voice) in enumerate(zip(sys.argv[2::2], sys.argv[3::2])):
+def _say(text: str, voice: str) -> np.ndarray:
     samples, rate = speak(text, voice)
-    clips[f"clip{i}"] = soxr.resample(samples, rate, 16000).astype(np.float32)
-np.savez(sys.argv[1], **clips)
-"""
-
-
-def _synthesize(path: Path, clips: list[tuple[str, str]]) -> list[np.ndarray]:
-    """16 kHz speech for each (text, voice), made in a fresh interpreter (see above)."""
-    args = [item for clip in clips for item in clip]
-    subprocess.run([sys.executable, "-c", _SYNTH, str(path), *args], cwd=Path(__file__).parent, check=True)
-    with np.load(path) as saved:
-        return [saved[f"clip{i}"] for i in range(len(clips))]
+    return soxr.resample(samples, rate, SR).astype(np.float32)
 
 
 def _padded(speech: np.ndarray, rate: int) -> np.ndarray:
@@ -93,8 +72,7 @@ def _cut_wav(data: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, installed_model) -> Path:
     root = tmp_path_factory.mktemp("bad_input")
-    sentence, first, second = _synthesize(root / "speech.npz", [(SENTENCE, VOICE_A), (TURNS[0], VOICE_A),
-                                                                 (TURNS[1], VOICE_B)])
+    sentence, first, second = _say(SENTENCE, VOICE_A), _say(TURNS[0], VOICE_A), _say(TURNS[1], VOICE_B)
     speech = _padded(sentence, SR)
     sf.write(root / "speech.wav", speech, SR, subtype="PCM_16")
     (root / "trunc.wav").write_bytes(_cut_wav((root / "speech.wav").read_bytes()))

@@ -66,7 +66,7 @@ def test_transcribe_a_call_with_every_option(tmp_path: Path, installed_model):
     from synth import two_party_call
 
     samples, starts = two_party_call([(1, "good morning, this is the help desk"),
-                                      (2, "hi, I owe forty nine dollars"), (1, "let me check that")])
+                                      (2, "I was charged forty nine dollars twice"), (1, "let me check that")])
     path = tmp_path / "call.flac"
     sf.write(path, samples, 16000)
     begin = int(starts[1] * 1000) - 300
