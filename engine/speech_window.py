@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.audio import SAMPLE_RATE
+
 
 @dataclass(frozen=True)
 class SpeechWindow:
@@ -62,6 +64,10 @@ class SpeechWindow:
                 return before + max(0, sample - start)
             before += end - start
         return before
+
+    def speech_seconds(self) -> list[tuple[float, float]]:
+        """The VAD's speech segments in seconds of the joined audio."""
+        return [(self.window_offset(s) / SAMPLE_RATE, self.window_offset(e) / SAMPLE_RATE) for s, e in self.speech]
 
     def after(self, offset: int) -> "SpeechWindow":
         """The rest of the window from a position in the joined audio."""

@@ -66,10 +66,8 @@ class WindowJob:
         if not stamps:
             return None
         end = (stamps[-1] - self.tokenizer.timestamp_begin) * SECONDS_PER_TIMESTAMP
-        after = (end + SKIPPED_AFTER_SECONDS) * SAMPLE_RATE
-        speech = [(self.span.window_offset(s), self.span.window_offset(e)) for s, e in self.span.speech]
-        skipped = sum(e - s for s, e in speech if s >= after)
-        if end <= 0 or skipped < SKIPPED_SPEECH_SECONDS * SAMPLE_RATE:
+        skipped = sum(e - s for s, e in self.span.speech_seconds() if s >= end + SKIPPED_AFTER_SECONDS)
+        if end <= 0 or skipped < SKIPPED_SPEECH_SECONDS:
             return None
         return self.span.after(int(end * SAMPLE_RATE))
 
@@ -80,9 +78,7 @@ class WindowJob:
         eot = self.tokenizer.eot
         logprobs = [lp for t, lp in zip(self._result.tokens, self._result.token_logprobs) if t < eot]
         timings = word_timings(self.tokenizer, scores, self._text, logprobs, self.samples)
-        span = self.span
-        fit_to_speech(timings, [(span.window_offset(s) / SAMPLE_RATE, span.window_offset(e) / SAMPLE_RATE)
-                                for s, e in span.speech])
+        fit_to_speech(timings, self.span.speech_seconds())
         words = []
         for t in timings:
             text = t.text.strip()
