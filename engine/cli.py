@@ -34,14 +34,13 @@ def _models_list(args: argparse.Namespace, settings: EngineSettings) -> int:
 
 
 def _transcribe(args: argparse.Namespace, settings: EngineSettings) -> int:
-    from engine.audio import SAMPLE_RATE, audio_span, call_channels, decode_audio
+    from engine.audio import SAMPLE_RATE, read_span
     from engine.response import response_body
     from engine.text_format import TextOptions
     from engine.transcriber import Transcriber
 
-    audio = decode_audio(args.file, keep_channels=args.dual_channel)
-    audio = call_channels(audio) if args.dual_channel else audio[None]
-    audio, offset_ms = audio_span(audio, args.start_ms, args.end_ms)
+    audio, offset_ms = read_span(args.file, dual_channel=args.dual_channel, start_ms=args.start_ms,
+                                 end_ms=args.end_ms)
     transcriber = Transcriber.load(args.model, beam_size=args.beam_size, settings=settings)
     seconds = audio.shape[1] / SAMPLE_RATE
     if seconds > LONG_FILE_SECONDS and not args.quiet:

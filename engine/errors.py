@@ -44,3 +44,9 @@ class MonoWithDualChannelError(EngineError):
     """Dual-channel transcription was asked of a file with one channel."""
 
     code = "mono_with_dual_channel"
+
+
+class AudioTooLongError(EngineError):
+    """The audio to transcribe is longer than the caller allows."""
+
+    code = "audio_too_long"
