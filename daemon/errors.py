@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from daemon.redact import redact
 from engine.errors import EngineError
 
 
@@ -30,12 +31,16 @@ ERROR_TABLE: tuple[ErrorKind, ...] = (
     ErrorKind(4, 400, "invalid_parameter",
               "a request field is missing, unknown, of the wrong type or out of range (422 when it is "
               "out of range only for this audio, e.g. audio_start_from past its end)."),
-    ErrorKind(5, 422, "audio_too_long", "the audio is longer than MAX_AUDIO_SECONDS."),
+    ErrorKind(5, 422, "audio_too_long",
+              "the audio to transcribe (after audio_start_from / audio_end_at) is longer than MAX_AUDIO_SECONDS."),
     ErrorKind(6, 413, "audio_too_large", "the file is larger than DOWNLOAD_MAX_BYTES."),
     ErrorKind(7, 423, "over_capacity",
               "MAX_TRANSCRIPTS_PARALLEL files are already being transcribed; retry after Retry-After seconds."),
     ErrorKind(8, 500, "internal_failure", "an unexpected server fault; the uid identifies it in the logs."),
-    ErrorKind(9, 400, "malformed_request", "the request body is not a JSON object, or is over 64 KiB (413)."),
+    ErrorKind(9, 400, "malformed_request",
+              "the request is not well-formed HTTP (400; 501 for a transfer coding the server does not support), "
+              "its headers are over 32 KiB (431), its body is over 64 KiB (413), or the body is not a JSON "
+              "object (nested too deeply included)."),
     ErrorKind(10, 415, "unsupported_content_type", "the request's Content-Type is not application/json."),
     ErrorKind(11, 422, "mono_with_dual_channel", "dual_channel is true but the file has one channel."),
     ErrorKind(12, 422, "empty_audio", "the file holds no audio samples."),
@@ -74,10 +79,14 @@ ADDRESS_NOT_ALLOWED = 18
 
 
 class ApiError(Exception):
-    """A failure the client sees as {"code", "description", "uid"} with a fitting HTTP status."""
+    """A failure the client sees as {"code", "description", "uid"} with a fitting HTTP status.
+
+    The description is redacted here, once for every raise site: it is both answered and logged.
+    """
 
     def __init__(self, code: int, description: str, *, status: int | None = None,
                  retry_after: int | None = None) -> None:
+        description = redact(description)
         super().__init__(description)
         self.code = code
         self.status = status or _BY_CODE[code].status
@@ -114,6 +123,7 @@ def request_timed_out(timeout: float) -> ApiError:
 
 
 _ENGINE_CODES = {
+    "audio_too_long": AUDIO_TOO_LONG,
     "undecodable_audio": UNDECODABLE_AUDIO,
     "empty_audio": EMPTY_AUDIO,
     "invalid_parameter": INVALID_PARAMETER,
@@ -128,6 +138,9 @@ def from_engine_error(exc: EngineError) -> ApiError:
         return ApiError(code, f"the file at audio_url is not audio the server can decode: {exc.message}")
     if code == EMPTY_AUDIO:
         return ApiError(code, f"the file at audio_url holds no audio: {exc.message}")
+    if code == AUDIO_TOO_LONG:
+        return ApiError(code, f"{exc.message} (MAX_AUDIO_SECONDS); send a shorter file, or transcribe part of it "
+                              "with audio_start_from / audio_end_at")
     if code in (INVALID_PARAMETER, MONO_WITH_DUAL_CHANNEL):
         return ApiError(code, exc.message, status=422)
     return ApiError(code, f"the server could not transcribe this file: {exc.message}")

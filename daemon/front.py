@@ -9,25 +9,24 @@ in its answer and its one log line.
 from __future__ import annotations
 
 import hmac
-import io
 import json
 import logging
 import threading
 import time
+import traceback
 
 import falcon
-import numpy as np
-import soundfile as sf
 
+from daemon import logs
 from daemon.config import DaemonConfig
 from daemon.download import fetch
-from daemon.errors import (AUDIO_TOO_LONG, INTERNAL_FAILURE, MALFORMED_REQUEST,
-                           NO_SUCH_ENDPOINT, UNAUTHORIZED, UNSUPPORTED_CONTENT_TYPE, ApiError,
-                           from_engine_error, over_capacity, request_timed_out)
+from daemon.errors import (INTERNAL_FAILURE, MALFORMED_REQUEST, NO_SUCH_ENDPOINT, UNAUTHORIZED,
+                           UNSUPPORTED_CONTENT_TYPE, ApiError, from_engine_error, over_capacity,
+                           request_timed_out)
 from daemon.jobs import JobClient
 from daemon.openapi import openapi_document
 from daemon.request import TranscribeRequest, parse_request
-from engine.audio import SAMPLE_RATE, audio_span, call_channels, decode_audio
+from engine.audio import SAMPLE_RATE, read_span
 from engine.errors import EngineError
 from engine.response import response_body
 from engine.result import new_uid
@@ -59,17 +58,13 @@ class _RequestLog:
         req.context.uid = new_uid()
         req.context.started = time.monotonic()
         req.context.audio_seconds = None
-        req.context.error = None
+        req.context.error = None  # (code, description): never the exception, whose traceback holds the request
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
                          req_succeeded: bool) -> None:
-        level = logging.DEBUG if req.path == "/health" else logging.INFO
-        audio = req.context.audio_seconds
-        error = req.context.error
-        log.log(level, "uid=%s %s %s status=%d code=%s audio_s=%s wall_s=%.3f%s",
-                req.context.uid, req.method, req.path, resp.status_code, error.code if error else "-",
-                f"{audio:.3f}" if audio is not None else "-", time.monotonic() - req.context.started,
-                f" error={error.description!r}" if error else "")
+        code, description = req.context.error or (None, None)
+        logs.request_line(req.context.uid, req.method, req.path, resp.status_code, code, req.context.audio_seconds,
+                          time.monotonic() - req.context.started, description)
 
 
 class _ApiKey:
@@ -136,41 +131,27 @@ class _Transcribe:
 
     def _transcribe(self, context: falcon.Context, request: TranscribeRequest, deadline: float) -> dict:
         data = fetch(request.audio_url, self.config.download, deadline)
-        self._check_declared_length(data)
         try:
-            # Mono requests downmix exactly as the engine's CLI does (before resampling), so a file
-            # transcribes the same over HTTP as in-process.
-            audio = decode_audio(data, keep_channels=request.dual_channel)
-            del data
-            audio = call_channels(audio) if request.dual_channel else audio[None]
-            self._check_length(audio.shape[1] / SAMPLE_RATE)
-            pcm, offset_ms = audio_span(audio, request.audio_start_from, request.audio_end_at)
+            # Memory follows what is transcribed: only the span asked for, only the channels kept, and
+            # never more than MAX_AUDIO_SECONDS of it, whatever the file's header claims. The CLI
+            # decodes the same way, so a file transcribes the same over HTTP as in-process.
+            pcm, offset_ms = read_span(data, dual_channel=request.dual_channel, start_ms=request.audio_start_from,
+                                       end_ms=request.audio_end_at, max_seconds=self.config.max_audio_seconds)
         except EngineError as exc:
-            raise from_engine_error(exc) from exc
+            raise from_engine_error(exc) from None
+        finally:
+            del data
         duration = pcm.shape[1] / SAMPLE_RATE
         context.audio_seconds = duration
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise request_timed_out(self.config.request_timeout_seconds)
-        channels = self.jobs.submit(context.uid, np.ascontiguousarray(pcm, dtype=np.float32), remaining)
+        channels = self.jobs.submit(context.uid, pcm, remaining)
+        del pcm
         enabled = self.config.enable_auto_punctuation
         options = TextOptions(written=request.format_text, punctuation=request.punctuate and enabled,
                               casing=enabled)
         return response_body(channels, duration, offset_ms, options, request.dual_channel, context.uid)
-
-    def _check_declared_length(self, data: bytes) -> None:
-        """Refuse an over-long file from its header, before decoding it costs seconds and gigabytes."""
-        try:
-            info = sf.info(io.BytesIO(data))
-        except (sf.SoundFileError, RuntimeError, TypeError, ValueError):  # decode_audio names the problem
-            return
-        self._check_length(info.duration)
-
-    def _check_length(self, seconds: float) -> None:
-        if seconds > self.config.max_audio_seconds:
-            raise ApiError(AUDIO_TOO_LONG, f"the audio is {seconds:.0f} s long, more than the "
-                                           f"{self.config.max_audio_seconds} s allowed (MAX_AUDIO_SECONDS); "
-                                           "split it or use audio_start_from / audio_end_at on a shorter file")
 
 
 def _read_json(req: falcon.Request) -> object:
@@ -184,20 +165,42 @@ def _read_json(req: falcon.Request) -> object:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(MALFORMED_REQUEST, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(MALFORMED_REQUEST, "the request body is not valid JSON: it is nested too deeply") from None
 
 
 def _answer(req: falcon.Request, resp: falcon.Response, error: ApiError) -> None:
     uid = getattr(req.context, "uid", None) or new_uid()
     req.context.uid = uid
-    req.context.error = error
+    req.context.error = (error.code, error.description)
     resp.status = error.status
     resp.media = error.body(uid)
     if error.retry_after is not None:
         resp.set_header("Retry-After", str(error.retry_after))
 
 
+def _release(error: BaseException) -> None:
+    """Let go of what the failed request's frames hold (a downloaded file, decoded audio) now.
+
+    An exception raised inside an `except ... as exc:` block forms a cycle (frame -> exc ->
+    traceback -> frame) that only the cyclic garbage collector frees, whenever it next runs:
+    a refused 500 MB download stayed in memory until then. Clearing the finished frames of the
+    whole exception chain frees their locals at once.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        pending += [current.__cause__, current.__context__]
+
+
 def _api_error(req: falcon.Request, resp: falcon.Response, ex: ApiError, params: dict) -> None:
     _answer(req, resp, ex)
+    _release(ex)
 
 
 def _falcon_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict) -> None:
@@ -216,6 +219,7 @@ def _falcon_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPErr
     _answer(req, resp, ApiError(code, description, status=status))
     for name, value in (ex.headers or {}).items():
         resp.set_header(name, value)
+    _release(ex)
 
 
 def _unexpected_error(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
@@ -224,3 +228,4 @@ def _unexpected_error(req: falcon.Request, resp: falcon.Response, ex: Exception,
     log.error("uid=%s internal failure on %s %s", uid, req.method, req.path, exc_info=ex)
     _answer(req, resp, ApiError(INTERNAL_FAILURE, f"an unexpected server error occurred; report uid {uid} "
                                                   "to the server's operator"))
+    _release(ex)

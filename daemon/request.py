@@ -30,7 +30,8 @@ def parse_request(body: object) -> TranscribeRequest:
         raise ApiError(MALFORMED_REQUEST, f"the request body must be a JSON object; got a JSON {_json_type(body)}")
     for name in body:
         if name not in _FIELD_TYPES:
-            raise ApiError(INVALID_PARAMETER, f"unknown field {name!r}; the fields are {', '.join(_FIELD_TYPES)}")
+            shown = repr(name) if len(name) <= 80 else repr(name[:80]) + "..."
+            raise ApiError(INVALID_PARAMETER, f"unknown field {shown}; the fields are {', '.join(_FIELD_TYPES)}")
     if "audio_url" not in body:
         raise ApiError(INVALID_PARAMETER, "audio_url is required: the http(s) URL of the audio file")
     for name, value in body.items():
@@ -50,9 +51,17 @@ def _check_type(name: str, value: object) -> None:
             raise ApiError(INVALID_PARAMETER, f"{name} must be a non-empty string; got a JSON {_json_type(value)}")
     elif expected is bool:
         if not isinstance(value, bool):
-            raise ApiError(INVALID_PARAMETER, f"{name} must be true or false (a JSON boolean); got {json.dumps(value)}")
+            raise ApiError(INVALID_PARAMETER, f"{name} must be true or false (a JSON boolean); got {_shown(value)}")
     elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ApiError(INVALID_PARAMETER, f"{name} must be a whole number of milliseconds >= 0; got {json.dumps(value)}")
+        raise ApiError(INVALID_PARAMETER, f"{name} must be a whole number of milliseconds >= 0; got {_shown(value)}")
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """A client's value as an error quotes it: short, and never a failure of its own (deep nesting)."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {_json_type(value)}"
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _json_type(value: object) -> str:
