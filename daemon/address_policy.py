@@ -8,6 +8,11 @@ these) and widen or tighten it with DOWNLOAD_DENY; deny wins.
 
 The check runs on the address a connection actually reached (see daemon/download.py), for every
 redirect hop, so a DNS answer that changes between a check and the connect cannot slip past it.
+
+An IPv6 address can carry an IPv4 address by a standard mapping (IPv4-mapped and -compatible,
+SIIT's IPv4-translated, NAT64's 64:ff9b::/96 and 64:ff9b:1::/48, 6to4, Teredo, ISATAP); a host that
+translates such packets delivers them to that IPv4 address. So each embedded IPv4 address counts as
+the address itself: a rule that matches any of them matches the connection.
 """
 
 from __future__ import annotations
@@ -51,12 +56,15 @@ class AddressPolicy:
 
     def refusal(self, host: str, address: str) -> str | None:
         """Why a connection to `host` at `address` must not be used, or None when it may."""
-        ip = _plain(ipaddress.ip_address(address.split("%")[0]))
-        denied = self.deny.match(host, ip)
-        if denied is not None:
-            return f"{host} ({ip}) is in DOWNLOAD_DENY ({denied})"
-        if not self.allow.empty and self.allow.match(host, ip) is None:
-            return f"{host} ({ip}) is not in DOWNLOAD_ALLOW"
+        ip = ipaddress.ip_address(address.split("%")[0])
+        forms = [ip, *embedded_ipv4(ip)] if isinstance(ip, ipaddress.IPv6Address) else [ip]
+        shown = f"{ip}" if len(forms) == 1 else f"{ip}, which carries {', '.join(map(str, forms[1:]))}"
+        for form in forms:
+            denied = self.deny.match(host, form)
+            if denied is not None:
+                return f"{host} ({shown}) is in DOWNLOAD_DENY ({denied})"
+        if not self.allow.empty and all(self.allow.match(host, form) is None for form in forms):
+            return f"{host} ({shown}) is not in DOWNLOAD_ALLOW"
         return None
 
 
@@ -84,8 +92,34 @@ def parse_rules(name: str, value: str) -> HostRules:
     return HostRules(tuple(networks), tuple(names))
 
 
-def _plain(address: IpAddress) -> IpAddress:
-    """An IPv4-mapped IPv6 address (::ffff:169.254.169.254) is the IPv4 address it maps."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+_LAST_32 = (1 << 32) - 1
+_COMPATIBLE = ipaddress.ip_network("::/96")  # ::a.b.c.d (RFC 4291, deprecated); not :: or ::1
+_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # ::ffff:0:a.b.c.d (SIIT, RFC 2765)
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: operators pick a prefix of /48 to /96 in it
+_ISATAP_IDS = (0x00005EFE, 0x02005EFE)  # interface identifier ::[02]00:5efe:a.b.c.d (RFC 5214)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address that `address` carries by a standard mapping, in no particular order."""
+    value = int(address)
+    found: list[int] = []
+    if address.ipv4_mapped is not None:
+        found.append(int(address.ipv4_mapped))
+    if address in _TRANSLATED or address in _NAT64_WELL_KNOWN or (address in _COMPATIBLE and value > 1):
+        found.append(value & _LAST_32)
+    if address in _NAT64_LOCAL:
+        found += [_rfc6052(value, length) for length in (48, 56, 64, 96)]
+    if address.sixtofour is not None:
+        found.append(int(address.sixtofour))
+    if address.teredo is not None:
+        found += [int(part) for part in address.teredo]
+    if (value >> 32) & _LAST_32 in _ISATAP_IDS:
+        found.append(value & _LAST_32)
+    return [ipaddress.IPv4Address(v) for v in dict.fromkeys(found)]
+
+
+def _rfc6052(value: int, prefix_length: int) -> int:
+    """The IPv4 address after a NAT64 prefix of this length (RFC 6052 section 2.2: bits 64-71 are skipped)."""
+    bits = format(value, "0128b")
+    return int("".join(bits[i] for i in range(prefix_length, 128) if not 64 <= i < 72)[:32], 2)

@@ -1,20 +1,29 @@
 """Fetch a customer's audio_url, bounded in time, size and redirects.
 
 The origin is outside our control: it may not resolve, refuse, answer an error page, stall
-after the headers, redirect forever or send gigabytes. Each of these ends as an ApiError that
-names the URL and the cause in plain words, and none of them may hold a transcription slot longer
-than the limits allow. There are no retries: the customer's server decides what its errors mean.
+after the headers, trickle a byte a second, redirect forever or to a malformed URL, or send
+gigabytes, compressed or not. Each of these ends as an ApiError that names the URL (with its
+credentials masked, see daemon/redact.py) and the cause in plain words, and none of them may hold
+a transcription slot past the request's deadline: a watchdog shuts the download's sockets down
+when it comes, so no read, however slow its bytes arrive, can outlast it. There are no retries:
+the customer's server decides what its errors mean.
 """
 
 from __future__ import annotations
 
+import http.client
 import socket
+import threading
 import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
 from typing import Iterator
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -27,35 +36,54 @@ from daemon.errors import (ADDRESS_NOT_ALLOWED, AUDIO_TOO_LARGE, DOWNLOAD_FAILED
 
 _CHUNK_BYTES = 1 << 16
 _USER_AGENT = "async-engine/0.1"
+_DECODERS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib wbits per Content-Encoding
+# getaddrinfo has no timeout of its own; it runs here so a slow resolver costs a thread, not the deadline.
+_RESOLVER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="resolve")
 
 
-def fetch(url: str, limits: DownloadLimits, deadline: float | None = None) -> bytes:
+def fetch(url: str, limits: DownloadLimits, deadline: float | None = None) -> bytearray:
     """The body at `url` (http or https only); `deadline` (time.monotonic()) bounds the whole transfer."""
     _check_url(url)
-    with requests.Session() as session:
-        session.max_redirects = limits.max_redirects
-        session.trust_env = False  # a proxy from the environment would hide the address we must check
-        adapter = _GuardedAdapter(limits.addresses)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+    if deadline is None:
+        deadline = time.monotonic() + 24 * 3600
+    if time.monotonic() >= deadline:
+        raise _past_deadline(url)
+    watchdog = _Watchdog(deadline)
+    try:
+        with requests.Session() as session:
+            session.max_redirects = limits.max_redirects
+            session.trust_env = False  # a proxy from the environment would hide the address we must check
+            adapter = _GuardedAdapter(limits, watchdog)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            return _get(session, url, limits, watchdog)
+    finally:
+        watchdog.cancel()
+
+
+def _get(session: requests.Session, url: str, limits: DownloadLimits, watchdog: _Watchdog) -> bytearray:
+    try:
+        response = session.get(url, stream=True, timeout=(limits.connect_timeout, limits.read_timeout),
+                               headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
+    except ApiError:
+        raise
+    except AddressRefused as exc:
+        raise ApiError(ADDRESS_NOT_ALLOWED, f"Download error to {url}, the server may not download from "
+                                            f"{exc}; ask the operator if this address should be allowed") from None
+    except _TRANSFER_ERRORS as exc:
+        raise _request_error(url, exc, limits, watchdog) from None
+    with response:
+        if response.status_code >= 400:
+            raise _failed(url, f"the server answered HTTP {response.status_code} {_reason(response)}")
         try:
-            response = session.get(url, stream=True, timeout=(limits.connect_timeout, limits.read_timeout),
-                                   headers={"User-Agent": _USER_AGENT})
-        except AddressRefused as exc:
-            raise ApiError(ADDRESS_NOT_ALLOWED, f"Download error to {url}, the server may not download from "
-                                                f"{exc}; ask the operator if this address should be allowed") from None
-        except requests.RequestException as exc:
-            raise _request_error(url, exc, limits) from exc
-        with response:
-            if response.status_code >= 400:
-                raise _failed(url, f"the server answered HTTP {response.status_code} {_reason(response)}")
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > limits.max_bytes:
-                raise _too_large(url, limits, f"it declares {int(declared)} bytes")
-            try:
-                return _read_bounded(url, response, limits, deadline)
-            except requests.RequestException as exc:
-                raise _request_error(url, exc, limits) from exc
+            body = _read_bounded(url, response, limits)
+        except ApiError:
+            raise
+        except _TRANSFER_ERRORS as exc:
+            raise _request_error(url, exc, limits, watchdog) from None
+    if watchdog.expired:  # a body that ends when its connection does looks complete when the watchdog cut it
+        raise _past_deadline(url)
+    return body
 
 
 class AddressRefused(Exception):
@@ -63,16 +91,62 @@ class AddressRefused(Exception):
     so neither urllib3 nor requests retries or rewraps it)."""
 
 
-class _GuardedAdapter(HTTPAdapter):
-    """requests' adapter whose connections check the address they reached before sending a byte.
+class _Watchdog:
+    """Shuts down every socket of one download when its deadline passes.
 
-    Every connection (so every redirect hop) is checked twice: each address its host resolves to
-    before connecting, so a refused address never sees a packet, and the socket's peer after, so
-    a DNS answer that changes between the two cannot slip through.
+    A read timeout restarts with every byte, so an origin sending one byte a second is never
+    "silent"; shutting the socket down wakes any read blocked on it at once, whatever it waits for.
     """
 
-    def __init__(self, policy: AddressPolicy) -> None:
-        self.policy = policy
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """requests' adapter whose connections go only to addresses the policy allows, within the deadline.
+
+    Every connection (so every redirect hop) resolves its host once, within the connect timeout and
+    the deadline, checks every address before connecting to it (a refused address never sees a
+    packet), connects to the checked address itself (no second lookup), and checks the socket's
+    peer after, so a DNS answer that changes cannot slip through. Its socket joins the watchdog.
+    """
+
+    def __init__(self, limits: DownloadLimits, watchdog: _Watchdog) -> None:
+        self.limits = limits
+        self.watchdog = watchdog
         super().__init__()
 
     def init_poolmanager(self, *args, **kwargs) -> None:
@@ -83,74 +157,145 @@ class _GuardedAdapter(HTTPAdapter):
         }
 
     def _checked(self, base: type) -> type:
-        policy = self.policy
+        policy: AddressPolicy = self.limits.addresses
+        limits, watchdog = self.limits, self.watchdog
 
         def _new_conn(connection):
             host = connection.host.strip("[]")
-            for address in _resolved(host, connection.port):  # refuse before a packet leaves
+            addresses = _resolve(host, connection.port, min(limits.connect_timeout, watchdog.remaining()))
+            for address in addresses:  # refuse before a packet leaves
                 if (refusal := policy.refusal(host, address)) is not None:
                     raise AddressRefused(refusal)
-            sock = base._new_conn(connection)
+            connection.timeout = max(0.001, min(limits.connect_timeout, watchdog.remaining()))
+            last_error: Exception | None = None
+            for address in addresses:
+                connection._dns_host = address  # urllib3 connects to this; TLS still checks `host`
+                try:
+                    sock = base._new_conn(connection)
+                    break
+                except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
+                    last_error = exc
+            else:
+                raise last_error or urllib3.exceptions.NewConnectionError(connection, "no address to connect to")
             refusal = policy.refusal(host, sock.getpeername()[0])  # and where it really went
             if refusal is not None:
                 sock.close()
                 raise AddressRefused(refusal)
+            sock.settimeout(limits.read_timeout)
+            watchdog.watch(sock)
             return sock
 
         return type(f"Guarded{base.__name__}", (base,), {"_new_conn": _new_conn})
 
 
-def _resolved(host: str, port: int) -> list[str]:
-    """Every address the host name resolves to; none when it does not (the connect then says why)."""
+class _ResolveTimeout(Exception):
+    """The host name did not resolve within the connect timeout or the deadline."""
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[str]:
+    """Every address `host` resolves to, in the resolver's order, within `timeout` seconds."""
+    future = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
-    except (socket.gaierror, UnicodeError):
-        return []
+        infos = future.result(timeout=max(0.0, timeout))
+    except FutureTimeout:
+        future.cancel()
+        raise _ResolveTimeout(host) from None
+    except (socket.gaierror, UnicodeError) as exc:
+        raise NameResolutionError(host, None, exc) from None  # type: ignore[arg-type]
+    return list(dict.fromkeys(info[4][0] for info in infos))
 
 
 def _check_url(url: str) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname, _ = parts.hostname, parts.port  # .port raises on a port that is not a number in range
+    except ValueError as exc:
+        raise ApiError(INVALID_PARAMETER, f"audio_url {_quoted(url)} is not a valid URL: {exc}") from None
     if parts.scheme.lower() not in ("http", "https"):
         scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-        raise ApiError(INVALID_PARAMETER, f"audio_url must be an http or https URL; {url!r} has {scheme}")
-    if not parts.hostname:
-        raise ApiError(INVALID_PARAMETER, f"audio_url {url!r} has no host name")
+        raise ApiError(INVALID_PARAMETER, f"audio_url must be an http or https URL; {_quoted(url)} has {scheme}")
+    if not hostname:
+        raise ApiError(INVALID_PARAMETER, f"audio_url {_quoted(url)} has no host name")
 
 
-def _read_bounded(url: str, response: requests.Response, limits: DownloadLimits, deadline: float | None) -> bytes:
+def _quoted(url: str, limit: int = 300) -> str:
+    """The URL as an error quotes it: bounded, so a 60 kB URL does not come back in full."""
+    return repr(url if len(url) <= limit else url[:limit] + "...")
+
+
+def _read_bounded(url: str, response: requests.Response, limits: DownloadLimits) -> bytearray:
+    """The body, never holding more than DOWNLOAD_MAX_BYTES (+ one chunk) whatever its encoding.
+
+    Compressed bodies (gzip, deflate) are inflated here, at most one chunk's worth of output per
+    step, so a small bomb cannot expand past the limit in memory; other encodings are refused.
+    """
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity") and encoding not in _DECODERS:
+        raise _failed(url, f"the server sent the file with Content-Encoding {encoding!r}, which this server "
+                           "does not decode; serve it uncompressed")
+    declared = response.headers.get("Content-Length", "")
+    if encoding in ("", "identity") and declared.isdigit() and int(declared) > limits.max_bytes:
+        raise _too_large(url, limits, f"it declares {int(declared)} bytes")
     body = bytearray()
-    for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
-        body += chunk
-        if len(body) > limits.max_bytes:
-            raise _too_large(url, limits, "it sent more than that")
-        if deadline is not None and time.monotonic() > deadline:
-            raise ApiError(DOWNLOAD_TIMED_OUT, f"Download error to {url}, the transfer did not finish within "
-                                               "REQUEST_TIMEOUT_SECONDS; serve the file faster or send a shorter one")
-    return bytes(body)
+    inflate = zlib.decompressobj(_DECODERS[encoding]) if encoding in _DECODERS else None
+    for chunk in response.raw.stream(_CHUNK_BYTES, decode_content=False):
+        if inflate is None:
+            _append(url, body, chunk, limits, "it sent more than that")
+            continue
+        try:
+            while chunk:
+                _append(url, body, inflate.decompress(chunk, _CHUNK_BYTES), limits, "it inflates to more than that")
+                chunk = inflate.unconsumed_tail
+        except zlib.error:
+            raise _failed(url, f"the body is not valid {encoding} data (Content-Encoding {encoding})") from None
+    return body
 
 
-def _request_error(url: str, exc: requests.RequestException, limits: DownloadLimits) -> ApiError:
-    """Translate requests' exception zoo into one plain reason; walks the cause chain for DNS/refusals."""
+def _append(url: str, body: bytearray, data: bytes, limits: DownloadLimits, too_large: str) -> None:
+    if len(body) + len(data) > limits.max_bytes:
+        body.clear()  # the refusal must not keep hundreds of MB alive in this frame
+        raise _too_large(url, limits, too_large)
+    body += data
+
+
+# What talking to an origin can raise: everything here is the origin's doing (or the network's),
+# never a fault of ours, so it answers 502/504 rather than 500.
+_TRANSFER_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError,
+                    ValueError, _ResolveTimeout)
+
+
+def _request_error(url: str, exc: BaseException, limits: DownloadLimits, watchdog: _Watchdog) -> ApiError:
+    """Translate the HTTP stack's exception zoo into one plain reason; walks the cause chain for DNS/refusals."""
+    causes = list(_cause_chain(exc))
+    if watchdog.expired:
+        return _past_deadline(url)
     if isinstance(exc, requests.TooManyRedirects):
         return _failed(url, f"more than {limits.max_redirects} redirects (DOWNLOAD_MAX_REDIRECTS)")
-    if isinstance(exc, requests.ConnectTimeout):
+    if any(isinstance(c, _ResolveTimeout) for c in causes):
+        return ApiError(DOWNLOAD_TIMED_OUT, f"Download error to {url}, the host name did not resolve within "
+                                            f"{limits.connect_timeout:g} s (DOWNLOAD_CONNECT_TIMEOUT)")
+    if isinstance(exc, requests.ConnectTimeout) or any(
+            isinstance(c, urllib3.exceptions.ConnectTimeoutError)
+            and not isinstance(c, urllib3.exceptions.NewConnectionError) for c in causes):
         return ApiError(DOWNLOAD_TIMED_OUT, f"Download error to {url}, could not connect within "
                                             f"{limits.connect_timeout:g} s (DOWNLOAD_CONNECT_TIMEOUT)")
-    causes = list(_cause_chain(exc))
     if isinstance(exc, requests.ReadTimeout) or any(isinstance(c, (ReadTimeoutError, socket.timeout)) for c in causes):
         return ApiError(DOWNLOAD_TIMED_OUT, f"Download error to {url}, the server sent nothing for "
                                             f"{limits.read_timeout:g} s (DOWNLOAD_READ_TIMEOUT)")
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-                        requests.exceptions.MissingSchema)):
-        return _failed(url, f"the URL (or a redirect) is not a valid http(s) URL: {exc}")
+                        requests.exceptions.MissingSchema, urllib3.exceptions.LocationValueError, ValueError)):
+        return _failed(url, "the URL, or one the server redirected to, is not a valid http(s) URL")
     if isinstance(exc, requests.exceptions.SSLError):
         return _failed(url, "the TLS/SSL handshake failed (certificate or protocol problem)")
     if any(isinstance(c, (NameResolutionError, socket.gaierror)) for c in causes):
         return _failed(url, "the host name could not be resolved (DNS lookup failed)")
     if any(isinstance(c, ConnectionRefusedError) for c in causes):
         return _failed(url, "the connection was refused (nothing listens on that host and port)")
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
-        return _failed(url, "the connection broke off or the body was malformed mid-transfer")
+    if any(isinstance(c, OSError) and c.errno in (101, 113) for c in causes):  # ENETUNREACH, EHOSTUNREACH
+        return _failed(url, "the host is unreachable from this server (no route)")
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
+                        urllib3.exceptions.ProtocolError, http.client.HTTPException)):
+        return _failed(url, "the connection broke off or the response was malformed mid-transfer")
     return _failed(url, f"the connection failed ({type(exc).__name__})")
 
 
@@ -172,6 +317,11 @@ def _reason(response: requests.Response) -> str:
         return HTTPStatus(response.status_code).phrase
     except ValueError:
         return response.reason or ""
+
+
+def _past_deadline(url: str) -> ApiError:
+    return ApiError(DOWNLOAD_TIMED_OUT, f"Download error to {url}, the transfer did not finish within "
+                                        "REQUEST_TIMEOUT_SECONDS; serve the file faster or send a shorter one")
 
 
 def _failed(url: str, reason: str) -> ApiError:
