@@ -11,12 +11,13 @@ import logging
 import os
 import queue
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.queues import Queue
 
+from daemon import logs
 from daemon import messages as m
 from daemon.lifeline import Heartbeat, ignore_stop_signals
-from daemon.shm import ArrayRef, Attachments
+from daemon.shm import Attachments, BlockGone
 from engine.model_store import model_path, read_model_config
 from engine.search import SearchConfig
 from engine.settings import EngineSettings
@@ -100,7 +101,11 @@ class DecoderWorker:
         itself), and a block kept attached stays in memory after the front unlinks it: the
         soak benchmark saw every request's audio pile up in the decoder.
         """
-        pcm = self.shm.view(message.pcm)[message.channel]
+        try:
+            pcm = self.shm.view(message.pcm)[message.channel]
+        except BlockGone as gone:  # the request ended before its plan came up: its job is cancelled or failing
+            self.events.put(m.WorkerFailure(message.uid, f"its audio was released before it was planned ({gone})"))
+            return
         windows = self.vad.windows(pcm)
         del pcm
         self.shm.forget(message.pcm.name)
@@ -110,7 +115,7 @@ class DecoderWorker:
         job = WindowJob(self.search_config, self.tokenizer, message.span)
         self.windows[message.wid] = _Live(message.uid, message.channel, message.inference, job)
         ref = message.pcm
-        channel = ArrayRef(ref.name, (ref.shape[1],), ref.dtype, ref.offset + message.channel * ref.shape[1] * 4)
+        channel = replace(ref, shape=(ref.shape[1],), offset=ref.offset + message.channel * ref.shape[1] * 4)
         outgoing[message.inference].append(
             m.Open(message.wid, self.index, channel, job.span, job.decode.search.first_tokens())
         )
@@ -151,7 +156,8 @@ def run_decoder(index: int, settings: EngineSettings, inbox: Queue, events: Queu
                 inference_inboxes: list[Queue], heartbeat: Heartbeat, log_level: str) -> None:
     """Process entry point."""
     ignore_stop_signals()
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    logs.configure(log_level)
+    heartbeat.start_pulse()
     try:
         DecoderWorker(index, settings, inbox, events, inference_inboxes, heartbeat).run()
     except KeyboardInterrupt:

@@ -3,13 +3,13 @@
 A request thread copies its PCM into a shared-memory block it owns, puts a descriptor on the
 supervisor's queue and waits on an event; one reader thread routes the supervisor's answers
 (results, failures, health) back. If the supervisor process itself dies, waiting requests fail
-at once with a clear code and a new supervisor is started.
+at once with a clear code and a new supervisor is started. If it stops answering (it reports
+health every second), /health turns 501 within seconds.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import queue
 import threading
 import time
@@ -20,7 +20,10 @@ import numpy as np
 from daemon import messages as m
 from daemon.config import DaemonConfig
 from daemon.errors import request_timed_out, service_not_ready, worker_failed
-from daemon.shm import OwnedBlock, daemon_prefix, sweep
+from daemon.ipc import TreeContext, release
+from daemon.leftovers import remove_tree_names, tree_prefix
+from daemon.lifeline import UNRESPONSIVE_AFTER_SECONDS
+from daemon.shm import OwnedBlock
 from daemon.supervisor import run_supervisor
 from engine.result import Word
 
@@ -36,11 +39,12 @@ class _Pending:
 class Dispatcher:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
-        self.ctx = mp.get_context("spawn")
-        self.shm_prefix = daemon_prefix()
+        self.prefix = tree_prefix()
+        self.ctx = TreeContext(self.prefix)
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._health = (False, {"status": "loading", "workers": []})
+        self._health_at = time.monotonic()
         self._stopping = threading.Event()
         self._draining = threading.Event()
         self._start_supervisor()
@@ -50,20 +54,20 @@ class Dispatcher:
     def _start_supervisor(self) -> None:
         self._jobs = self.ctx.Queue()
         self._results = self.ctx.Queue()
+        self._queues_named = True  # until the supervisor has opened them: see daemon/ipc.py
         self._supervisor = self.ctx.Process(
             target=run_supervisor, name="async-engine-supervisor",
-            args=(self.config, self._jobs, self._results, self.shm_prefix),
+            args=(self.config, self._jobs, self._results, self.prefix),
         )
         self._supervisor.start()
 
     def submit(self, uid: str, pcm: np.ndarray, timeout: float) -> list[list[Word]]:
         if self._draining.is_set():
             raise service_not_ready("the server is shutting down; retry on another instance")
-        pcm = np.ascontiguousarray(pcm, dtype=np.float32)
-        block = OwnedBlock(f"{self.shm_prefix}pcm_{uid[2:]}", pcm.nbytes)
+        block = OwnedBlock(f"{self.prefix}pcm_{uid[2:]}", pcm.nbytes)
         pending = _Pending(threading.Event())
         try:
-            block.array(pcm.shape, "float32")[:] = pcm
+            block.array(pcm.shape, "float32")[:] = pcm  # any layout: one copy, into the block
             with self._lock:
                 self._pending[uid] = pending
             self._jobs.put(m.Submit(uid, block.ref(pcm.shape, "float32")))
@@ -82,7 +86,12 @@ class Dispatcher:
         raise service_not_ready()
 
     def health(self) -> tuple[bool, dict]:
-        return self._health
+        ready, body = self._health
+        silent = time.monotonic() - self._health_at
+        if ready and silent > UNRESPONSIVE_AFTER_SECONDS:
+            return False, {**body, "status": "unresponsive",
+                           "detail": f"the supervisor process has not reported for {silent:.0f} s"}
+        return ready, body
 
     @property
     def in_flight(self) -> int:
@@ -97,11 +106,14 @@ class Dispatcher:
                 if not self._supervisor.is_alive() and not (self._stopping.is_set() or self._draining.is_set()):
                     self._supervisor_died()
                 continue
+            if self._queues_named:  # the supervisor speaks, so it has opened both queues
+                release(self._jobs, self._results)
+                self._queues_named = False
             if isinstance(message, m.HealthUpdate):
+                self._health_at = time.monotonic()
                 if self._draining.is_set():
                     continue
-                status = "ok" if message.ready else "loading"
-                self._health = (message.ready, {"status": status, "workers": message.workers})
+                self._health = (message.ready, {"status": message.status, "workers": message.workers})
             elif isinstance(message, (m.JobDone, m.JobFailed)):
                 with self._lock:
                     pending = self._pending.get(message.uid)
@@ -120,7 +132,7 @@ class Dispatcher:
         for q in (self._jobs, self._results):
             q.cancel_join_thread()
             q.close()
-        sweep(self.shm_prefix, "inf")
+        remove_tree_names(self.prefix)  # the dead supervisor's queues, if it died before its workers opened them
         time.sleep(1.0)
         self._start_supervisor()
 
@@ -145,5 +157,5 @@ class Dispatcher:
         for q in (self._jobs, self._results):
             q.cancel_join_thread()
             q.close()
-        sweep(self.shm_prefix)
+        remove_tree_names(self.prefix)
 

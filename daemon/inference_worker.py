@@ -17,9 +17,10 @@ from multiprocessing.queues import Queue
 
 import torch
 
+from daemon import logs
 from daemon import messages as m
 from daemon.lifeline import Heartbeat, ignore_stop_signals
-from daemon.shm import Attachments, OwnedBlock
+from daemon.shm import Attachments, BlockGone, OwnedBlock
 from engine.features import log_mel_windows
 from engine.inference import InferenceRuntime
 from engine.model_store import load_stored_model
@@ -40,7 +41,7 @@ class _Window:
 
 class InferenceWorker:
     def __init__(self, index: int, device: str, settings: EngineSettings, windows_in_flight: int,
-                 inbox: Queue, events: Queue, decoder_inboxes: list[Queue], shm_prefix: str,
+                 inbox: Queue, events: Queue, decoder_inboxes: list[Queue], prefix: str,
                  heartbeat: Heartbeat) -> None:
         self.index = index
         self.heartbeat = heartbeat
@@ -57,7 +58,7 @@ class InferenceWorker:
         self.runtime.reserve(windows_in_flight, self.max_rows)
         self.heads = len(model.config["alignment_heads"])
         self.align_slot = self.heads * model.dims.n_text_ctx * model.dims.n_audio_ctx * 4
-        name = f"{shm_prefix}inf{index}_{os.getpid()}"
+        name = f"{prefix}inf{index}_{os.getpid()}"
         self.logits = OwnedBlock(name + "_logits", windows_in_flight * self.max_rows * self.vocab * 4)
         self.scores = OwnedBlock(name + "_align", windows_in_flight * self.align_slot)
         self.pcm = Attachments()
@@ -141,12 +142,17 @@ class InferenceWorker:
             self.aligning = [(w, t) for w, t in self.aligning if w != wid]
 
     def _open(self, outgoing: dict[int, list]) -> None:
-        batch = []
+        batch, chunks = [], []
         while self.opening and len(self.windows) + len(batch) < self.capacity:
-            batch.append(self.opening.popleft())
+            opening = self.opening.popleft()
+            try:
+                chunks.append(opening.span.gather(self.pcm.view(opening.pcm)))
+            except BlockGone as gone:  # the request ended (timed out, cancelled) while its window waited
+                outgoing[opening.decoder].append(m.WindowError(opening.wid, str(gone)))
+                continue
+            batch.append(opening)
         if not batch:
             return
-        chunks = [o.span.gather(self.pcm.view(o.pcm)) for o in batch]
         try:
             handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels))
         except Exception as error:  # a bad window must not take the device down with it
@@ -155,7 +161,7 @@ class InferenceWorker:
                 outgoing[o.decoder].append(m.WindowError(o.wid, f"encoding failed: {error}"))
             return
         finally:
-            del chunks
+            del chunks  # views into the requests' blocks, some of them
             waiting = {o.pcm.name for o in self.opening}
             for name in {o.pcm.name for o in batch} - waiting:
                 self.pcm.forget(name)
@@ -202,15 +208,16 @@ class InferenceWorker:
 
 
 def run_inference(index: int, device: str, settings: EngineSettings, windows_in_flight: int, threads: int,
-                  inbox: Queue, events: Queue, decoder_inboxes: list[Queue], shm_prefix: str,
+                  inbox: Queue, events: Queue, decoder_inboxes: list[Queue], prefix: str,
                   heartbeat: Heartbeat, log_level: str) -> None:
     """Process entry point."""
     ignore_stop_signals()
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    logs.configure(log_level)
+    heartbeat.start_pulse()
     torch.set_num_threads(threads)
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-    worker = InferenceWorker(index, device, settings, windows_in_flight, inbox, events, decoder_inboxes, shm_prefix,
+    worker = InferenceWorker(index, device, settings, windows_in_flight, inbox, events, decoder_inboxes, prefix,
                              heartbeat)
     try:
         worker.run()

@@ -48,6 +48,7 @@ class JobFailed:
 @dataclass(frozen=True)
 class HealthUpdate:
     ready: bool
+    status: str  # ok, loading, restarting, unresponsive
     workers: list[dict]
 
 

@@ -1,36 +1,38 @@
-"""Shared-memory blocks viewed as numpy arrays, with one owner each and names that say whose.
+"""Shared memory without names: memfd blocks viewed as numpy arrays, one owner each.
 
-Queues carry only descriptors (block name, shape, dtype, offsets); the arrays themselves live
-here. Every block has exactly one owner, who creates and unlinks it. All the daemon's processes
-share the resource tracker the front starts, which holds names in a set: an attachment's implicit
-registration is a no-op and must not be undone (that would drop the owner's), and if the whole tree
-is killed the tracker still unlinks what was left. Names start with the daemon's prefix so that a
-supervisor can sweep what a killed worker left behind.
+Queues carry only descriptors (owner, descriptor, name, shape, dtype, offset); the arrays live
+here. A block is an anonymous memfd, not a name in /dev/shm. A name outlives its processes: when a
+whole tree is killed at once (the OOM killer, systemd's final SIGKILL) nobody unlinks it and its
+memory stays taken until reboot, which is what the inference processes' 360 MB of blocks did. A
+memfd's memory goes with its last descriptor or mapping, so a dead tree leaves nothing behind,
+and no cleanup code has to run for that to hold.
+
+Peers attach by opening /proc/<owner pid>/fd/<descriptor>: the kernel allows it to processes of
+the same user (as it does /dev/shm names) and hands out the same memory. Descriptor numbers are
+reused once closed, so every descriptor also carries the block's unique name, and an attachment
+checks that the descriptor it opened is that block; a block whose owner has closed it (its
+request ended) or exited raises BlockGone.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 from dataclasses import dataclass
-from multiprocessing import resource_tracker, shared_memory
-from pathlib import Path
 
 import numpy as np
 
-SHM_DIR = Path("/dev/shm")
 log = logging.getLogger("async_engine.shm")
-
-
-def daemon_prefix(daemon_pid: int | None = None) -> str:
-    return f"ae{daemon_pid or os.getpid()}_"
 
 
 @dataclass(frozen=True)
 class ArrayRef:
     """What a queue carries instead of an array."""
 
-    name: str
+    owner: int  # pid of the process that owns the block
+    fd: int  # the block's descriptor in the owner
+    name: str  # unique per block: proves a reused descriptor number is not this block
     shape: tuple[int, ...]
     dtype: str
     offset: int = 0
@@ -40,43 +42,49 @@ class ArrayRef:
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
 
+class BlockGone(Exception):
+    """The block's owner closed it (its request ended, or was cancelled) or exited."""
+
+
 class OwnedBlock:
-    """A block this process created and must unlink."""
+    """A block this process created; its memory lasts while it or any peer maps it."""
 
     def __init__(self, name: str, nbytes: int) -> None:
-        self.shm = shared_memory.SharedMemory(name=name, create=True, size=max(1, nbytes))
         self.name = name
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, max(1, nbytes))
+            self.map = mmap.mmap(self.fd, max(1, nbytes))
+        except BaseException:
+            os.close(self.fd)
+            raise
 
     def array(self, shape: tuple[int, ...], dtype: str, offset: int = 0) -> np.ndarray:
-        return np.ndarray(shape, dtype=dtype, buffer=self.shm.buf, offset=offset)
+        return np.ndarray(shape, dtype=dtype, buffer=self.map, offset=offset)
 
     def ref(self, shape: tuple[int, ...], dtype: str, offset: int = 0) -> ArrayRef:
-        return ArrayRef(self.name, tuple(int(s) for s in shape), dtype, offset)
+        return ArrayRef(os.getpid(), self.fd, self.name, tuple(int(s) for s in shape), dtype, offset)
 
     def close(self) -> None:
-        """Unlink and unmap; views into the block must be dropped first."""
+        """No new peer can attach from now on; views into the block must be dropped first to unmap it."""
         try:
-            self.shm.close()
+            self.map.close()
         except BufferError:
-            pass  # a view is still alive: the mapping goes with the process, the name goes now
-        try:
-            self.shm.unlink()
-        except FileNotFoundError:
-            pass
+            pass  # a view is still alive: the mapping goes with it
+        os.close(self.fd)
 
 
 class Attachments:
-    """Blocks other processes own, attached once per name and cached."""
+    """Blocks other processes own, attached once per block and cached."""
 
     def __init__(self) -> None:
-        self._blocks: dict[str, shared_memory.SharedMemory] = {}
+        self._blocks: dict[str, mmap.mmap] = {}
 
     def view(self, ref: ArrayRef) -> np.ndarray:
         block = self._blocks.get(ref.name)
         if block is None:
-            block = shared_memory.SharedMemory(name=ref.name)
-            self._blocks[ref.name] = block
-        return np.ndarray(ref.shape, dtype=ref.dtype, buffer=block.buf, offset=ref.offset)
+            block = self._blocks[ref.name] = _attach(ref)
+        return np.ndarray(ref.shape, dtype=ref.dtype, buffer=block, offset=ref.offset)
 
     def forget(self, name: str) -> None:
         block = self._blocks.pop(name, None)
@@ -91,17 +99,14 @@ class Attachments:
             self.forget(name)
 
 
-def sweep(prefix: str, infix: str = "") -> list[str]:
-    """Unlink every block whose name starts with prefix and contains infix; returns their names."""
-    removed = []
-    if not SHM_DIR.is_dir():
-        return removed
-    for path in SHM_DIR.iterdir():
-        if path.name.startswith(prefix) and infix in path.name:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            resource_tracker.unregister("/" + path.name, "shared_memory")  # its owner never will
-            removed.append(path.name)
-    return removed
+def _attach(ref: ArrayRef) -> mmap.mmap:
+    try:
+        fd = os.open(f"/proc/{ref.owner}/fd/{ref.fd}", os.O_RDWR | os.O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError) as exc:
+        raise BlockGone(f"block {ref.name} is gone: {exc.strerror}") from None
+    try:
+        if os.readlink(f"/proc/self/fd/{fd}") != f"/memfd:{ref.name} (deleted)":
+            raise BlockGone(f"block {ref.name} is gone: its descriptor now holds another file")
+        return mmap.mmap(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)

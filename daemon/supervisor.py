@@ -2,15 +2,15 @@
 
 Workers run as one generation: an inference process per device and a pool of decoder processes,
 with fresh queues. A process killed while holding a queue's lock would wedge that queue for
-everyone, so when any worker dies the whole generation is stopped, its shared memory swept, and
-a new one started with backoff; jobs it held are retried once, then fail with a clear code.
+everyone, so when any worker dies the whole generation is stopped and a new one started with
+backoff; jobs it held are retried once, then fail with a clear code. The generation's queues keep
+names in /dev/shm only until every worker has answered its probe (daemon/ipc.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import multiprocessing as mp
 import os
 import queue
 import time
@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from multiprocessing.queues import Queue
 
+from daemon import logs
 from daemon import messages as m
 from daemon.config import DaemonConfig
 from daemon.decoder_worker import run_decoder
 from daemon.errors import WORKER_FAILURE_CODE
 from daemon.inference_worker import run_inference
-from daemon.lifeline import Heartbeat, ignore_stop_signals
-from daemon.shm import sweep
+from daemon.ipc import TreeContext, release
+from daemon.leftovers import remove_tree_names
+from daemon.lifeline import UNRESPONSIVE_AFTER_SECONDS, Heartbeat, ignore_stop_signals
 from engine.result import Word
 from engine.speech_window import SpeechWindow
 
@@ -47,10 +49,18 @@ class _Worker:
     pid: int | None = None
     windows: int = 0  # windows dispatched to it, shown in /health so load sharing is visible
 
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.index}"
+
+    @property
+    def responsive(self) -> bool:
+        return self.heartbeat.silence() <= UNRESPONSIVE_AFTER_SECONDS
+
     def describe(self) -> dict:
-        name = f"{self.kind}-{self.index}"
-        return {"name": name, "kind": self.kind, "state": self.state, "pid": self.pid or self.process.pid,
-                "windows": self.windows}
+        state = "unresponsive" if self.state == "ready" and not self.responsive else self.state
+        return {"name": self.name, "kind": self.kind, "state": state, "pid": self.pid or self.process.pid,
+                "windows": self.windows, "heartbeat_age_s": round(self.heartbeat.silence(), 1)}
 
 
 @dataclass
@@ -69,19 +79,24 @@ class _Generation:
     events: Queue
     inference: list[_Worker] = field(default_factory=list)
     decoders: list[_Worker] = field(default_factory=list)
+    queues_named: bool = True  # until every worker has opened the queues (answered its probe)
 
     @property
     def workers(self) -> list[_Worker]:
         return self.inference + self.decoders
 
+    @property
+    def queues(self) -> list[Queue]:
+        return [self.events] + [w.inbox for w in self.workers]
+
 
 class Supervisor:
-    def __init__(self, config: DaemonConfig, jobs: Queue, results: Queue, shm_prefix: str) -> None:
+    def __init__(self, config: DaemonConfig, jobs: Queue, results: Queue, prefix: str) -> None:
         self.config = config
         self.jobs_in = jobs
         self.results = results
-        self.shm_prefix = shm_prefix
-        self.ctx = mp.get_context("spawn")
+        self.prefix = prefix
+        self.ctx = TreeContext(prefix)
         self.jobs: dict[str, _Job] = {}
         self.windows: dict[int, tuple[str, int, int]] = {}  # wid -> uid, decoder, inference
         self.wids = itertools.count()
@@ -91,16 +106,16 @@ class Supervisor:
         self.restart_at = 0.0
         self.stopping = False
         self.health_published = 0.0
-        self._was_ready = False
+        self._was_started = False
 
     def run(self) -> None:
         parent = os.getppid()
         self._start_generation()
         while True:
-            if os.getppid() != parent:  # the front was killed: nobody will collect results or unlink
+            if os.getppid() != parent:  # the front was killed: nobody will collect results
                 log.error("the front process is gone; stopping the workers")
                 self._shutdown()
-                sweep(self.shm_prefix)
+                remove_tree_names(self.prefix)
                 return
             if self.generation is None and time.monotonic() >= self.restart_at:
                 self._start_generation()
@@ -144,7 +159,7 @@ class Supervisor:
             process = self.ctx.Process(
                 target=run_inference, name=f"async-engine-inference-{index}", daemon=True,
                 args=(index, device, cfg.engine, cfg.windows_in_flight, threads, inference_inboxes[index],
-                      events, decoder_inboxes, self.shm_prefix, heartbeat, cfg.log_level),
+                      events, decoder_inboxes, self.prefix, heartbeat, cfg.log_level),
             )
             generation.inference.append(_Worker("inference", index, process, inference_inboxes[index], heartbeat))
         for index in range(cfg.decoders):
@@ -168,15 +183,15 @@ class Supervisor:
             age = worker.heartbeat.age()
             if worker.state == "ready" and worker.process.is_alive() and age > self.config.worker_stall_seconds:
                 log.error("%s (pid %s) made no progress for %.0f s (WORKER_STALL_SECONDS=%d); killing it",
-                          worker.describe()["name"], worker.pid, age, self.config.worker_stall_seconds)
+                          worker.name, worker.pid, age, self.config.worker_stall_seconds)
                 worker.process.kill()
                 worker.process.join(5.0)
 
     def _lose_generation(self) -> None:
-        """A worker died: stop its generation, sweep its memory, retry or fail its jobs."""
+        """A worker died: stop its generation (its memory goes with its processes), retry or fail its jobs."""
         generation = self.generation
         assert generation is not None
-        dead = [w.describe()["name"] for w in generation.workers if not w.process.is_alive()]
+        dead = [w.name for w in generation.workers if not w.process.is_alive()]
         log.error("worker(s) %s died; restarting all workers", ", ".join(dead))
         self._stop_generation(generation, grace=1.0)
         self.generation = None
@@ -202,10 +217,10 @@ class Supervisor:
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(1.0)
-        for q in [generation.events] + [w.inbox for w in generation.workers]:
+        for q in generation.queues:
             q.cancel_join_thread()
             q.close()
-        sweep(self.shm_prefix, "inf")
+        release(*generation.queues)  # names of queues whose workers never all started
 
     def _shutdown(self) -> None:
         self.stopping = True
@@ -215,14 +230,23 @@ class Supervisor:
             self._fail(uid, WORKER_FAILURE_CODE, "the server is shutting down")
 
     def _publish_health(self) -> None:
+        """/health's answer, every HEALTH_REFRESH_SECONDS: ready once every worker answered its probe
+        and while each keeps its pulse (a stopped or frozen one shows "unresponsive" within seconds)."""
         workers = [w.describe() for w in self.generation.workers] if self.generation else []
-        ready = bool(workers) and all(w["state"] == "ready" for w in workers)
-        was_ready = self._was_ready
-        self._was_ready = ready
+        states = {w["state"] for w in workers}
+        ready = bool(workers) and states == {"ready"}
+        status = ("ok" if ready else "restarting" if self.generation is None and self.failures
+                  else "unresponsive" if "unresponsive" in states else "loading")
+        started = self._ready()
+        was_started = self._was_started
+        self._was_started = started
         self.health_published = time.monotonic()
-        self.results.put(m.HealthUpdate(ready, workers))
-        if ready and not was_ready:
+        self.results.put(m.HealthUpdate(ready, status, workers))
+        if started and not was_started:
             self.failures = 0
+            if self.generation.queues_named:  # every worker has opened every queue of its generation
+                release(*self.generation.queues)
+                self.generation.queues_named = False
             for job in self.jobs.values():
                 if not job.plan_sent:
                     self._plan(job)
@@ -325,11 +349,11 @@ class Supervisor:
                 self.generation.decoders[decoder].inbox.put(m.Cancel(uid))
 
 
-def run_supervisor(config: DaemonConfig, jobs: Queue, results: Queue, shm_prefix: str) -> None:
+def run_supervisor(config: DaemonConfig, jobs: Queue, results: Queue, prefix: str) -> None:
     """Process entry point."""
     ignore_stop_signals()
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    logs.configure(config.log_level)
     try:
-        Supervisor(config, jobs, results, shm_prefix).run()
+        Supervisor(config, jobs, results, prefix).run()
     except KeyboardInterrupt:
         pass
