@@ -40,6 +40,9 @@ DEFAULTS: dict[str, str] = {
     "WORKER_STALL_SECONDS": "300",
     "MAX_AUDIO_SECONDS": "14400",
     "REQUEST_TIMEOUT_SECONDS": "3600",
+    "HTTP_MAX_CONNECTIONS": "1000",
+    "HTTP_REQUEST_READ_TIMEOUT": "10",
+    "HTTP_IDLE_TIMEOUT": "75",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -64,6 +67,15 @@ class DownloadLimits:
 
 
 @dataclass(frozen=True)
+class HttpLimits:
+    """What one client connection may take (daemon/http_server.py), so slow or idle clients cannot lock others out."""
+
+    max_connections: int
+    read_timeout: float  # seconds for a whole request (head and body) to arrive, from its first byte
+    idle_timeout: float  # seconds a keep-alive connection may sit unused
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     max_transcripts_parallel: int
     reject_over_parallel: bool
@@ -81,6 +93,7 @@ class DaemonConfig:
     request_timeout_seconds: int
     api_key: str | None  # every endpoint but /health needs `Authorization: Bearer <key>`
     worker_stall_seconds: int  # a worker that shows no sign of life this long is killed and replaced
+    http: HttpLimits  # what one client connection may take, in time and in number
     engine: EngineSettings
 
     @classmethod
@@ -138,6 +151,11 @@ class DaemonConfig:
             ),
             api_key=_api_key(env.get("ASYNC_ENGINE_API_KEY", "")),
             worker_stall_seconds=parse_int("WORKER_STALL_SECONDS", get("WORKER_STALL_SECONDS"), 1, 24 * 3600),
+            http=HttpLimits(
+                max_connections=parse_int("HTTP_MAX_CONNECTIONS", get("HTTP_MAX_CONNECTIONS"), 16, 100_000),
+                read_timeout=_seconds("HTTP_REQUEST_READ_TIMEOUT", get("HTTP_REQUEST_READ_TIMEOUT")),
+                idle_timeout=_seconds("HTTP_IDLE_TIMEOUT", get("HTTP_IDLE_TIMEOUT")),
+            ),
             engine=engine,
         )
 

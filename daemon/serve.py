@@ -9,29 +9,38 @@ from __future__ import annotations
 
 import _thread
 import logging
+import resource
 import signal
 import threading
+from dataclasses import replace
 
-import waitress
-
+from daemon import logs
 from daemon.config import DaemonConfig
 from daemon.dispatcher import Dispatcher
-from daemon.front import create_app
+from daemon.front import MAX_BODY_BYTES, create_app
+from daemon.http_server import HttpServer
+from daemon.leftovers import remove_dead_trees
 
 log = logging.getLogger("async_engine.serve")
+_RESERVED_DESCRIPTORS = 512
 
 
 def serve(config: DaemonConfig) -> int:
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    logs.configure(config.log_level)
     if config.skip_decoder:
         log.error("SKIP_DECODER=1 needs decoder nodes behind a shared queue, which this version does not have yet; "
                   "unset it to serve with local decoders")
         return 2
+    remove_dead_trees()
+    limits = replace(config.http, max_connections=_raise_descriptor_limit(config.http.max_connections))
     dispatcher = Dispatcher(config)
-    server = waitress.create_server(
-        create_app(config, dispatcher), host=config.host, port=config.port,
-        threads=config.max_transcripts_parallel + 4, ident="async-engine",
-    )
+    try:
+        server = HttpServer(create_app(config, dispatcher), config.host, config.port,
+                            threads=config.max_transcripts_parallel + 4, limits=limits, max_body_bytes=MAX_BODY_BYTES)
+    except OSError as exc:  # the port is taken, or the host is not ours
+        dispatcher.stop()
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+        return 2
     stopping = threading.Event()
     drained = threading.Event()
     stopped = threading.Event()
@@ -54,7 +63,8 @@ def serve(config: DaemonConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("listening on http://%s:%d", config.host, config.port)
+    for host, port in server.addresses:
+        log.info("listening on http://%s:%d", host, port)
     try:
         server.run()
     except (OSError, KeyboardInterrupt):
@@ -66,3 +76,21 @@ def serve(config: DaemonConfig) -> int:
         dispatcher.stop()
         log.info("stopped")
     return 0
+
+
+def _raise_descriptor_limit(connections: int) -> int:
+    """The connections this process can hold: each is a descriptor, and downloads, queues and model files
+    need _RESERVED_DESCRIPTORS more. Raises the soft limit (often 1024 in a shell) towards the hard one; a
+    hard limit too low for HTTP_MAX_CONNECTIONS lowers it, with a warning, rather than failing accept()."""
+    wanted = connections + _RESERVED_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return connections
+    new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+    if new_soft >= wanted:
+        return connections
+    affordable = max(16, new_soft - _RESERVED_DESCRIPTORS)
+    log.warning("the open-file limit (ulimit -n, hard %d) is too low for HTTP_MAX_CONNECTIONS=%d; serving at most "
+                "%d connections (raise LimitNOFILE or ulimit -Hn)", hard, connections, affordable)
+    return affordable
