@@ -39,21 +39,23 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def audio_server(directory: Path) -> Iterator[str]:
-    """Serve `directory` on 127.0.0.1 from a thread; yields the base URL."""
-    with loopback_server(functools.partial(_QuietHandler, directory=str(directory))) as url:
+def audio_server(directory: Path, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve `directory` on `host` (loopback) from a thread; yields the base URL."""
+    with loopback_server(functools.partial(_QuietHandler, directory=str(directory)), host) as url:
         yield url
 
 
 @contextlib.contextmanager
-def loopback_server(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
-    """Serve a request handler on 127.0.0.1 from daemon threads; yields the base URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def loopback_server(handler: Callable[..., http.server.BaseHTTPRequestHandler],
+                    host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve a request handler on `host` (loopback, or a test's veth address) from daemon threads;
+    yields the base URL."""
+    server = http.server.ThreadingHTTPServer((host, 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -67,9 +69,9 @@ def file_url(base: str, root: Path, path: Path) -> str:
 class Daemon:
     """A started `python -m daemon.cli serve`; `startup_s` is spawn-to-first-200 on /health."""
 
-    def __init__(self, process: subprocess.Popen, port: int, log_path: Path) -> None:
+    def __init__(self, process: subprocess.Popen, port: int, log_path: Path, host: str = "127.0.0.1") -> None:
         self.process = process
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{host}:{port}"
         self.log_path = log_path
         self.startup_s = 0.0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import requests
 
 from bench import daemon_proc as bench_daemon
 from bench.daemon_proc import audio_server, free_port, loopback_server  # noqa: F401  (re-exported for the tests)
+from bench.proctree import tree_pids
+from daemon.leftovers import tree_names, tree_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,12 +23,27 @@ ROOT = Path(__file__).resolve().parents[1]
 class Daemon(bench_daemon.Daemon):
     """The benchmark's daemon handle, plus what tests inspect."""
 
-    @property
-    def shm_prefix(self) -> str:
-        return f"ae{self.process.pid}_"
+    @functools.cached_property
+    def prefix(self) -> str:
+        """The prefix of every name the daemon's tree makes (read while the front runs)."""
+        return tree_prefix(self.process.pid)
 
-    def shm_blocks(self) -> list[str]:
-        return sorted(p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(self.shm_prefix))
+    def shm_names(self) -> list[str]:
+        """The tree's names in /dev/shm: none once every process has opened its queues, none after a stop."""
+        return tree_names(self.prefix)
+
+    def shm_blocks(self) -> set[str]:
+        """The shared-memory blocks (memfds) that the tree's live processes hold open or mapped."""
+        blocks = set()
+        for pid in tree_pids(self.process.pid):
+            try:
+                fds = [os.readlink(link) for link in Path(f"/proc/{pid}/fd").iterdir()]
+                maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+            except OSError:
+                continue
+            blocks.update(t for t in fds if t.startswith("/memfd:ae"))
+            blocks.update(line.split(None, 5)[-1] for line in maps if "/memfd:ae" in line)
+        return blocks
 
     def health(self) -> requests.Response:
         return requests.get(self.url + "/health", timeout=5)
@@ -35,16 +53,21 @@ class Daemon(bench_daemon.Daemon):
 
 
 @contextlib.contextmanager
-def running_daemon(tmp_path: Path, **env: str) -> Iterator[Daemon]:
-    """Start `async-engine serve` with the given environment on a free loopback port."""
+def running_daemon(tmp_path: Path, *, host: str = "127.0.0.1", wrapper: tuple[str, ...] = (),
+                   **env: str) -> Iterator[Daemon]:
+    """Start `async-engine serve` with the given environment on a free port of `host` (loopback).
+
+    `wrapper` prefixes the command (e.g. `ip netns exec NAME` to run it on another network host).
+    """
     port = free_port()
-    full_env = {**os.environ, "ASYNC_ENGINE_HOST": "127.0.0.1", "ASYNC_ENGINE_PORT": str(port),
+    full_env = {**os.environ, "ASYNC_ENGINE_HOST": host, "ASYNC_ENGINE_PORT": str(port),
                 "ASYNC_ENGINE_DECODERS": "1", **env}
     log_path = tmp_path / f"daemon-{port}.log"
     with open(log_path, "w") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "daemon.cli", "serve"], cwd=ROOT, env=full_env,
+        process = subprocess.Popen([*wrapper, sys.executable, "-m", "daemon.cli", "serve"], cwd=ROOT, env=full_env,
                                    stdout=log_file, stderr=subprocess.STDOUT)
-    daemon = Daemon(process, port, log_path)
+    daemon = Daemon(process, port, log_path, host)
+    daemon.prefix  # noqa: B018  (read now, while the front runs)
     try:
         yield daemon
     finally:

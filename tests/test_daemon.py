@@ -135,10 +135,12 @@ def test_sigterm_finishes_the_request_in_flight_and_leaves_no_shared_memory(tmp_
             assert first.result().status_code == 200
             busy = pool.submit(daemon.transcribe, {"audio_url": f"{origin}/long.flac"})
             time.sleep(1.0)
-            assert daemon.shm_blocks(), "a job in flight holds its audio and the workers' blocks"
+            blocks = daemon.shm_blocks()
+            assert any("_pcm_" in b for b in blocks) and any("_logits" in b for b in blocks), blocks
+            assert daemon.shm_names() == [], "blocks have no names in /dev/shm, queues none once opened"
             assert daemon.stop() == 0
             assert busy.result().status_code == 200
-        assert daemon.shm_blocks() == []
+        assert daemon.shm_names() == []
 
 
 def test_http_wer_equals_in_process_wer_on_real_speech(daemon, transcriber, eval_dir):
@@ -178,7 +180,7 @@ def test_a_killed_worker_is_replaced_and_its_jobs_retried(tmp_path, origin, kind
             assert "platform" in response.json()["blob"].lower()
         _wait_replaced(daemon, victim["pid"])
         assert daemon.stop() == 0
-    assert daemon.shm_blocks() == []
+    assert daemon.shm_names() == []
 
 
 def test_a_stuck_worker_is_killed_and_replaced(tmp_path, origin):
@@ -199,7 +201,7 @@ def test_a_stuck_worker_is_killed_and_replaced(tmp_path, origin):
         _wait_replaced(daemon, victim["pid"])
         assert "made no progress" in daemon.log()
         assert daemon.stop() == 0
-    assert daemon.shm_blocks() == []
+    assert daemon.shm_names() == []
 
 
 def _wait_replaced(daemon, pid: int) -> None:
