@@ -20,6 +20,7 @@ import falcon
 from daemon import logs
 from daemon.config import DaemonConfig
 from daemon.download import fetch
+from daemon.http_server import ARRIVED_KEY
 from daemon.errors import (INTERNAL_FAILURE, MALFORMED_REQUEST, NO_SUCH_ENDPOINT, UNAUTHORIZED,
                            UNSUPPORTED_CONTENT_TYPE, ApiError, from_engine_error, over_capacity,
                            request_timed_out)
@@ -56,7 +57,8 @@ class _RequestLog:
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.uid = new_uid()
-        req.context.started = time.monotonic()
+        arrived = req.env.get(ARRIVED_KEY)  # the server queued it until a thread was free: that counts
+        req.context.started = time.monotonic() - (max(0.0, time.time() - arrived) if arrived else 0.0)
         req.context.audio_seconds = None
         req.context.error = None  # (code, description): never the exception, whose traceback holds the request
 

@@ -34,7 +34,7 @@ from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask, ThreadedTaskDispatcher
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import Error, RequestEntityTooLarge, RequestHeaderFieldsTooLarge
 
 from daemon import logs
@@ -48,6 +48,7 @@ MAX_HEADER_BYTES = 32 * 1024  # request line and headers; browsers and SDKs send
 FAST_PATHS = frozenset({"/health", "/openapi.json"})  # answered from memory, never wait for a slot
 FAST_THREADS = 2
 REPORT_EVERY_SECONDS = 10.0
+ARRIVED_KEY = "async_engine.arrived"  # WSGI environ: time.time() of the request's first byte
 LINGER_SECONDS = 2.0  # after an error answer, input is read and dropped this long so the client sees the answer
 
 
@@ -200,9 +201,19 @@ def _api_error(error: Error, adj: Adjustments) -> ApiError:
     return ApiError(MALFORMED_REQUEST, f"the HTTP request is malformed: {error.body}", status=error.code)
 
 
+class _Task(WSGITask):
+    """Tells the app when its request arrived: REQUEST_TIMEOUT_SECONDS counts the wait for a thread too."""
+
+    def get_environment(self) -> dict:
+        environ = super().get_environment()
+        environ[ARRIVED_KEY] = getattr(self.request, "arrived", None)
+        return environ
+
+
 class _Channel(HTTPChannel):
     """A connection that knows since when it has been waiting for its client."""
 
+    task_class = _Task
     error_task_class = _JsonErrorTask
 
     def __init__(self, server, sock, addr, adj, map=None) -> None:
@@ -252,7 +263,11 @@ class _Channel(HTTPChannel):
     def received(self, data: bytes) -> bool:
         if self.request is None and data:
             self.request_started = time.time()
+        started = self.request_started
         accepted = super().received(data)
+        for request in self.requests:
+            if not hasattr(request, "arrived"):
+                request.arrived = started
         if self.request is None:
             self.request_started = None
         return accepted

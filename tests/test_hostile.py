@@ -20,6 +20,7 @@ import json
 import re
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -191,6 +192,31 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(daemon):
         assert wait_closed(sock, 4.0), "closed once idle past HTTP_IDLE_TIMEOUT"
     finally:
         sock.close()
+
+
+def test_health_answers_while_every_connection_serves_a_request(tmp_path, hostile, installed_model):
+    """REJECT_OVER_PARALLEL=False and one slot: requests that wait for it hold every request thread, yet
+    /health (threads of its own) answers at once; once all HTTP_MAX_CONNECTIONS serve requests, a new
+    connection is refused with a JSON 503 rather than left hanging."""
+    limit = 16
+    with running_daemon(tmp_path, MAX_TRANSCRIPTS_PARALLEL="1", REJECT_OVER_PARALLEL="False",
+                        REQUEST_TIMEOUT_SECONDS="8", HTTP_MAX_CONNECTIONS=str(limit)) as daemon:
+        daemon.wait_healthy()
+        with ThreadPoolExecutor(limit) as pool:
+            slow = [pool.submit(daemon.transcribe, {"audio_url": f"{hostile}/trickle.wav"}, 60) for _ in range(8)]
+            time.sleep(1.5)  # 1 downloading, 4 request threads waiting for the slot, 3 queued behind them
+            started = time.monotonic()
+            assert daemon.health().status_code == 200
+            assert time.monotonic() - started < 0.5
+            slow += [pool.submit(daemon.transcribe, {"audio_url": f"{hostile}/trickle.wav"}, 60) for _ in range(8)]
+            time.sleep(1.5)
+            response = requests.get(daemon.url + "/health", timeout=5)
+            _, body = response.status_code, response.json()
+            assert response.status_code == 503 and body["code"] == 14, response.text
+            assert "HTTP_MAX_CONNECTIONS" in body["description"] and int(response.headers["Retry-After"]) > 0
+            assert {f.result().status_code for f in slow} <= {504}  # each timed out: download or wait
+        assert daemon.health().status_code == 200
+        assert "refused" in daemon.log() and "new ones with 503" in daemon.log()
 
 
 # --- 7: errors the HTTP layer answers itself ----------------------------------------------------------------
