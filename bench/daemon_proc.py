@@ -38,6 +38,39 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class OriginHandler(http.server.BaseHTTPRequestHandler):
+    """Base of the origin servers that tests and benchmarks point the daemon at: quiet, HTTP/1.1, one
+    `route` for every GET; a daemon that hangs up mid-answer (it refused the file) is expected."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        try:
+            self.route()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def route(self) -> None:
+        raise NotImplementedError
+
+    def send_body(self, status: int, body: bytes, *headers: tuple[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
 @contextlib.contextmanager
 def audio_server(directory: Path, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve `directory` on `host` (loopback) from a thread; yields the base URL."""

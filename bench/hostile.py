@@ -4,7 +4,6 @@ that decode to hours, and clients that open connections and never finish a reque
 from __future__ import annotations
 
 import contextlib
-import http.server
 import socket
 import threading
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bench.daemon_proc import loopback_server
+from bench.daemon_proc import OriginHandler, loopback_server
 
 TRICKLE_DECLARED_BYTES = 100_000
 
@@ -46,24 +45,14 @@ def write_junk(path: Path, nbytes: int, seed: int = 9) -> None:
             out.write(block)
 
 
-class HostileOrigin(http.server.BaseHTTPRequestHandler):
-    """An origin server that attacks the daemon back; see the paths in _route."""
+class HostileOrigin(OriginHandler):
+    """An origin server that attacks the daemon back; see the paths in route."""
 
-    protocol_version = "HTTP/1.1"
     bomb: bytes = b""
     release: threading.Event
     target: str = ""  # where /to-credentials redirects
 
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        try:
-            self._route()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the daemon hung up on us: that is the point
-
-    def _route(self) -> None:
+    def route(self) -> None:
         if self.path == "/trickle.wav":  # announces 100 kB, then sends one byte a second
             self.send_response(200)
             self.send_header("Content-Length", str(TRICKLE_DECLARED_BYTES))
@@ -74,31 +63,17 @@ class HostileOrigin(http.server.BaseHTTPRequestHandler):
                 if self.release.wait(1.0):
                     return
         elif self.path == "/bomb.wav":
-            self._send(self.bomb, ("Content-Encoding", "gzip"))
+            self.send_body(200, self.bomb, ("Content-Encoding", "gzip"))
         elif self.path == "/brotli.wav":
-            self._send(b"abcd", ("Content-Encoding", "br"))
+            self.send_body(200, b"abcd", ("Content-Encoding", "br"))
         elif self.path == "/bad-gzip.wav":
-            self._send(b"\x1f\x8b" + bytes(3998), ("Content-Encoding", "gzip"))
+            self.send_body(200, b"\x1f\x8b" + bytes(3998), ("Content-Encoding", "gzip"))
         elif self.path == "/to-broken-ipv6":
-            self._redirect("http://[::1")
+            self.redirect("http://[::1")
         elif self.path == "/to-credentials":
-            self._redirect(self.target)
+            self.redirect(self.target)
         else:
             self.send_error(404)
-
-    def _send(self, body: bytes, *headers: tuple[str, str]) -> None:
-        self.send_response(200)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _redirect(self, location: str) -> None:
-        self.send_response(302)
-        self.send_header("Location", location)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
 
 
 @contextlib.contextmanager

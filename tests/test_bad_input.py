@@ -11,7 +11,6 @@ a table; keep the two in step.
 
 from __future__ import annotations
 
-import http.server
 import re
 import threading
 import time
@@ -24,6 +23,7 @@ import requests
 import soundfile as sf
 import soxr
 
+from bench.daemon_proc import OriginHandler
 from daemon_support import audio_server, free_port, loopback_server, running_daemon
 from synth import VOICE_A, VOICE_B, silence, speak, tone, white_noise
 
@@ -116,34 +116,17 @@ def files(tmp_path_factory, installed_model) -> Path:
 
 # --- origins ----------------------------------------------------------------------------------------------
 
-class _BadOrigin(http.server.BaseHTTPRequestHandler):
+class _BadOrigin(OriginHandler):
     """An origin that misbehaves in the ways a customer's server can."""
 
-    protocol_version = "HTTP/1.1"
     release: threading.Event
 
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        try:
-            self._route()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the daemon hung up after refusing the file: expected
-
-    def _route(self) -> None:
+    def route(self) -> None:
         if self.path in ("/status/404", "/status/500"):
-            page = b"<html><body>error page</body></html>"
-            self.send_response(int(self.path.rsplit("/", 1)[1]))
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
+            self.send_body(int(self.path.rsplit("/", 1)[1]), b"<html><body>error page</body></html>",
+                           ("Content-Type", "text/html"))
         elif self.path == "/loop.wav":
-            self.send_response(302)
-            self.send_header("Location", "/loop.wav")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.redirect("/loop.wav")
         elif self.path == "/stall.wav":
             self.send_response(200)
             self.send_header("Content-Type", "audio/wav")

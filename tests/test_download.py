@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import threading
 import time
 from typing import Iterator
@@ -14,6 +13,7 @@ from daemon.config import DownloadLimits
 from daemon.download import fetch
 from daemon.errors import (ADDRESS_NOT_ALLOWED, AUDIO_TOO_LARGE, DOWNLOAD_FAILED, DOWNLOAD_TIMED_OUT,
                            INVALID_PARAMETER, ApiError)
+from bench.daemon_proc import OriginHandler
 from daemon_support import free_port, loopback_server
 
 DEFAULT_POLICY = AddressPolicy(allow=HostRules(), deny=parse_rules("DOWNLOAD_DENY", DEFAULT_DENY))
@@ -22,26 +22,22 @@ LIMITS = DownloadLimits(connect_timeout=2.0, read_timeout=0.5, max_bytes=100_000
 FILE = bytes(range(256)) * 100  # 25,600 bytes
 
 
-class _Origin(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Origin(OriginHandler):
     release: threading.Event
 
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
+    def route(self) -> None:
         path = self.path
         if path == "/file":
-            self._send(200, FILE)
+            self.send_body(200, FILE)
         elif path in ("/404", "/500"):
-            self._send(int(path[1:]), b"error page")
+            self.send_body(int(path[1:]), b"error page")
         elif path.startswith("/hop/"):
             left = int(path.rsplit("/", 1)[1])
-            self._redirect("/file" if left == 0 else f"/hop/{left - 1}")
+            self.redirect("/file" if left == 0 else f"/hop/{left - 1}")
         elif path.startswith("/to/"):
-            self._redirect("http://" + path[len("/to/"):])
+            self.redirect("http://" + path[len("/to/"):])
         elif path == "/loop":
-            self._redirect("/loop")
+            self.redirect("/loop")
         elif path == "/stall":
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -63,18 +59,6 @@ class _Origin(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             self.close_connection = True
-
-    def _send(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _redirect(self, location: str) -> None:
-        self.send_response(302)
-        self.send_header("Location", location)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
 
 
 @pytest.fixture(scope="module")
