@@ -71,7 +71,7 @@ _REQUEST = {
 
 def openapi_document(config: DaemonConfig) -> dict:
     """The document for this server's configuration (limits appear in the descriptions)."""
-    statuses = sorted({kind.status for kind in ERROR_TABLE} | {405, 415, 422, 502, 504})
+    statuses = sorted({kind.status for kind in ERROR_TABLE} | {405, 415, 422, 431, 501, 502, 504})
     error_table = "\n".join(f"| {k.code} | {k.status} | {k.name} | {k.meaning} |" for k in ERROR_TABLE)
     document = {
         "openapi": "3.1.0",
@@ -85,9 +85,11 @@ def openapi_document(config: DaemonConfig) -> dict:
             "/health": {"get": {
                 "summary": "readiness of the server and each worker process",
                 "responses": {
-                    "200": {"description": "every inference and decoder process is up and answered a probe",
+                    "200": {"description": "every inference and decoder process is up, answered a probe and keeps "
+                                           "its pulse",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
-                    "501": {"description": "models loading, a worker down or restarting, or the server draining",
+                    "501": {"description": "models loading, a worker down or restarting, a worker or the supervisor "
+                                           "unresponsive for 3 s, or the server draining",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
                 },
             }},
@@ -96,8 +98,9 @@ def openapi_document(config: DaemonConfig) -> dict:
                 "description": (
                     f"At most {config.max_transcripts_parallel} files at once (MAX_TRANSCRIPTS_PARALLEL); over it "
                     + ("423 with Retry-After." if config.reject_over_parallel else "the request waits for a slot.")
-                    + f" Files up to {config.download.max_bytes} bytes and {config.max_audio_seconds} s; the "
-                    f"request may wait and run {config.request_timeout_seconds} s."
+                    + f" Files up to {config.download.max_bytes} bytes; up to {config.max_audio_seconds} s of audio "
+                    f"transcribed (after audio_start_from / audio_end_at); the request may wait and run "
+                    f"{config.request_timeout_seconds} s."
                 ),
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/TranscribeRequest"}}}},
@@ -122,12 +125,17 @@ def openapi_document(config: DaemonConfig) -> dict:
                     "type": "object",
                     "required": ["status", "workers"],
                     "properties": {
-                        "status": {"type": "string"},
+                        "status": {"type": "string",
+                                   "enum": ["ok", "loading", "restarting", "unresponsive", "draining"]},
+                        "detail": {"type": "string"},
                         "workers": {"type": "array", "items": {
                             "type": "object",
                             "properties": {"name": {"type": "string"}, "kind": {"type": "string"},
-                                           "state": {"type": "string"},
-                                           "pid": {"oneOf": [{"type": "integer"}, {"type": "null"}]}},
+                                           "state": {"type": "string", "enum": ["starting", "ready", "unresponsive"]},
+                                           "pid": {"oneOf": [{"type": "integer"}, {"type": "null"}]},
+                                           "windows": {"type": "integer"},
+                                           "heartbeat_age_s": {"type": "number",
+                                                               "description": "seconds since its last pulse"}},
                         }},
                     },
                 },
