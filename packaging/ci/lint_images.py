@@ -296,7 +296,6 @@ def check_compose(repo: Path) -> list[str]:
         need(bool(env_files) or bool(environment), "no env_file and no environment")
         need(environment.get("ASYNC_ENGINE_MODELS_DIR") == "/var/lib/async-engine/models",
              "environment does not set ASYNC_ENGINE_MODELS_DIR")
-        need(bool(service.get("shm_size")), "no shm_size (Docker's 64 MB /dev/shm is too small for the daemon)")
         need(bool(service.get("stop_grace_period")), "no stop_grace_period (SIGTERM drains the jobs in flight)")
         if profile == "gpu":
             need(environment.get("ASYNC_ENGINE_DEVICES") == "auto", "ASYNC_ENGINE_DEVICES is not auto")
