@@ -66,7 +66,7 @@ try:
     urllib.request.urlopen(request, timeout=30)
     sys.exit("a download of a missing file succeeded")
 except urllib.error.HTTPError as error:
-    body = json.loads(error.read())
-if error.code != 502 or "s3cret-pw" in body["description"] or "***@" not in body["description"]:
-    sys.exit(f"credentials: expected a 502 with the password masked, got {error.code} {body}")
+    status, body = error.code, json.loads(error.read())
+if status != 502 or "s3cret-pw" in body["description"] or "***@" not in body["description"]:
+    sys.exit(f"credentials: expected a 502 with the password masked, got {status} {body}")
 print(f"  a URL with a password: 502, masked: {body['description']}")
