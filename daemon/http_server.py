@@ -10,7 +10,8 @@ customer's firewall the clients are other programs, some broken, some hostile. H
   response the client does not read is dropped after as long; an idle keep-alive connection is
   closed after HTTP_IDLE_TIMEOUT. Requests in service are bounded by the app (REQUEST_TIMEOUT_SECONDS).
 - at HTTP_MAX_CONNECTIONS, a new connection evicts an unproductive one (no request in service):
-  the oldest of the peer address that holds the most, so one client cannot lock out the others;
+  the oldest of the peer address that holds the most, so one client cannot lock out the others,
+  passing over one whose request already waits unread in its socket;
   only when every connection is serving a request is the newcomer refused, with a JSON 503.
 - requests are bounded in bytes: the head to MAX_HEADER_BYTES, the body to what the API accepts.
 - every error waitress answers itself is API.md's JSON error with a uid, and logged like any request.
@@ -128,9 +129,11 @@ class _ConnectionGuard:
         if not unproductive:
             self._count("refused", None, addr)
             return False
-        by_peer = Counter(c.peer for c in unproductive)
-        heaviest = by_peer.most_common(1)[0][0]
-        victim = min((c for c in unproductive if c.peer == heaviest), key=lambda c: c.waiting_since)
+        heaviest = Counter(c.peer for c in unproductive).most_common(1)[0][0]
+        candidates = sorted((c for c in unproductive if c.peer == heaviest), key=lambda c: c.waiting_since)
+        # A connection whose request is already in its socket buffer, not read yet because this loop was
+        # busy accepting (a burst), is about to be served: evict the oldest that is not.
+        victim = next((c for c in candidates if not c.input_pending()), candidates[0])
         self._count("evicted", victim)
         victim.handle_close()
         return True
@@ -255,6 +258,13 @@ class _Channel(HTTPChannel):
     def busy(self) -> bool:
         """A request is being served or queued for a thread: its time is the app's to bound."""
         return bool(self.requests)
+
+    def input_pending(self) -> bool:
+        """Bytes from the client wait in the socket, unread."""
+        try:
+            return bool(self.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:  # nothing waiting (EAGAIN), or the connection is broken: a fine victim either way
+            return False
 
     @property
     def waiting_since(self) -> float:
