@@ -48,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     _common(calls)
     calls.add_argument("--count", type=int, default=16, help="number of calls")
     calls.add_argument("--seed", type=int, default=1)
-    soak = sub.add_parser("soak", help="many mixed good and bad requests at the parallel limit; "
-                                       "RSS per daemon process and /dev/shm over time")
+    soak = sub.add_parser("soak", help="many mixed good, bad and hostile requests at the parallel limit "
+                                       "under slow clients; RSS per daemon process, shared memory and "
+                                       "/health over time")
     _common(soak)
     soak.add_argument("--requests", type=int, default=1000, help="requests sent in all")
     soak.add_argument("--parallel", type=int, default=2,
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     soak.add_argument("--warmup", type=float, default=10.0, help="%% of the requests counted as warm-up")
     soak.add_argument("--interval", type=float, default=1.0, help="seconds between memory samples")
     soak.add_argument("--settle", type=float, default=3.0,
-                      help="seconds after the last answer before the final sample")
+                      help="seconds after the warm-up's last answer, and after the last one, before their samples")
     soak.add_argument("--max-clip-seconds", type=float, default=10.0, help="longest dev clip used")
     soak.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     soak.add_argument("--seed", type=int, default=1)

@@ -38,6 +38,15 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """The daemon hanging up on a file it refused (a reset) is expected; anything else is printed."""
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 class OriginHandler(http.server.BaseHTTPRequestHandler):
     """Base of the origin servers that tests and benchmarks point the daemon at: quiet, HTTP/1.1, one
     `route` for every GET; a daemon that hangs up mid-answer (it refused the file) is expected."""
@@ -83,8 +92,7 @@ def loopback_server(handler: Callable[..., http.server.BaseHTTPRequestHandler],
                     host: str = "127.0.0.1") -> Iterator[str]:
     """Serve a request handler on `host` (loopback, or a test's veth address) from daemon threads;
     yields the base URL."""
-    server = http.server.ThreadingHTTPServer((host, 0), handler)
-    server.daemon_threads = True
+    server = _QuietServer((host, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
