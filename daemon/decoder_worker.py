@@ -17,6 +17,7 @@ from multiprocessing.queues import Queue
 from daemon import logs
 from daemon import messages as m
 from daemon.lifeline import Heartbeat, ignore_stop_signals
+from daemon.malloc import release_free_memory
 from daemon.shm import Attachments, BlockGone
 from engine.model_store import model_path, read_model_config
 from engine.search import SearchConfig
@@ -56,6 +57,7 @@ class DecoderWorker:
 
     def run(self) -> None:
         parent = os.getppid()
+        worked = False  # since memory was last released
         while True:
             self.heartbeat.beat()
             try:
@@ -63,7 +65,11 @@ class DecoderWorker:
             except queue.Empty:
                 if os.getppid() != parent:  # the supervisor is gone: nobody will read our answers
                     return
+                if worked and not self.windows:  # a second with nothing to do
+                    release_free_memory()
+                    worked = False
                 continue
+            worked = True
             outgoing: dict[int, list] = defaultdict(list)
             items = item.items if isinstance(item, m.Batch) else [item]
             for message in items:

@@ -20,6 +20,7 @@ import torch
 from daemon import logs
 from daemon import messages as m
 from daemon.lifeline import Heartbeat, ignore_stop_signals
+from daemon.malloc import release_free_memory
 from daemon.shm import Attachments, BlockGone, OwnedBlock
 from engine.features import log_mel_windows
 from engine.inference import InferenceRuntime
@@ -68,9 +69,15 @@ class InferenceWorker:
 
     def run(self) -> None:
         parent = os.getppid()
+        worked = False  # since memory was last released
         while os.getppid() == parent:  # once the supervisor is gone, nobody reads our answers
             self.heartbeat.beat()
-            for message in self._receive():
+            received = self._receive()
+            if not received and worked and not (self.windows or self.opening):  # a second with nothing to do
+                release_free_memory()
+                worked = False
+            worked = worked or bool(received)
+            for message in received:
                 if isinstance(message, m.Stop):
                     return
                 self._handle(message)

@@ -8,14 +8,13 @@ REQUEST_TIMEOUT_SECONDS), then the workers stop and no shared memory is left beh
 from __future__ import annotations
 
 import _thread
-import ctypes
 import logging
 import resource
 import signal
 import threading
 from dataclasses import replace
 
-from daemon import logs
+from daemon import logs, malloc
 from daemon.config import DaemonConfig
 from daemon.dispatcher import Dispatcher
 from daemon.front import MAX_BODY_BYTES, create_app
@@ -24,11 +23,10 @@ from daemon.leftovers import remove_dead_trees
 
 log = logging.getLogger("async_engine.serve")
 _RESERVED_DESCRIPTORS = 512
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's mallopt parameters (malloc.h)
 
 
 def serve(config: DaemonConfig) -> int:
-    _free_what_requests_free()
+    malloc.map_large_blocks_alone()  # first: before any thread makes an arena
     logs.configure(config.log_level)
     if config.skip_decoder:
         log.error("SKIP_DECODER=1 needs decoder nodes behind a shared queue, which this version does not have yet; "
@@ -79,24 +77,6 @@ def serve(config: DaemonConfig) -> int:
         dispatcher.stop()
         log.info("stopped")
     return 0
-
-
-def _free_what_requests_free() -> None:
-    """Make memory a request frees go back to the system, so the front's size follows its requests.
-
-    glibc raises its mmap threshold to the size of each large block freed (up to 32 MB); after a
-    refused 300 MB download, blocks of up to 32 MB came from the heaps of the request threads (one
-    arena each), which keep what is freed: the front grew by about 2 MB with every gzip bomb or
-    large undecodable file, for good. A fixed threshold maps every block over 128 KiB on its own and
-    unmaps it on free; two arenas bound what small allocations can strand. Not glibc: nothing to do.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-    mallopt(_M_ARENA_MAX, 2)
 
 
 def _raise_descriptor_limit(connections: int) -> int:
