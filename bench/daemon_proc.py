@@ -63,7 +63,8 @@ class OriginHandler(http.server.BaseHTTPRequestHandler):
             pass
 
     def route(self) -> None:
-        raise NotImplementedError
+        """Answer the GET for self.path; each origin defines its own paths, and knows no other."""
+        self.send_error(404)
 
     def send_body(self, status: int, body: bytes, *headers: tuple[str, str]) -> None:
         self.send_response(status)
