@@ -24,7 +24,7 @@ slot for 20 s; it is kept rare).
 Meanwhile a thread samples every `--interval` s: GET /health (latency and status: anything but 200
 during the run fails the verdict, since a load balancer would take the server out); the VmRSS of
 every process of the tree by role (front, supervisor, each inference and decoder worker as /health
-names them); and the tree's shared memory. Its blocks are anonymous memfds (daemon/shm.py): they
+names them); and the tree's shared memory. Its blocks are anonymous memfds (daemon/workers/shm.py): they
 have no name in /dev/shm, so they are counted per process as the distinct `/memfd:<tree prefix>`
 entries of /proc/PID/fd and /proc/PID/maps, with the per-request PCM blocks (`_pcm_` in the name)
 apart. A PCM block lives while its request does; one still open or mapped by any process once the
@@ -70,7 +70,7 @@ from bench import dataset, measure, report
 from bench.daemon_proc import Daemon, audio_server, file_url, free_port, running_daemon
 from bench.hostile import SlowClients, hostile_origin, write_junk, write_tiny_huge_files
 from bench.proctree import machine_cpu_seconds, tree_cpu_seconds, tree_pids
-from daemon.leftovers import tree_names, tree_prefix
+from daemon.workers.leftovers import tree_names, tree_prefix
 
 CACHE = Path(__file__).resolve().parent / "cache"
 SHM_DIR = Path("/dev/shm")

@@ -6,7 +6,7 @@ from the host, so link-local addresses are refused by default. Private ranges st
 customers serve audio from internal CDNs. Operators can narrow this with DOWNLOAD_ALLOW (only
 these) and widen or tighten it with DOWNLOAD_DENY; deny wins.
 
-The check runs on the address a connection actually reached (see daemon/download.py), for every
+The check runs on the address a connection actually reached (see daemon/jobs/download.py), for every
 redirect hop, so a DNS answer that changes between a check and the connect cannot slip past it.
 
 An IPv6 address can carry an IPv4 address by a standard mapping (IPv4-mapped and -compatible,

@@ -68,7 +68,7 @@ class DownloadLimits:
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """What one client connection may take (daemon/http_server.py), so slow or idle clients cannot lock others out."""
+    """What one client connection may take (daemon/http/server.py), so slow or idle clients cannot lock others out."""
 
     max_connections: int
     read_timeout: float  # seconds for a whole request (head and body) to arrive, from its first byte

@@ -16,10 +16,10 @@ from dataclasses import replace
 
 from daemon import logs, malloc
 from daemon.config import DaemonConfig
-from daemon.dispatcher import Dispatcher
-from daemon.front import MAX_BODY_BYTES, create_app
-from daemon.http_server import HttpServer
-from daemon.leftovers import remove_dead_trees
+from daemon.workers.dispatcher import Dispatcher
+from daemon.http.app import MAX_BODY_BYTES, create_app
+from daemon.http.server import HttpServer
+from daemon.workers.leftovers import remove_dead_trees
 
 log = logging.getLogger("async_engine.serve")
 _RESERVED_DESCRIPTORS = 512

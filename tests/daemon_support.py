@@ -15,7 +15,7 @@ import requests
 from bench import daemon_proc as bench_daemon
 from bench.daemon_proc import audio_server, free_port, loopback_server  # noqa: F401  (re-exported for the tests)
 from bench.proctree import tree_pids
-from daemon.leftovers import tree_names, tree_prefix
+from daemon.workers.leftovers import tree_names, tree_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 

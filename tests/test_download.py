@@ -10,7 +10,7 @@ import pytest
 
 from daemon.address_policy import DEFAULT_DENY, AddressPolicy, HostRules, parse_rules
 from daemon.config import DownloadLimits
-from daemon.download import fetch
+from daemon.jobs.download import fetch
 from daemon.errors import (ADDRESS_NOT_ALLOWED, AUDIO_TOO_LARGE, DOWNLOAD_FAILED, DOWNLOAD_TIMED_OUT,
                            INVALID_PARAMETER, ApiError)
 from bench.daemon_proc import OriginHandler

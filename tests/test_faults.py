@@ -22,7 +22,7 @@ import soundfile as sf
 import soxr
 
 from bench.proctree import tree_pids
-from daemon.leftovers import SHM_DIR, tree_prefix
+from daemon.workers.leftovers import SHM_DIR, tree_prefix
 from daemon_support import audio_server, running_daemon
 from synth import silence, speak
 

@@ -17,7 +17,7 @@ import soundfile as sf
 from falcon import testing
 
 from daemon.config import DaemonConfig
-from daemon.front import create_app
+from daemon.http.app import create_app
 from daemon_support import audio_server
 from engine.result import Word
 

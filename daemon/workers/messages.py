@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from daemon.shm import ArrayRef
+from daemon.workers.shm import ArrayRef
 from engine.result import Word
 from engine.speech_window import SpeechWindow
 

@@ -1,7 +1,7 @@
 """The names a process tree of ours puts in /dev/shm, and the removal of a dead tree's at start.
 
-Shared-memory blocks have no names (daemon/shm.py), but a queue's semaphores must have one until
-every process that uses it has opened it (daemon/ipc.py). A tree killed whole in that moment (the
+Shared-memory blocks have no names (daemon/workers/shm.py), but a queue's semaphores must have one until
+every process that uses it has opened it (daemon/workers/ipc.py). A tree killed whole in that moment (the
 OOM killer, systemd's final SIGKILL) leaves them behind, and nothing else ever would remove them.
 So every name carries its front's prefix, `ae<pid>-<start>_`: the pid, and that process's start
 time in clock ticks since boot (/proc/<pid>/stat), which tells a live front from a pid the kernel

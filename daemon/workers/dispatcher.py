@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemon import messages as m
+from daemon.workers import messages as m
 from daemon.config import DaemonConfig
 from daemon.errors import request_timed_out, service_not_ready, worker_failed
-from daemon.ipc import TreeContext, release
-from daemon.leftovers import remove_tree_names, tree_prefix
-from daemon.lifeline import UNRESPONSIVE_AFTER_SECONDS
-from daemon.shm import OwnedBlock
-from daemon.supervisor import run_supervisor
+from daemon.workers.ipc import TreeContext, release
+from daemon.workers.leftovers import remove_tree_names, tree_prefix
+from daemon.workers.lifeline import UNRESPONSIVE_AFTER_SECONDS
+from daemon.workers.shm import OwnedBlock
+from daemon.workers.supervisor import run_supervisor
 from engine.result import Word
 
 log = logging.getLogger("async_engine.dispatcher")
@@ -54,7 +54,7 @@ class Dispatcher:
     def _start_supervisor(self) -> None:
         self._jobs = self.ctx.Queue()
         self._results = self.ctx.Queue()
-        self._queues_named = True  # until the supervisor has opened them: see daemon/ipc.py
+        self._queues_named = True  # until the supervisor has opened them: see daemon/workers/ipc.py
         self._supervisor = self.ctx.Process(
             target=run_supervisor, name="async-engine-supervisor",
             args=(self.config, self._jobs, self._results, self.prefix),

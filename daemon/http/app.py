@@ -19,14 +19,14 @@ import falcon
 
 from daemon import logs
 from daemon.config import DaemonConfig
-from daemon.download import fetch
-from daemon.http_server import ARRIVED_KEY
+from daemon.jobs.download import fetch
+from daemon.http.server import ARRIVED_KEY
 from daemon.errors import (INTERNAL_FAILURE, MALFORMED_REQUEST, NO_SUCH_ENDPOINT, UNAUTHORIZED,
                            UNSUPPORTED_CONTENT_TYPE, ApiError, from_engine_error, over_capacity,
                            request_timed_out)
-from daemon.jobs import JobClient
-from daemon.openapi import openapi_document
-from daemon.request import TranscribeRequest, parse_request
+from daemon.jobs.client import JobClient
+from daemon.http.openapi import openapi_document
+from daemon.http.request import TranscribeRequest, parse_request
 from engine.audio import SAMPLE_RATE, read_span
 from engine.errors import EngineError
 from engine.response import response_body

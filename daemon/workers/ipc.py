@@ -7,7 +7,7 @@ them when the tree ends; if the tracker is killed, or the whole tree is, they st
 good, and nothing can tell whose they were.
 
 TreeContext is the spawn context with two changes: the semaphores are named with the tree's
-prefix (daemon/leftovers.py removes a dead tree's at the next start), and no resource tracker
+prefix (daemon/workers/leftovers.py removes a dead tree's at the next start), and no resource tracker
 hears of them (there is none to kill). `release()` unlinks their names once every process using a
 queue has started; the semaphores themselves live on in the processes that opened them.
 """

@@ -4,7 +4,7 @@ Workers run as one generation: an inference process per device and a pool of dec
 with fresh queues. A process killed while holding a queue's lock would wedge that queue for
 everyone, so when any worker dies the whole generation is stopped and a new one started with
 backoff; jobs it held are retried once, then fail with a clear code. The generation's queues keep
-names in /dev/shm only until every worker has answered its probe (daemon/ipc.py).
+names in /dev/shm only until every worker has answered its probe (daemon/workers/ipc.py).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from multiprocessing.connection import wait
 from multiprocessing.queues import Queue
 
 from daemon import logs
-from daemon import messages as m
+from daemon.workers import messages as m
 from daemon.config import DaemonConfig
-from daemon.decoder_worker import run_decoder
+from daemon.workers.decoder import run_decoder
 from daemon.errors import WORKER_FAILURE_CODE
-from daemon.inference_worker import run_inference
-from daemon.ipc import TreeContext, release
-from daemon.leftovers import remove_tree_names
-from daemon.lifeline import UNRESPONSIVE_AFTER_SECONDS, Heartbeat, ignore_stop_signals
+from daemon.workers.inference import run_inference
+from daemon.workers.ipc import TreeContext, release
+from daemon.workers.leftovers import remove_tree_names
+from daemon.workers.lifeline import UNRESPONSIVE_AFTER_SECONDS, Heartbeat, ignore_stop_signals
 from engine.result import Word
 from engine.speech_window import SpeechWindow
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 from multiprocessing.queues import Queue
 
 from daemon import logs
-from daemon import messages as m
-from daemon.lifeline import Heartbeat, ignore_stop_signals
+from daemon.workers import messages as m
+from daemon.workers.lifeline import Heartbeat, ignore_stop_signals
 from daemon.malloc import release_free_memory
-from daemon.shm import Attachments, BlockGone
+from daemon.workers.shm import Attachments, BlockGone
 from engine.model_store import model_path, read_model_config
 from engine.search import SearchConfig
 from engine.settings import EngineSettings

@@ -18,10 +18,10 @@ from multiprocessing.queues import Queue
 import torch
 
 from daemon import logs
-from daemon import messages as m
-from daemon.lifeline import Heartbeat, ignore_stop_signals
+from daemon.workers import messages as m
+from daemon.workers.lifeline import Heartbeat, ignore_stop_signals
 from daemon.malloc import release_free_memory
-from daemon.shm import Attachments, BlockGone, OwnedBlock
+from daemon.workers.shm import Attachments, BlockGone, OwnedBlock
 from engine.features import log_mel_windows
 from engine.inference import InferenceRuntime
 from engine.model_store import load_stored_model
