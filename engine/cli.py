@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from engine.decode_options import MAX_PROMPT_TOKENS, DecodeOptions
 from engine.errors import EngineError
 from engine.settings import MODEL_NAMES, EngineSettings, SettingsError
 
@@ -42,6 +43,7 @@ def _transcribe(args: argparse.Namespace, settings: EngineSettings) -> int:
     audio, offset_ms = read_span(args.file, dual_channel=args.dual_channel, start_ms=args.start_ms,
                                  end_ms=args.end_ms)
     transcriber = Transcriber.load(args.model, beam_size=args.beam_size, settings=settings)
+    decode = DecodeOptions.for_request(args.prompt, args.temperature)
     seconds = audio.shape[1] / SAMPLE_RATE
     if seconds > LONG_FILE_SECONDS and not args.quiet:
         with tqdm(total=0, unit="window", desc="transcribing", file=sys.stderr) as bar:
@@ -49,9 +51,9 @@ def _transcribe(args: argparse.Namespace, settings: EngineSettings) -> int:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            transcripts = transcriber.transcribe_many(list(audio), progress)
+            transcripts = transcriber.transcribe_many(list(audio), progress, decode)
     else:
-        transcripts = transcriber.transcribe_many(list(audio))
+        transcripts = transcriber.transcribe_many(list(audio), options=decode)
     options = TextOptions(written=args.format_text, punctuation=args.punctuate)
     body = response_body([t.words for t in transcripts], seconds, offset_ms, options, args.dual_channel)
     if args.json:
@@ -70,6 +72,15 @@ def _milliseconds(value: str) -> int:
     return int(value)
 
 
+def _temperature(value: str) -> float:
+    try:
+        if 0.0 <= float(value) <= 1.0:
+            return float(value)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected a temperature from 0 to 1, got {value!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="async-engine", description="Self-hosted English speech-to-text.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--no-punctuate", dest="punctuate", action="store_false", help="no punctuation marks")
     transcribe.add_argument("--start-ms", type=_milliseconds, help="transcribe from here (ms into the file)")
     transcribe.add_argument("--end-ms", type=_milliseconds, help="transcribe up to here (ms into the file)")
+    transcribe.add_argument("--prompt", metavar="TEXT",
+                            help=f"Whisper's initial prompt: text that steers spelling and style (its last "
+                                 f"{MAX_PROMPT_TOKENS} tokens are used)")
+    transcribe.add_argument("--temperature", type=_temperature, default=0.0, metavar="T",
+                            help="sample at this temperature (0 to 1); 0, the default, is beam search with "
+                                 "Whisper's temperature fallback")
     transcribe.add_argument("--quiet", action="store_true", help="no progress bar")
     transcribe.set_defaults(run=_transcribe)
 

@@ -1,19 +1,20 @@
 """Whisper's temperature fallback: decode a window again when its beam result looks wrong.
 
 A result is suspect when its text compresses too well (a loop) or the model was unsure of it
-(low average log-probability), unless the window is silence. Each retry samples at a higher
-temperature; when every attempt is suspect, the most probable one that does not loop wins. The
-thresholds are openai/whisper's and faster-whisper's defaults.
+(low average log-probability), unless the window is silence. Each retry decodes at the next
+temperature of the transcription's schedule (DecodeOptions.temperatures: rising from 0 by default);
+when every attempt is suspect, the most probable one that does not loop wins. The thresholds are
+openai/whisper's and faster-whisper's defaults.
 """
 
 from __future__ import annotations
 
 import zlib
 
+from engine.decode_options import DecodeOptions
 from engine.search import SearchConfig, SearchResult, WindowSearch
 from engine.tokenizer import WhisperTokenizer
 
-TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOGPROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
@@ -32,12 +33,15 @@ def is_silence(result: SearchResult) -> bool:
 class WindowDecode:
     """The attempts at one window; `search` is the one the inference side is feeding now."""
 
-    def __init__(self, config: SearchConfig, tokenizer: WhisperTokenizer, audio_seconds: float) -> None:
+    def __init__(self, config: SearchConfig, tokenizer: WhisperTokenizer, audio_seconds: float,
+                 options: DecodeOptions = DecodeOptions()) -> None:
         self._config = config
         self._tokenizer = tokenizer
         self._seconds = audio_seconds
+        self._temperatures = options.temperatures
+        self._prompt = options.prompt_tokens(tokenizer)
         self._attempts: list[tuple[SearchResult, float]] = []
-        self.search = WindowSearch(config, audio_seconds)
+        self.search = WindowSearch(config, audio_seconds, self._temperatures[0], prompt=self._prompt)
 
     def retry(self) -> WindowSearch | None:
         """Record the finished search; return the next one to run, or None when decided."""
@@ -45,10 +49,11 @@ class WindowDecode:
         ratio = compression_ratio(self._tokenizer.decode(result.tokens).strip())
         self._attempts.append((result, ratio))
         suspect = ratio > COMPRESSION_RATIO_THRESHOLD or result.avg_logprob < LOGPROB_THRESHOLD
-        if not suspect or is_silence(result) or len(self._attempts) == len(TEMPERATURES):
+        if not suspect or is_silence(result) or len(self._attempts) == len(self._temperatures):
             return None
-        temperature = TEMPERATURES[len(self._attempts)]
-        self.search = WindowSearch(self._config, self._seconds, temperature, seed=len(self._attempts))
+        temperature = self._temperatures[len(self._attempts)]
+        self.search = WindowSearch(self._config, self._seconds, temperature, seed=len(self._attempts),
+                                   prompt=self._prompt)
         return self.search
 
     def result(self) -> SearchResult:

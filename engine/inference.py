@@ -2,8 +2,9 @@
 
 This is the half of Whisper that belongs in the inference process (one per device). Decoder-side
 searches ask it, through small descriptors, to encode windows and to advance rows of sequences one
-token at a time; it answers with logits. Because one step takes rows from any number of windows
-and jobs at once, a device is kept busy by many concurrent requests (continuous batching).
+token at a time (a prompt all at once); it answers with logits. Because one step takes rows from any
+number of windows and jobs at once, a device is kept busy by many concurrent requests (continuous
+batching).
 
 Caches live in slot tensors that grow on demand:
 - per window: encoder output and each decoder layer's cross-attention keys/values;
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.decode_options import MAX_PROMPT_TOKENS
 from engine.model_store import StoredModel
 from engine.whisper_net import WhisperNet
 
@@ -127,8 +129,9 @@ class InferenceRuntime:
         for layer in range(d.n_decoder_layers):
             self._self_k[layer] = _grow(self._self_k[layer], 0, rows)
             self._self_v[layer] = _grow(self._self_v[layer], 0, rows)
-        # The search stops at n_text_ctx / 2 sampled tokens, after a prompt of at most 3.
-        self._ensure_time(d.n_text_ctx // 2 + 4)
+        # The search stops at n_text_ctx / 2 sampled tokens, after an SOT sequence of at most 3
+        # and, with a prompt, <|startofprev|> and at most MAX_PROMPT_TOKENS prompt tokens.
+        self._ensure_time(d.n_text_ctx // 2 + 4 + 1 + MAX_PROMPT_TOKENS)
 
     def release_window(self, window: int) -> None:
         self._windows.give_back([window])
@@ -180,39 +183,59 @@ class InferenceRuntime:
         width = int(within.max()) + 1
         return source, torch.as_tensor(group, device=self.device), torch.as_tensor(within, device=self.device), n_groups, width
 
-    @torch.inference_mode()
-    def step(self, sequences: Sequence[int], tokens: Sequence[int]) -> np.ndarray:
-        """Feed one token to each row; returns float32 logits [rows, n_vocab] for the next token."""
+    def step(self, sequences: Sequence[int], tokens: Sequence[int | Sequence[int]]) -> np.ndarray:
+        """Feed each row its next token, or several at once; returns float32 logits [rows, n_vocab].
+
+        A row given several tokens (a search's prompt) is prefilled: all of them go through the
+        network in this one step, and its logits are those after the last. Rows are batched by
+        how many tokens they take, so every row of an ordinary step shares one pass.
+        """
         seqs = np.asarray(sequences, dtype=np.int64)
-        positions = self._length[seqs]
-        if positions.max() >= self.dims.n_text_ctx:
+        feeds = [tuple(t) if isinstance(t, (tuple, list)) else (t,) for t in tokens]
+        counts = np.array([len(f) for f in feeds])
+        if (counts == counts[0]).all():
+            return self._forward(seqs, feeds)
+        logits = np.empty((len(feeds), self.dims.n_vocab), dtype=np.float32)
+        for count in np.unique(counts):
+            rows = np.nonzero(counts == count)[0]
+            logits[rows] = self._forward(seqs[rows], [feeds[row] for row in rows])
+        return logits
+
+    @torch.inference_mode()
+    def _forward(self, seqs: np.ndarray, feeds: list[tuple[int, ...]]) -> np.ndarray:
+        """Feed rows the same number of tokens each; logits after each row's last token."""
+        count = len(feeds[0])
+        start = self._length[seqs]
+        if start.max() + count > self.dims.n_text_ctx:
             raise SequenceTooLongError(f"a sequence reached {self.dims.n_text_ctx} tokens")
-        t_max = int(positions.max()) + 1
+        t_max = int(start.max()) + count
         self._ensure_time(t_max)
         dev = self.device
         slot = torch.as_tensor(seqs, device=dev)
-        pos = torch.as_tensor(positions, device=dev)
-        mask = (torch.arange(t_max, device=dev)[None, :] <= pos[:, None])[:, None, None, :]
+        pos = torch.as_tensor(start, device=dev)[:, None] + torch.arange(count, device=dev)  # [rows, count]
+        mask = (torch.arange(t_max, device=dev)[None, None, :] <= pos[:, :, None])[:, None]
         source, group, within, n_groups, width = self._cross_groups(self._window_of[seqs])
         h, dh = self.dims.n_heads, self.dims.head_dim
-        x = self.net.embed(torch.as_tensor(np.asarray(tokens), device=dev), pos)[:, None, :]
+        x = self.net.embed(torch.as_tensor(np.asarray(feeds), device=dev), pos)
         for layer in range(self.dims.n_decoder_layers):
             q, k, v = self.net.self_qkv(x, layer)
             cache_k, cache_v = self._self_k[layer], self._self_v[layer]
-            cache_k[slot, :, pos] = k[:, :, 0]
-            cache_v[slot, :, pos] = v[:, :, 0]
+            cache_k[slot[:, None], :, pos] = k.transpose(1, 2)
+            cache_v[slot[:, None], :, pos] = v.transpose(1, 2)
             keys, values = cache_k[:, :, :t_max][slot], cache_v[:, :, :t_max][slot]
             x = self.net.self_out(x, F.scaled_dot_product_attention(q, keys, values, attn_mask=mask), layer)
             cq = self.net.cross_q(x, layer)
-            grid = cq.new_zeros(n_groups, width, h, dh)
-            grid[group, within] = cq[:, :, 0]
+            grid = cq.new_zeros(n_groups, width, count, h, dh)
+            grid[group, within] = cq.transpose(1, 2)
             attn = F.scaled_dot_product_attention(
-                grid.transpose(1, 2), self._cross_k[layer][source], self._cross_v[layer][source]
+                grid.view(n_groups, width * count, h, dh).transpose(1, 2),
+                self._cross_k[layer][source], self._cross_v[layer][source],
             )
-            x = self.net.cross_out(x, attn.transpose(1, 2)[group, within][:, :, None], layer)
+            attn = attn.transpose(1, 2).reshape(n_groups, width, count, h, dh)[group, within]
+            x = self.net.cross_out(x, attn.transpose(1, 2), layer)
             x = self.net.ffn(x, layer)
-        self._length[seqs] += 1
-        return self.net.logits(x[:, 0]).float().cpu().numpy()
+        self._length[seqs] += count
+        return self.net.logits(x[:, -1]).float().cpu().numpy()
 
     @torch.inference_mode()
     def reorder(self, sequences: Sequence[int], sources: Sequence[int]) -> None:

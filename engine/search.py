@@ -105,13 +105,17 @@ class WindowSearch:
 
     At temperature 0 it is beam search (greedy at width 1); above 0 it samples `best_of`
     independent rows, which is Whisper's fallback for windows whose beam result looks wrong.
+    `prompt` is what the decoder reads before the SOT sequence (DecodeOptions.prompt_tokens):
+    it conditions every row and is never part of the result.
     """
 
-    def __init__(self, config: SearchConfig, audio_seconds: float, temperature: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, config: SearchConfig, audio_seconds: float, temperature: float = 0.0, seed: int = 0,
+                 prompt: tuple[int, ...] = ()) -> None:
         self.cfg = config
         self.temperature = temperature
+        self._prompt = prompt
         self.rows = config.beam_size if temperature == 0 else config.best_of
-        self._prompt_fed = 0
+        self._sot_fed = 0
         self._last_timestamp = config.timestamp_begin + int(round(min(audio_seconds, 30.0) / SECONDS_PER_TIMESTAMP))
         self._live = [Hypothesis()] if temperature == 0 else [Hypothesis() for _ in range(self.rows)]
         self._finished: list[Hypothesis] = []
@@ -119,8 +123,14 @@ class WindowSearch:
         self.no_speech_prob = 0.0
         self.done = False
 
-    def first_tokens(self) -> list[int]:
-        return [self.cfg.sot_sequence[0]] * self.rows
+    def first_tokens(self) -> list[int | tuple[int, ...]]:
+        """The first feed of each row: the start token, preceded by the prompt when there is one.
+
+        A prompt goes in as one multi-token feed (the runtime prefills it in a single step) ending
+        at the start token, so the first logits are still those where <|nospeech|> is read.
+        """
+        first = self.cfg.sot_sequence[0]
+        return [(*self._prompt, first) if self._prompt else first] * self.rows
 
     def _filter(self, logits: np.ndarray) -> np.ndarray:
         """Apply Whisper's rules in place to a [rows, vocab] matrix, one row per live hypothesis."""
@@ -165,13 +175,13 @@ class WindowSearch:
         others ended, and a parent that is not the row's own index means its cache is copied.
         `logits` is used as scratch space (the rules are applied in place): no copy per step.
         """
-        if self._prompt_fed < len(self.cfg.sot_sequence):
-            if self._prompt_fed == 0:
+        if self._sot_fed < len(self.cfg.sot_sequence):
+            if self._sot_fed == 0:
                 row = logits[0]
                 self.no_speech_prob = float(np.exp(row[self.cfg.no_speech] - _logsumexp(row)))
-            self._prompt_fed += 1
-            if self._prompt_fed < len(self.cfg.sot_sequence):
-                return [self.cfg.sot_sequence[self._prompt_fed]] * self.rows, list(range(self.rows))
+            self._sot_fed += 1
+            if self._sot_fed < len(self.cfg.sot_sequence):
+                return [self.cfg.sot_sequence[self._sot_fed]] * self.rows, list(range(self.rows))
         block = logits[: len(self._live)]
         if block.dtype != np.float32:
             block = block.astype(np.float32)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from engine.audio import SAMPLE_RATE
+from engine.decode_options import DecodeOptions
 from engine.features import log_mel_windows
 from engine.inference import InferenceRuntime
 from engine.model_store import StoredModel, load_stored_model
@@ -33,7 +34,7 @@ class _ActiveWindow:
     job: WindowJob
     handle: int
     sequences: list[int]
-    feed: list[int] = field(default_factory=list)
+    feed: list[int | tuple[int, ...]] = field(default_factory=list)
 
 
 class Transcriber:
@@ -57,14 +58,15 @@ class Transcriber:
         beam = beam_size or (settings.beam_size if name == settings.model else DEFAULT_BEAM_SIZE[name])
         return cls(stored, beam, settings.device, int8=settings.compute_type == "int8")
 
-    def transcribe(self, audio: np.ndarray, progress: Callable[[int, int], None] | None = None) -> Transcript:
-        return self.transcribe_many([audio], progress)[0]
+    def transcribe(self, audio: np.ndarray, progress: Callable[[int, int], None] | None = None,
+                   options: DecodeOptions = DecodeOptions()) -> Transcript:
+        return self.transcribe_many([audio], progress, options)[0]
 
-    def transcribe_many(self, audios: Sequence[np.ndarray],
-                        progress: Callable[[int, int], None] | None = None) -> list[Transcript]:
+    def transcribe_many(self, audios: Sequence[np.ndarray], progress: Callable[[int, int], None] | None = None,
+                        options: DecodeOptions = DecodeOptions()) -> list[Transcript]:
         """Transcribe 16 kHz mono files together, windows of all files sharing every decoder step.
 
-        `progress(done, total)` is called as windows finish.
+        `progress(done, total)` is called as windows finish. `options` apply to every window.
         """
         tasks = deque((i, span) for i, audio in enumerate(audios) for span in self.vad.windows(audio))
         total = len(tasks)
@@ -75,7 +77,7 @@ class Transcriber:
             room = self.windows_in_flight - len(active)
             if tasks and room > 0:
                 batch = [tasks.popleft() for _ in range(min(room, len(tasks)))]
-                active.extend(self._start(batch, audios))
+                active.extend(self._start(batch, audios, options))
             finished = self._step(active)
             for window in finished:
                 active.remove(window)
@@ -92,8 +94,9 @@ class Transcriber:
             for w, a in zip(words, audios)
         ]
 
-    def _start(self, batch: list[tuple[int, SpeechWindow]], audios: Sequence[np.ndarray]) -> list[_ActiveWindow]:
-        jobs = [WindowJob(self.search_config, self.tokenizer, span) for _, span in batch]
+    def _start(self, batch: list[tuple[int, SpeechWindow]], audios: Sequence[np.ndarray],
+               options: DecodeOptions) -> list[_ActiveWindow]:
+        jobs = [WindowJob(self.search_config, self.tokenizer, span, options) for _, span in batch]
         chunks = [job.span.gather(audios[file]) for (file, _), job in zip(batch, jobs)]
         handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels))
         started = []

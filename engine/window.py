@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from engine.alignment import fit_to_speech, word_timings
 from engine.audio import SAMPLE_RATE
+from engine.decode_options import DecodeOptions
 from engine.fallback import WindowDecode, is_silence
 from engine.features import WINDOW_SAMPLES
 from engine.result import Word
@@ -22,10 +23,11 @@ SKIPPED_AFTER_SECONDS = 0.3
 
 
 class WindowJob:
-    def __init__(self, config: SearchConfig, tokenizer: WhisperTokenizer, span: SpeechWindow) -> None:
+    def __init__(self, config: SearchConfig, tokenizer: WhisperTokenizer, span: SpeechWindow,
+                 options: DecodeOptions = DecodeOptions()) -> None:
         self.span = span.first(WINDOW_SAMPLES)
         self.tokenizer = tokenizer
-        self.decode = WindowDecode(config, tokenizer, self.samples / SAMPLE_RATE)
+        self.decode = WindowDecode(config, tokenizer, self.samples / SAMPLE_RATE, options)
         self._result: SearchResult | None = None
         self._text: list[int] = []
 
@@ -37,7 +39,9 @@ class WindowJob:
         """Settle the result once the last search is done.
 
         Returns the tokens to run the alignment pass on (None when there is no text), and the
-        span to decode again when the model left its last segment open or skipped speech.
+        span to decode again when the model left its last segment open or skipped speech. The
+        alignment tokens never include the prompt: openai/whisper and faster-whisper align the
+        text after the bare SOT sequence too, whatever prompt steered the decode.
         """
         result = self.decode.result()
         redo = None

@@ -93,3 +93,21 @@ def test_span_past_the_end_is_a_clear_error(tmp_path: Path, installed_model):
     done = _run("transcribe", str(path), "--start-ms", "5000")
     assert done.returncode == 2
     assert "audio_start_from (5000 ms)" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_prompt_steers_the_spelling(tmp_path: Path, installed_model):
+    samples, rate = speak("Please call Zylotech tomorrow.")
+    path = tmp_path / "name.wav"
+    sf.write(path, samples, rate)
+    plain = _run("transcribe", str(path))
+    assert plain.returncode == 0, plain.stderr
+    assert "Zylotech" not in plain.stdout
+    prompted = _run("transcribe", str(path), "--prompt", "Zylotech", "--temperature", "0.2")
+    assert prompted.returncode == 0, prompted.stderr
+    assert "Zylotech" in prompted.stdout
+
+
+def test_temperature_out_of_range_is_a_usage_error(tmp_path: Path):
+    done = _run("transcribe", str(tmp_path / "any.wav"), "--temperature", "1.5")
+    assert done.returncode == 2
+    assert "expected a temperature from 0 to 1" in done.stderr and "Traceback" not in done.stderr
