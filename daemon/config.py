@@ -40,6 +40,9 @@ DEFAULTS: dict[str, str] = {
     "WORKER_STALL_SECONDS": "300",
     "MAX_AUDIO_SECONDS": "14400",
     "REQUEST_TIMEOUT_SECONDS": "3600",
+    "ASYNC_ENGINE_DATA_DIR": "",  # empty: $XDG_DATA_HOME/async-engine/data
+    "MAX_QUEUED_JOBS": "10000",
+    "JOB_RETENTION_HOURS": "168",
     "HTTP_MAX_CONNECTIONS": "1000",
     "HTTP_REQUEST_READ_TIMEOUT": "10",
     "HTTP_IDLE_TIMEOUT": "75",
@@ -94,6 +97,9 @@ class DaemonConfig:
     api_key: str | None  # every endpoint but /health needs `Authorization: Bearer <key>`
     worker_stall_seconds: int  # a worker that shows no sign of life this long is killed and replaced
     http: HttpLimits  # what one client connection may take, in time and in number
+    data_dir: Path  # the job store: records and audio
+    max_queued_jobs: int  # asynchronous jobs waiting for a slot; more are refused (429, code 19)
+    job_retention_hours: float  # finished jobs and their audio are removed this long after they end
     engine: EngineSettings
 
     @classmethod
@@ -156,6 +162,9 @@ class DaemonConfig:
                 read_timeout=_seconds("HTTP_REQUEST_READ_TIMEOUT", get("HTTP_REQUEST_READ_TIMEOUT")),
                 idle_timeout=_seconds("HTTP_IDLE_TIMEOUT", get("HTTP_IDLE_TIMEOUT")),
             ),
+            data_dir=_data_dir(get("ASYNC_ENGINE_DATA_DIR")),
+            max_queued_jobs=parse_int("MAX_QUEUED_JOBS", get("MAX_QUEUED_JOBS"), 1, 10_000_000),
+            job_retention_hours=_hours("JOB_RETENTION_HOURS", get("JOB_RETENTION_HOURS")),
             engine=engine,
         )
 
@@ -199,6 +208,31 @@ def cuda_device_count() -> int:
 def default_decoders(inference_processes: int, cpu_count: int) -> int:
     """The cores the inference processes leave over, at least one and at most MAX_DEFAULT_DECODERS."""
     return min(MAX_DEFAULT_DECODERS, max(1, cpu_count - inference_processes))
+
+
+def _data_dir(value: str) -> Path:
+    """ASYNC_ENGINE_DATA_DIR, or $XDG_DATA_HOME/async-engine/data; it must be (or become) a writable directory."""
+    if value:
+        path = Path(value)
+    else:
+        path = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "async-engine" / "data"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"ASYNC_ENGINE_DATA_DIR: cannot create {str(path)!r}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"ASYNC_ENGINE_DATA_DIR: {str(path)!r} is not writable by this process")
+    return path
+
+
+def _hours(name: str, value: str) -> float:
+    try:
+        hours = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of hours; got {value!r}") from None
+    if not (math.isfinite(hours) and 0 < hours <= 24 * 3650):
+        raise ConfigError(f"{name} must be more than 0 and at most 87600 hours (10 years); got {value!r}")
+    return hours
 
 
 def _readable_file(name: str, value: str) -> Path | None:

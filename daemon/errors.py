@@ -35,13 +35,16 @@ ERROR_TABLE: tuple[ErrorKind, ...] = (
               "the audio to transcribe (after audio_start_from / audio_end_at) is longer than MAX_AUDIO_SECONDS."),
     ErrorKind(6, 413, "audio_too_large", "the file is larger than DOWNLOAD_MAX_BYTES."),
     ErrorKind(7, 423, "over_capacity",
-              "MAX_TRANSCRIPTS_PARALLEL files are already being transcribed; retry after Retry-After seconds."),
+              "MAX_TRANSCRIPTS_PARALLEL files are already being transcribed; retry after Retry-After seconds "
+              "(429 on /v1/audio/transcriptions, which OpenAI's clients retry)."),
     ErrorKind(8, 500, "internal_failure", "an unexpected server fault; the uid identifies it in the logs."),
     ErrorKind(9, 400, "malformed_request",
               "the request is not well-formed HTTP (400; 501 for a transfer coding the server does not support), "
               "its headers are over 32 KiB (431), its body is over 64 KiB (413), or the body is not a JSON "
               "object (nested too deeply included)."),
-    ErrorKind(10, 415, "unsupported_content_type", "the request's Content-Type is not application/json."),
+    ErrorKind(10, 415, "unsupported_content_type",
+              "the request's Content-Type is not application/json (multipart/form-data for "
+              "/v1/audio/transcriptions)."),
     ErrorKind(11, 422, "mono_with_dual_channel", "dual_channel is true but the file has one channel."),
     ErrorKind(12, 422, "empty_audio", "the file holds no audio samples."),
     ErrorKind(13, 503, "worker_failure",
@@ -50,11 +53,19 @@ ERROR_TABLE: tuple[ErrorKind, ...] = (
               "shutting down; retry shortly."),
     ErrorKind(15, 504, "request_timed_out", "the request waited and ran longer than REQUEST_TIMEOUT_SECONDS."),
     ErrorKind(16, 401, "unauthorized",
-              "ASYNC_ENGINE_API_KEY is set and the request lacks `Authorization: Bearer <key>` with that key."),
+              "ASYNC_ENGINE_API_KEY is set and the request has neither `Authorization: Bearer <key>` nor "
+              "`Authorization: <key>` with that key."),
     ErrorKind(17, 404, "no_such_endpoint", "no such path, or the method is not allowed on it (404 / 405)."),
     ErrorKind(18, 403, "address_not_allowed",
               "audio_url (or a redirect) leads to an address the server may not download from: link-local "
               "and cloud-metadata addresses by default, or per DOWNLOAD_DENY / DOWNLOAD_ALLOW."),
+    ErrorKind(19, 429, "queue_full",
+              "MAX_QUEUED_JOBS asynchronous jobs already wait for a slot; retry after Retry-After seconds."),
+    ErrorKind(20, 404, "no_such_transcript", "no transcript (or upload) has this id on this server; it may have "
+              "expired (JOB_RETENTION_HOURS)."),
+    ErrorKind(21, 400, "transcript_not_completed",
+              "the transcript is queued, processing, in error or deleted, so it has no export (srt, vtt, "
+              "sentences, paragraphs, word search) yet."),
 )
 _BY_CODE = {kind.code: kind for kind in ERROR_TABLE}
 
@@ -76,6 +87,9 @@ REQUEST_TIMED_OUT = 15
 UNAUTHORIZED = 16
 NO_SUCH_ENDPOINT = 17
 ADDRESS_NOT_ALLOWED = 18
+QUEUE_FULL = 19
+NO_SUCH_TRANSCRIPT = 20
+TRANSCRIPT_NOT_COMPLETED = 21
 
 
 class ApiError(Exception):
@@ -85,25 +99,36 @@ class ApiError(Exception):
     """
 
     def __init__(self, code: int, description: str, *, status: int | None = None,
-                 retry_after: int | None = None) -> None:
+                 retry_after: int | None = None, param: str | None = None) -> None:
         description = redact(description)
         super().__init__(description)
         self.code = code
         self.status = status or _BY_CODE[code].status
         self.description = description
-        self.retry_after = retry_after  # seconds, sent as Retry-After (423, 503)
+        self.retry_after = retry_after  # seconds, sent as Retry-After (423, 429, 503)
+        self.param = param  # the request field at fault, when one is (OpenAI's error names it)
+
+    @property
+    def name(self) -> str:
+        return _BY_CODE[self.code].name
 
     def body(self, uid: str) -> dict:
         return {"code": self.code, "description": self.description, "uid": uid}
 
 
-def over_capacity(limit: int, retry_after: int) -> ApiError:
+def over_capacity(limit: int, retry_after: int, status: int = 423) -> ApiError:
+    """423 is the old engine's answer; OpenAI's clients retry a 429 by themselves."""
     return ApiError(
         OVER_CAPACITY,
         f"the server is already transcribing {limit} files (MAX_TRANSCRIPTS_PARALLEL); "
         f"retry in {retry_after} s or lower your concurrency",
-        retry_after=retry_after,
+        status=status, retry_after=retry_after,
     )
+
+
+def queue_full(limit: int, retry_after: int) -> ApiError:
+    return ApiError(QUEUE_FULL, f"{limit} transcripts already wait in the queue (MAX_QUEUED_JOBS); retry in "
+                                f"{retry_after} s or submit fewer at once", retry_after=retry_after)
 
 
 def worker_failed(reason: str) -> ApiError:

@@ -1,4 +1,7 @@
-"""The front's view of the transcription back end, so the HTTP layer can be tested without workers."""
+"""The jobs' view of the process tree that transcribes: what the scheduler needs of the workers.
+
+daemon/workers/dispatcher.py is the implementation; unit tests of the HTTP layer use a stand-in.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,13 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.decode_options import DecodeOptions
 from engine.result import Word
 
 
-class JobClient(Protocol):
-    def submit(self, uid: str, pcm: np.ndarray, timeout: float) -> list[list[Word]]:
+class WorkerPool(Protocol):
+    def submit(self, uid: str, pcm: np.ndarray, timeout: float, options: DecodeOptions = DecodeOptions()
+               ) -> list[list[Word]]:
         """pcm: float32 [channels, samples] at 16 kHz (1 channel, or 2 for dual_channel). Blocks until done;
         returns one word list per channel, times in ms from the start of pcm. Raises ApiError on failure."""
 

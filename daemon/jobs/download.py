@@ -11,6 +11,7 @@ the customer's server decides what its errors mean.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -43,11 +44,33 @@ _RESOLVER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="resolve")
 
 def fetch(url: str, limits: DownloadLimits, deadline: float | None = None) -> bytearray:
     """The body at `url` (http or https only); `deadline` (time.monotonic()) bounds the whole transfer."""
-    _check_url(url)
+    check_url(url)
     if deadline is None:
         deadline = time.monotonic() + 24 * 3600
     if time.monotonic() >= deadline:
         raise _past_deadline(url)
+    with _guarded_session(limits, deadline) as (session, watchdog):
+        return _get(session, url, limits, watchdog)
+
+
+def post_json(url: str, body: dict, headers: dict[str, str], limits: DownloadLimits, seconds: float) -> int:
+    """POST `body` to `url` under the download rules (addresses, timeouts, no proxy), not following
+    redirects; returns the answer's status. Raises ApiError like fetch when there is no answer."""
+    check_url(url, "webhook_url")
+    with _guarded_session(limits, time.monotonic() + seconds) as (session, watchdog):
+        try:
+            with session.post(url, json=body, headers={"User-Agent": _USER_AGENT, **headers}, allow_redirects=False,
+                              timeout=(limits.connect_timeout, limits.read_timeout), stream=True) as response:
+                return response.status_code
+        except AddressRefused as exc:
+            raise ApiError(ADDRESS_NOT_ALLOWED, f"Webhook error to {url}, the server may not connect to {exc}") from None
+        except _TRANSFER_ERRORS as exc:
+            raise _request_error(url, exc, limits, watchdog) from None
+
+
+@contextlib.contextmanager
+def _guarded_session(limits: DownloadLimits, deadline: float) -> Iterator[tuple[requests.Session, _Watchdog]]:
+    """A session whose every connection the address policy checks and the deadline's watchdog ends."""
     watchdog = _Watchdog(deadline)
     try:
         with requests.Session() as session:
@@ -56,7 +79,7 @@ def fetch(url: str, limits: DownloadLimits, deadline: float | None = None) -> by
             adapter = _GuardedAdapter(limits, watchdog)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            return _get(session, url, limits, watchdog)
+            yield session, watchdog
     finally:
         watchdog.cancel()
 
@@ -205,17 +228,18 @@ def _resolve(host: str, port: int, timeout: float) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
-def _check_url(url: str) -> None:
+def check_url(url: str, field: str = "audio_url") -> None:
+    """An http(s) URL with a host, or ApiError (400, code 4) naming `field` and what is wrong with it."""
     try:
         parts = urlsplit(url)
         hostname, _ = parts.hostname, parts.port  # .port raises on a port that is not a number in range
     except ValueError as exc:
-        raise ApiError(INVALID_PARAMETER, f"audio_url {_quoted(url)} is not a valid URL: {exc}") from None
+        raise ApiError(INVALID_PARAMETER, f"{field} {_quoted(url)} is not a valid URL: {exc}") from None
     if parts.scheme.lower() not in ("http", "https"):
         scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-        raise ApiError(INVALID_PARAMETER, f"audio_url must be an http or https URL; {_quoted(url)} has {scheme}")
+        raise ApiError(INVALID_PARAMETER, f"{field} must be an http or https URL; {_quoted(url)} has {scheme}")
     if not hostname:
-        raise ApiError(INVALID_PARAMETER, f"audio_url {_quoted(url)} has no host name")
+        raise ApiError(INVALID_PARAMETER, f"{field} {_quoted(url)} has no host name")
 
 
 def _quoted(url: str, limit: int = 300) -> str:
