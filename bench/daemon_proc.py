@@ -11,6 +11,7 @@ import contextlib
 import functools
 import http.server
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -160,7 +161,9 @@ def running_daemon(**env: str) -> Iterator[Daemon]:
     The log goes to a temp file kept after exit (its path is printed) for post-mortems.
     """
     port = free_port()
-    full_env = {**os.environ, "ASYNC_ENGINE_HOST": "127.0.0.1", "ASYNC_ENGINE_PORT": str(port), **env}
+    data = tempfile.mkdtemp(prefix=f"bench-daemon-{port}-data-")  # its jobs, not a user's or another run's
+    full_env = {**os.environ, "ASYNC_ENGINE_HOST": "127.0.0.1", "ASYNC_ENGINE_PORT": str(port),
+                "ASYNC_ENGINE_DATA_DIR": data, **env}
     log_path = Path(tempfile.gettempdir()) / f"bench-daemon-{port}.log"
     started = time.monotonic()
     with open(log_path, "w") as log_file:
@@ -173,3 +176,4 @@ def running_daemon(**env: str) -> Iterator[Daemon]:
         yield daemon
     finally:
         daemon.stop()
+        shutil.rmtree(data, ignore_errors=True)

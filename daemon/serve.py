@@ -12,13 +12,18 @@ import logging
 import resource
 import signal
 import threading
+import time
 from dataclasses import replace
 
 from daemon import logs, malloc
 from daemon.config import DaemonConfig
-from daemon.workers.dispatcher import Dispatcher
-from daemon.http.app import MAX_BODY_BYTES, create_app
+from daemon.http.app import create_app
+from daemon.http.bodies import MAX_BODY_BYTES, MULTIPART_OVERHEAD_BYTES
 from daemon.http.server import HttpServer
+from daemon.jobs.scheduler import Scheduler
+from daemon.jobs.sqlite_store import DataDirInUse, SqliteJobStore
+from daemon.jobs.webhooks import Webhooks
+from daemon.workers.dispatcher import Dispatcher
 from daemon.workers.leftovers import remove_dead_trees
 
 log = logging.getLogger("async_engine.serve")
@@ -33,23 +38,38 @@ def serve(config: DaemonConfig) -> int:
                   "unset it to serve with local decoders")
         return 2
     remove_dead_trees()
+    try:
+        store = SqliteJobStore(config.data_dir)
+    except DataDirInUse as exc:
+        log.error("%s", exc)
+        return 2
     limits = replace(config.http, max_connections=_raise_descriptor_limit(config.http.max_connections))
     dispatcher = Dispatcher(config)
+    webhooks = Webhooks(store, config.download)
+    scheduler = Scheduler(config, store, dispatcher, on_finished=webhooks.job_finished)
+    uploads = {"/v2/upload": config.download.max_bytes,
+               "/v1/audio/transcriptions": config.download.max_bytes + MULTIPART_OVERHEAD_BYTES}
     try:
-        server = HttpServer(create_app(config, dispatcher), config.host, config.port,
-                            threads=config.max_transcripts_parallel + 4, limits=limits, max_body_bytes=MAX_BODY_BYTES)
+        server = HttpServer(create_app(config, scheduler, store, dispatcher), config.host, config.port,
+                            threads=config.max_transcripts_parallel + 4, limits=limits, max_body_bytes=MAX_BODY_BYTES,
+                            uploads=uploads)
     except OSError as exc:  # the port is taken, or the host is not ours
         dispatcher.stop()
+        store.close()
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 2
+    webhooks.start()
+    scheduler.start()
     stopping = threading.Event()
     drained = threading.Event()
     stopped = threading.Event()
 
     def drain_then_stop() -> None:
-        log.info("stopping: draining %d job(s) in flight", dispatcher.in_flight)
+        log.info("stopping: draining %d job(s) in flight; queued jobs stay queued", dispatcher.in_flight)
+        deadline = time.monotonic() + config.request_timeout_seconds
         try:
-            dispatcher.drain(config.request_timeout_seconds)
+            scheduler.drain(config.request_timeout_seconds)
+            dispatcher.drain(max(0.0, deadline - time.monotonic()))
         finally:
             drained.set()
             _thread.interrupt_main()  # runs on_signal in the main thread, which ends waitress's loop
@@ -74,7 +94,10 @@ def serve(config: DaemonConfig) -> int:
     finally:
         stopped.set()  # signals from here on are ignored: the cleanup below must run to the end
         server.close()
+        scheduler.drain(0)
         dispatcher.stop()
+        webhooks.stop()
+        store.close()
         log.info("stopped")
     return 0
 

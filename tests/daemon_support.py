@@ -58,10 +58,12 @@ def running_daemon(tmp_path: Path, *, host: str = "127.0.0.1", wrapper: tuple[st
     """Start `async-engine serve` with the given environment on a free port of `host` (loopback).
 
     `wrapper` prefixes the command (e.g. `ip netns exec NAME` to run it on another network host).
+    Each daemon keeps its jobs in a data directory of its own under tmp_path unless
+    ASYNC_ENGINE_DATA_DIR says otherwise (a restart test passes the same one twice).
     """
     port = free_port()
     full_env = {**os.environ, "ASYNC_ENGINE_HOST": host, "ASYNC_ENGINE_PORT": str(port),
-                "ASYNC_ENGINE_DECODERS": "1", **env}
+                "ASYNC_ENGINE_DECODERS": "1", "ASYNC_ENGINE_DATA_DIR": str(tmp_path / f"data-{port}"), **env}
     log_path = tmp_path / f"daemon-{port}.log"
     with open(log_path, "w") as log_file:
         process = subprocess.Popen([*wrapper, sys.executable, "-m", "daemon.cli", "serve"], cwd=ROOT, env=full_env,

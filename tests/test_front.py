@@ -1,4 +1,4 @@
-"""The HTTP layer alone: the Falcon app with a stand-in JobClient, audio served on loopback.
+"""The HTTP layer alone: the Falcon app with stand-in workers, audio served on loopback.
 
 The real daemon (processes, model) is covered by test_daemon.py; here every answer shape, error
 code, admission path and time shift is checked quickly and deterministically.
@@ -6,6 +6,7 @@ code, admission path and time shift is checked quickly and deterministically.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ from falcon import testing
 
 from daemon.config import DaemonConfig
 from daemon.http.app import create_app
+from daemon.jobs.scheduler import Scheduler
+from daemon.jobs.sqlite_store import SqliteJobStore
 from daemon_support import audio_server
 from engine.result import Word
 
@@ -25,7 +28,7 @@ RATE = 16000
 
 
 class StandIn:
-    """A JobClient returning fixed words per channel; optionally holds every job until `gate` is set."""
+    """Workers returning fixed words per channel; optionally holds every job until `gate` is set."""
 
     def __init__(self, channels: list[list[Word]] | None = None, gate: threading.Event | None = None,
                  ready: bool = True) -> None:
@@ -35,7 +38,7 @@ class StandIn:
         self.entered = threading.Semaphore(0)
         self.shapes: list[tuple[int, ...]] = []
 
-    def submit(self, uid: str, pcm: np.ndarray, timeout: float) -> list[list[Word]]:
+    def submit(self, uid: str, pcm: np.ndarray, timeout: float, options=None) -> list[list[Word]]:
         assert pcm.dtype == np.float32 and uid.startswith("t_")
         self.shapes.append(pcm.shape)
         self.entered.release()
@@ -60,8 +63,12 @@ def origin(tmp_path_factory) -> Iterator[str]:
         yield url
 
 
-def _client(jobs: StandIn, **env: str) -> testing.TestClient:
-    return testing.TestClient(create_app(DaemonConfig.from_env({"ASYNC_ENGINE_DEVICES": "cpu", **env}), jobs))
+def _client(workers: StandIn, **env: str) -> testing.TestClient:
+    """The app over a job store of its own (a fresh data directory) and the stand-in workers."""
+    data = tempfile.mkdtemp(prefix="front-jobs-")
+    config = DaemonConfig.from_env({"ASYNC_ENGINE_DEVICES": "cpu", "ASYNC_ENGINE_DATA_DIR": data, **env})
+    store = SqliteJobStore(Path(data))
+    return testing.TestClient(create_app(config, Scheduler(config, store, workers), store, workers))
 
 
 def _assert_error(result: testing.Result, status: int, code: int) -> dict:
@@ -285,7 +292,7 @@ KEY = "k3y-0123456789abcdef"
 @pytest.mark.parametrize(("headers", "mentions"), [
     ({}, "no Authorization header"),
     ({"Authorization": "Bearer wrong-key-0123456789"}, "wrong API key"),
-    ({"Authorization": KEY}, "wrong API key"),
+    ({"Authorization": "wrong-key-0123456789"}, "wrong API key"),
     ({"Authorization": f"Basic {KEY}"}, "wrong API key"),
 ])
 def test_api_key_is_required_when_configured(origin, headers, mentions):
@@ -303,6 +310,9 @@ def test_the_right_key_passes_and_health_needs_none(origin):
     auth = {"Authorization": f"Bearer {KEY}"}
     answer = client.simulate_post("/transcribe/url", headers=auth, json={"audio_url": f"{origin}/mono.wav"})
     assert answer.status_code == 200
+    plain = {"Authorization": KEY}  # AssemblyAI's SDKs send the key alone
+    assert client.simulate_post("/transcribe/url", headers=plain, json={"audio_url": f"{origin}/mono.wav"}).status_code \
+        == 200
     assert client.simulate_get("/health").status_code == 200
     document = client.simulate_get("/openapi.json", headers=auth).json
     assert document["security"] == [{"apiKey": []}] and document["paths"]["/health"]["get"]["security"] == []

@@ -13,7 +13,9 @@ customer's firewall the clients are other programs, some broken, some hostile. H
   the oldest of the peer address that holds the most, so one client cannot lock out the others,
   passing over one whose request already waits unread in its socket;
   only when every connection is serving a request is the newcomer refused, with a JSON 503.
-- requests are bounded in bytes: the head to MAX_HEADER_BYTES, the body to what the API accepts.
+- requests are bounded in bytes: the head to MAX_HEADER_BYTES, the body to what its path accepts (a
+  JSON body 64 KiB, an upload DOWNLOAD_MAX_BYTES); an upload's time allowance grows with the bytes it
+  has sent (MIN_UPLOAD_BYTES_PER_SECOND), so a slow link can upload a large file but a trickle cannot.
 - every error waitress answers itself is API.md's JSON error with a uid, and logged like any request.
   A client may still be sending when it comes (a 300 KB header, a body over the limit): closing at
   once would reset the connection and lose the answer, so the server half-closes, reads and drops
@@ -30,10 +32,12 @@ import logging
 import socket
 import time
 from collections import Counter
+from typing import Mapping
 
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import Error, RequestEntityTooLarge, RequestHeaderFieldsTooLarge
@@ -50,30 +54,38 @@ FAST_PATHS = frozenset({"/health", "/openapi.json"})  # answered from memory, ne
 FAST_THREADS = 2
 REPORT_EVERY_SECONDS = 10.0
 ARRIVED_KEY = "async_engine.arrived"  # WSGI environ: time.time() of the request's first byte
+MIN_UPLOAD_BYTES_PER_SECOND = 64 * 1024  # each 64 KiB of body received buys a second more to send the rest
 LINGER_SECONDS = 2.0  # after an error answer, input is read and dropped this long so the client sees the answer
 
 
 class HttpServer:
     """waitress's listeners and task threads with the limits above; run() until a KeyboardInterrupt."""
 
-    def __init__(self, app, host: str, port: int, threads: int, limits: HttpLimits, max_body_bytes: int) -> None:
+    def __init__(self, app, host: str, port: int, threads: int, limits: HttpLimits, max_body_bytes: int,
+                 uploads: Mapping[str, int]) -> None:
+        """`uploads`: the paths that take a body larger than max_body_bytes, and how large."""
         self.limits = limits
-        self.adj = Adjustments(
+        settings = dict(
             host=host, port=port, threads=threads, ident="async-engine",
             connection_limit=limits.max_connections + 16,  # never reached: _Listener evicts or refuses first
             cleanup_interval=1, channel_timeout=max(limits.read_timeout, limits.idle_timeout),
             max_request_header_size=MAX_HEADER_BYTES, max_request_body_size=max_body_bytes + 1,
             asyncore_use_poll=True,  # select() cannot watch descriptors past 1023
         )
+        self.adj = Adjustments(**settings)
+        upload_adj = {path: Adjustments(**{**settings, "max_request_body_size": size + 1})
+                      for path, size in uploads.items()}
+        parser = type("Parser", (_Parser,), {"upload_adj": upload_adj})
         self.map: dict = {}
         self.dispatcher = ThreadedTaskDispatcher()
         self.dispatcher.set_thread_count(threads)
         self.fast = ThreadedTaskDispatcher()
         self.fast.set_thread_count(FAST_THREADS)
         self.guard = _ConnectionGuard(limits)
+        channel = type("Channel", (_Channel,), {"parser_class": parser})
         self.listeners = [
             _Listener(app, self.map, dispatcher=self.dispatcher, adj=self.adj, sockinfo=sockinfo,
-                      guard=self.guard, fast=self.fast)
+                      guard=self.guard, fast=self.fast, channel=channel)
             for sockinfo in self.adj.listen
         ]
         self.guard.listeners = self.listeners
@@ -173,7 +185,7 @@ class _JsonErrorTask(ErrorTask):
     """waitress's answer to a request it could not parse (or to an app that crashed) as API.md's JSON."""
 
     def execute(self) -> None:
-        error = _api_error(self.request.error, self.channel.server.adj)
+        error = _api_error(self.request.error, self.request.adj)
         uid = new_uid()
         body = json.dumps(error.body(uid)).encode()
         self.status = f"{error.status} {self.request.error.reason}"
@@ -194,14 +206,24 @@ def _api_error(error: Error, adj: Adjustments) -> ApiError:
         return ApiError(MALFORMED_REQUEST, f"the request line and headers are larger than "
                                            f"{adj.max_request_header_size} bytes", status=431)
     if isinstance(error, RequestEntityTooLarge):
-        return ApiError(MALFORMED_REQUEST, f"the request body is larger than {adj.max_request_body_size - 1} bytes",
-                        status=413)
+        return ApiError(MALFORMED_REQUEST, f"the request body is larger than {adj.max_request_body_size - 1} bytes"
+                                           " allowed on this path", status=413)
     if error.code == 500:
         return ApiError(INTERNAL_FAILURE, "an unexpected server error occurred while answering this request")
     if error.code == 501:
         return ApiError(MALFORMED_REQUEST, f"the request uses an HTTP feature this server does not support: "
                                            f"{error.body}", status=501)
     return ApiError(MALFORMED_REQUEST, f"the HTTP request is malformed: {error.body}", status=error.code)
+
+
+class _Parser(HTTPRequestParser):
+    """waitress's request parser with the body limit of the request's path, known once its head is read."""
+
+    upload_adj: dict[str, Adjustments] = {}
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        self.adj = self.upload_adj.get(self.path, self.adj)
 
 
 class _Task(WSGITask):
@@ -291,19 +313,20 @@ class _Channel(HTTPChannel):
         if self.total_outbufs_len:
             return "unread" if now - self.last_activity > limits.read_timeout else None
         if self.request_started is not None:
-            return "incomplete" if now - self.request_started > limits.read_timeout else None
+            received = getattr(self.request, "body_bytes_received", 0)
+            allowed = limits.read_timeout + received / MIN_UPLOAD_BYTES_PER_SECOND
+            return "incomplete" if now - self.request_started > allowed else None
         return "idle" if now - self.last_activity > limits.idle_timeout else None
 
 
 class _Listener(TcpWSGIServer):
     """One listening socket: admits connections through the guard and routes cheap requests to the fast lane."""
 
-    channel_class = _Channel
-
     def __init__(self, app, map, *, dispatcher, adj, sockinfo, guard: _ConnectionGuard,
-                 fast: ThreadedTaskDispatcher) -> None:
+                 fast: ThreadedTaskDispatcher, channel: type[_Channel]) -> None:
         self.guard = guard
         self.fast = fast
+        self.channel_class = channel
         super().__init__(app, map, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
 
     def maintenance(self, now: float) -> None:

@@ -118,7 +118,7 @@ class DecoderWorker:
         self.events.put(m.Planned(message.uid, message.channel, windows))
 
     def _open(self, message: m.Window, outgoing: dict[int, list]) -> None:
-        job = WindowJob(self.search_config, self.tokenizer, message.span)
+        job = WindowJob(self.search_config, self.tokenizer, message.span, message.options)
         self.windows[message.wid] = _Live(message.uid, message.channel, message.inference, job)
         ref = message.pcm
         channel = replace(ref, shape=(ref.shape[1],), offset=ref.offset + message.channel * ref.shape[1] * 4)

@@ -25,6 +25,7 @@ from daemon.workers.leftovers import remove_tree_names, tree_prefix
 from daemon.workers.lifeline import UNRESPONSIVE_AFTER_SECONDS
 from daemon.workers.shm import OwnedBlock
 from daemon.workers.supervisor import run_supervisor
+from engine.decode_options import DecodeOptions
 from engine.result import Word
 
 log = logging.getLogger("async_engine.dispatcher")
@@ -61,7 +62,8 @@ class Dispatcher:
         )
         self._supervisor.start()
 
-    def submit(self, uid: str, pcm: np.ndarray, timeout: float) -> list[list[Word]]:
+    def submit(self, uid: str, pcm: np.ndarray, timeout: float, options: DecodeOptions = DecodeOptions()
+               ) -> list[list[Word]]:
         if self._draining.is_set():
             raise service_not_ready("the server is shutting down; retry on another instance")
         block = OwnedBlock(f"{self.prefix}pcm_{uid[2:]}", pcm.nbytes)
@@ -70,7 +72,7 @@ class Dispatcher:
             block.array(pcm.shape, "float32")[:] = pcm  # any layout: one copy, into the block
             with self._lock:
                 self._pending[uid] = pending
-            self._jobs.put(m.Submit(uid, block.ref(pcm.shape, "float32")))
+            self._jobs.put(m.Submit(uid, block.ref(pcm.shape, "float32"), options))
             if not pending.done.wait(timeout):
                 self._jobs.put(m.Cancel(uid, "timed out"))
                 raise request_timed_out(timeout)

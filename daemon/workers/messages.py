@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from daemon.workers.shm import ArrayRef
+from engine.decode_options import DecodeOptions
 from engine.result import Word
 from engine.speech_window import SpeechWindow
 
@@ -18,6 +19,7 @@ from engine.speech_window import SpeechWindow
 class Submit:
     uid: str
     pcm: ArrayRef  # float32 [channels, samples] at 16 kHz, owned by the front
+    options: DecodeOptions  # the prompt and temperatures every window of the job is decoded with
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Window:
     pcm: ArrayRef
     span: SpeechWindow
     inference: int
+    options: DecodeOptions
 
 
 # decoder -> inference

@@ -28,6 +28,7 @@ from daemon.workers.inference import run_inference
 from daemon.workers.ipc import TreeContext, release
 from daemon.workers.leftovers import remove_tree_names
 from daemon.workers.lifeline import UNRESPONSIVE_AFTER_SECONDS, Heartbeat, ignore_stop_signals
+from engine.decode_options import DecodeOptions
 from engine.result import Word
 from engine.speech_window import SpeechWindow
 
@@ -67,6 +68,7 @@ class _Worker:
 class _Job:
     uid: str
     pcm: m.ArrayRef
+    options: DecodeOptions
     words: list[list[Word]]
     unplanned: int
     outstanding: int = 0
@@ -253,7 +255,8 @@ class Supervisor:
 
     def _handle(self, message) -> None:
         if isinstance(message, m.Submit):
-            job = _Job(message.uid, message.pcm, [[] for _ in range(message.pcm.shape[0])], message.pcm.shape[0])
+            job = _Job(message.uid, message.pcm, message.options, [[] for _ in range(message.pcm.shape[0])],
+                       message.pcm.shape[0])
             self.jobs[message.uid] = job
             if self._ready():
                 self._plan(job)
@@ -303,7 +306,8 @@ class Supervisor:
         self.generation.decoders[decoder].windows += 1
         self.generation.inference[inference].windows += 1
         job.outstanding += 1
-        self.generation.decoders[decoder].inbox.put(m.Window(wid, job.uid, channel, job.pcm, span, inference))
+        self.generation.decoders[decoder].inbox.put(m.Window(wid, job.uid, channel, job.pcm, span, inference,
+                                                             job.options))
 
     def _planned(self, message: m.Planned) -> None:
         job = self.jobs.get(message.uid)
