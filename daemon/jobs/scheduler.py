@@ -193,6 +193,7 @@ class Scheduler:
 
     def _janitor(self) -> None:
         hours = self.config.job_retention_hours
+        every = min(JANITOR_EVERY_SECONDS, hours * 3600 / 4)  # a job outlives its retention by a quarter at most
         while True:
             try:
                 removed = self.store.purge(time.time() - hours * 3600)
@@ -201,6 +202,6 @@ class Scheduler:
                              removed, hours)
             except Exception:
                 log.exception("removing expired jobs failed; trying again later")
-            if self._stopping.wait(JANITOR_EVERY_SECONDS):
+            if self._stopping.wait(every):
                 return
 
