@@ -296,6 +296,10 @@ def check_compose(repo: Path) -> list[str]:
         need(bool(env_files) or bool(environment), "no env_file and no environment")
         need(environment.get("ASYNC_ENGINE_MODELS_DIR") == "/var/lib/async-engine/models",
              "environment does not set ASYNC_ENGINE_MODELS_DIR")
+        need(environment.get("ASYNC_ENGINE_DATA_DIR") == "/var/lib/async-engine/data",
+             "environment does not set ASYNC_ENGINE_DATA_DIR")
+        need(any(str(v).endswith(":/var/lib/async-engine/data") for v in service.get("volumes") or []),
+             "no volume for the job store (/var/lib/async-engine/data): accepted jobs would die with the container")
         need(bool(service.get("stop_grace_period")), "no stop_grace_period (SIGTERM drains the jobs in flight)")
         if profile == "gpu":
             need(environment.get("ASYNC_ENGINE_DEVICES") == "auto", "ASYNC_ENGINE_DEVICES is not auto")
