@@ -267,3 +267,18 @@ def test_sync_and_async_apis_show_the_same_jobs(daemon, origin):
     stored = requests.get(f"{daemon.url}/v2/transcript/{body['uid']}", headers=headers, timeout=10).json()
     assert stored["status"] == "completed" and stored["text"] == body["blob"]
     assert [w["start"] for w in stored["words"]] == [w["start"] for w in body["words"]]
+
+
+def test_wer_through_the_sdk_equals_transcribe_url(aai_client, daemon, eval_dir):
+    """One decoding path for every entry point: the same clips give the same words either way."""
+    from bench.wer import count_errors
+
+    rows = [line.split("\t") for line in (eval_dir / "dev.tsv").read_text().splitlines()]
+    picked = [r for r in rows if r[0].startswith(("jfk/", "librispeech_1089/", "hifitts_6097_whispercpp/"))][:12]
+    by_sdk = [aai_client.transcribe(str(eval_dir / path)).text for path, _ in picked]
+    with audio_server(eval_dir) as url:
+        by_url = [requests.post(f"{daemon.url}/transcribe/url", json={"audio_url": f"{url}/{path}"},
+                                headers={"Authorization": KEY}, timeout=120).json()["blob"] for path, _ in picked]
+    errors = [sum(count_errors(ref, text).errors for (_, ref), text in zip(picked, texts)) for texts in (by_sdk, by_url)]
+    assert sum(count_errors(ref, "").words for _, ref in picked) > 100
+    assert errors[0] == errors[1] and by_sdk == by_url, (errors, by_sdk, by_url)
