@@ -160,9 +160,9 @@ def from_engine_error(exc: EngineError) -> ApiError:
     """The API error for an engine error, chosen by its stable `.code`; unknown codes are server faults."""
     code = _ENGINE_CODES.get(exc.code, INTERNAL_FAILURE)
     if code == UNDECODABLE_AUDIO:
-        return ApiError(code, f"the file at audio_url is not audio the server can decode: {exc.message}")
+        return ApiError(code, f"the file is not audio the server can decode: {exc.message}")
     if code == EMPTY_AUDIO:
-        return ApiError(code, f"the file at audio_url holds no audio: {exc.message}")
+        return ApiError(code, f"the file holds no audio: {exc.message}")
     if code == AUDIO_TOO_LONG:
         return ApiError(code, f"{exc.message} (MAX_AUDIO_SECONDS); send a shorter file, or transcribe part of it "
                               "with audio_start_from / audio_end_at")

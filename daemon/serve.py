@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from daemon import logs, malloc
 from daemon.config import DaemonConfig
-from daemon.http.app import create_app
+from daemon.http.app import create_app, error_body
 from daemon.http.bodies import MAX_BODY_BYTES, MULTIPART_OVERHEAD_BYTES
 from daemon.http.server import HttpServer
 from daemon.jobs.scheduler import Scheduler
@@ -52,7 +52,7 @@ def serve(config: DaemonConfig) -> int:
     try:
         server = HttpServer(create_app(config, scheduler, store, dispatcher), config.host, config.port,
                             threads=config.max_transcripts_parallel + 4, limits=limits, max_body_bytes=MAX_BODY_BYTES,
-                            uploads=uploads)
+                            uploads=uploads, error_body=error_body)
     except OSError as exc:  # the port is taken, or the host is not ours
         dispatcher.stop()
         store.close()

@@ -25,6 +25,7 @@ from engine.errors import (
 )
 
 SAMPLE_RATE = 16000
+MAX_SPAN_MS = 2**31 - 1  # 24.8 days: past any audio this reads, and inside every integer a seek takes
 _SAMPLES_PER_MS = SAMPLE_RATE // 1000
 _FLOAT32_BYTES = 4
 
@@ -339,6 +340,9 @@ def read_span(
     length, and while decoding in any case, so a header that under-declares cannot get past it.
     """
     start = start_ms or 0
+    for name, ms in (("audio_start_from", start), ("audio_end_at", end_ms)):
+        if ms is not None and not 0 <= ms <= MAX_SPAN_MS:
+            raise InvalidParameterError(f"{name} ({ms} ms) must be from 0 to {MAX_SPAN_MS} ms")
     with _open(source) as f:
         if dual_channel and f.channels < 2:
             raise MonoWithDualChannelError("dual_channel is true but the file has one channel; "

@@ -8,7 +8,6 @@ generated with eSpeak NG, and a loopback receiver plays the customer's webhook e
 
 from __future__ import annotations
 
-import http.server
 import json
 import queue
 import re

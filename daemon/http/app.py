@@ -86,13 +86,20 @@ class _OpenApi:
         resp.media = self.document
 
 
+def error_body(path: str, error: ApiError, uid: str) -> dict:
+    """The JSON of an error on `path`: {code, description, uid} and the field its surface's SDK reads.
+
+    The HTTP server uses it too, for the requests it answers before the app sees them."""
+    extra = next((fields for prefix, fields in _SURFACE_ERRORS.items() if path.startswith(prefix)), None)
+    return {**error.body(uid), **(extra(error) if extra else {})}
+
+
 def _answer(req: falcon.Request, resp: falcon.Response, error: ApiError) -> None:
     uid = getattr(req.context, "uid", None) or new_uid()
     req.context.uid = uid
     req.context.error = (error.code, error.description)
     resp.status = error.status
-    extra = next((fields for prefix, fields in _SURFACE_ERRORS.items() if req.path.startswith(prefix)), None)
-    resp.media = {**error.body(uid), **(extra(error) if extra else {})}
+    resp.media = error_body(req.path, error, uid)
     if error.retry_after is not None:
         resp.set_header("Retry-After", str(error.retry_after))
 

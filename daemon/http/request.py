@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 from daemon.errors import INVALID_PARAMETER, MALFORMED_REQUEST, ApiError
+from engine.audio import MAX_SPAN_MS
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,16 @@ def _check_type(name: str, value: object) -> None:
     elif expected is bool:
         if not isinstance(value, bool):
             raise ApiError(INVALID_PARAMETER, f"{name} must be true or false (a JSON boolean); got {_shown(value)}")
-    elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ApiError(INVALID_PARAMETER, f"{name} must be a whole number of milliseconds >= 0; got {_shown(value)}")
+    else:
+        milliseconds(name, value)
+
+
+def milliseconds(name: str, value: object) -> int | None:
+    """A span bound as the APIs take it: null, or whole milliseconds from 0 to MAX_SPAN_MS."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SPAN_MS):
+        raise ApiError(INVALID_PARAMETER, f"{name} must be a whole number of milliseconds >= 0 (at most "
+                                          f"{MAX_SPAN_MS}); got {_shown(value)}")
+    return value
 
 
 def _shown(value: object, limit: int = 80) -> str:

@@ -32,7 +32,7 @@ import logging
 import socket
 import time
 from collections import Counter
-from typing import Mapping
+from typing import Callable, Mapping
 
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
@@ -44,10 +44,11 @@ from waitress.utilities import Error, RequestEntityTooLarge, RequestHeaderFields
 
 from daemon import logs
 from daemon.config import HttpLimits
-from daemon.errors import INTERNAL_FAILURE, MALFORMED_REQUEST, ApiError, service_not_ready
+from daemon.errors import AUDIO_TOO_LARGE, INTERNAL_FAILURE, MALFORMED_REQUEST, ApiError, service_not_ready
 from engine.result import new_uid
 
 log = logging.getLogger("async_engine.http")
+ErrorBody = Callable[[str, ApiError, str], dict]  # (path, error, uid) -> the JSON body
 
 MAX_HEADER_BYTES = 32 * 1024  # request line and headers; browsers and SDKs send under 8 KiB
 FAST_PATHS = frozenset({"/health", "/openapi.json"})  # answered from memory, never wait for a slot
@@ -62,8 +63,9 @@ class HttpServer:
     """waitress's listeners and task threads with the limits above; run() until a KeyboardInterrupt."""
 
     def __init__(self, app, host: str, port: int, threads: int, limits: HttpLimits, max_body_bytes: int,
-                 uploads: Mapping[str, int]) -> None:
-        """`uploads`: the paths that take a body larger than max_body_bytes, and how large."""
+                 uploads: Mapping[str, int], error_body: ErrorBody) -> None:
+        """`uploads`: the paths that take a body larger than max_body_bytes, and how large; `error_body`:
+        the app's JSON for an error on a path, for the errors answered here."""
         self.limits = limits
         settings = dict(
             host=host, port=port, threads=threads, ident="async-engine",
@@ -85,7 +87,7 @@ class HttpServer:
         channel = type("Channel", (_Channel,), {"parser_class": parser})
         self.listeners = [
             _Listener(app, self.map, dispatcher=self.dispatcher, adj=self.adj, sockinfo=sockinfo,
-                      guard=self.guard, fast=self.fast, channel=channel)
+                      guard=self.guard, fast=self.fast, channel=channel, error_body=error_body)
             for sockinfo in self.adj.listen
         ]
         self.guard.listeners = self.listeners
@@ -185,9 +187,10 @@ class _JsonErrorTask(ErrorTask):
     """waitress's answer to a request it could not parse (or to an app that crashed) as API.md's JSON."""
 
     def execute(self) -> None:
-        error = _api_error(self.request.error, self.request.adj)
+        path = getattr(self.request, "path", None) or ""
+        error = _api_error(self.request.error, self.request.adj, upload=path in self.request.upload_adj)
         uid = new_uid()
-        body = json.dumps(error.body(uid)).encode()
+        body = json.dumps(self.channel.server.error_body(path, error, uid)).encode()
         self.status = f"{error.status} {self.request.error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
@@ -201,13 +204,16 @@ class _JsonErrorTask(ErrorTask):
                           error.description)
 
 
-def _api_error(error: Error, adj: Adjustments) -> ApiError:
+def _api_error(error: Error, adj: Adjustments, upload: bool) -> ApiError:
     if isinstance(error, RequestHeaderFieldsTooLarge):
         return ApiError(MALFORMED_REQUEST, f"the request line and headers are larger than "
                                            f"{adj.max_request_header_size} bytes", status=431)
+    if isinstance(error, RequestEntityTooLarge) and upload:
+        return ApiError(AUDIO_TOO_LARGE, f"the upload is larger than the {adj.max_request_body_size - 1} bytes this "
+                                         "path takes (DOWNLOAD_MAX_BYTES, and room for a form's other fields)")
     if isinstance(error, RequestEntityTooLarge):
-        return ApiError(MALFORMED_REQUEST, f"the request body is larger than {adj.max_request_body_size - 1} bytes"
-                                           " allowed on this path", status=413)
+        return ApiError(MALFORMED_REQUEST, f"the request body is larger than {adj.max_request_body_size - 1} bytes",
+                        status=413)
     if error.code == 500:
         return ApiError(INTERNAL_FAILURE, "an unexpected server error occurred while answering this request")
     if error.code == 501:
@@ -323,10 +329,11 @@ class _Listener(TcpWSGIServer):
     """One listening socket: admits connections through the guard and routes cheap requests to the fast lane."""
 
     def __init__(self, app, map, *, dispatcher, adj, sockinfo, guard: _ConnectionGuard,
-                 fast: ThreadedTaskDispatcher, channel: type[_Channel]) -> None:
+                 fast: ThreadedTaskDispatcher, channel: type[_Channel], error_body: ErrorBody) -> None:
         self.guard = guard
         self.fast = fast
         self.channel_class = channel
+        self.error_body = error_body
         super().__init__(app, map, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
 
     def maintenance(self, now: float) -> None:
@@ -343,7 +350,7 @@ class _Listener(TcpWSGIServer):
         except OSError:
             return  # the client gave up between connect and accept
         if not self.guard.admit(addr):
-            _refuse(conn)
+            _refuse(conn, self.error_body)
             return
         self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
 
@@ -353,11 +360,11 @@ class _Listener(TcpWSGIServer):
         lane.add_task(channel)
 
 
-def _refuse(conn: socket.socket) -> None:
+def _refuse(conn: socket.socket, error_body: ErrorBody) -> None:
     """Answer a connection we cannot admit without reading its request, then close it."""
     error = service_not_ready("the server has as many connections as it accepts (HTTP_MAX_CONNECTIONS), all "
                               "serving requests; retry shortly")
-    body = json.dumps(error.body(new_uid())).encode()
+    body = json.dumps(error_body("", error, new_uid())).encode()
     head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             f"Retry-After: {error.retry_after}\r\nConnection: close\r\n\r\n").encode()
     try:

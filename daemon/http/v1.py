@@ -104,6 +104,8 @@ class _Transcriptions:
         for part in req.get_media():
             name = part.name or ""
             if name in _UNSUPPORTED:
+                if (part.get_text() or "").strip().lower() in ("", "false", "0", "null", "none"):
+                    continue  # it asks for nothing (the SDK sends stream=false when a caller passes stream=False)
                 raise _invalid(name, f"{name} is not supported by this server; leave it out")
             if name not in _FIELDS:
                 raise _invalid(name, f"unknown form field {name[:60]!r}; the fields are file, model, language, "

@@ -25,6 +25,7 @@ from daemon.config import DaemonConfig
 from daemon.errors import (AUDIO_TOO_LARGE, INVALID_PARAMETER, MALFORMED_REQUEST, NO_SUCH_TRANSCRIPT,
                            TRANSCRIPT_NOT_COMPLETED, ApiError)
 from daemon.http.bodies import read_json
+from daemon.http.request import milliseconds
 from daemon.jobs.download import check_url
 from daemon.jobs.record import Job, Options, Origin, Status
 from daemon.jobs.scheduler import Scheduler
@@ -48,8 +49,11 @@ _UNSUPPORTED = {
     "remove_audio_tags", "keyterms_prompt", "keyterms_prompt_options", "speech_understanding", "domain",
     "custom_topics", "topics", "webhook_auth",
 }
-_DEFAULT_PAGE = 10
-_MAX_PAGE = 200
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")  # RFC 9110 token
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]{0,8192}")
+DEFAULT_PAGE = 10
+MAX_PAGE = 200
+MAX_CHARS_PER_CAPTION = 10_000
 
 
 def error_fields(error: ApiError) -> dict:
@@ -91,14 +95,18 @@ class _Transcripts:
         resp.media = transcript_body(self.scheduler.enqueue(job))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        limit = _int_param(req, "limit", _DEFAULT_PAGE, 1, _MAX_PAGE)
+        limit = _int_param(req, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
         status = req.get_param("status")
         if status is not None and status not in {s.value for s in Status}:
             raise ApiError(INVALID_PARAMETER, f"status must be one of {', '.join(s.value for s in Status)}; "
                                               f"got {status!r}")
         created_on = req.get_param("created_on")
-        if created_on is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", created_on):
-            raise ApiError(INVALID_PARAMETER, f"created_on must be a date, YYYY-MM-DD; got {created_on!r}")
+        if created_on is not None:
+            try:
+                dt.datetime.strptime(created_on, "%Y-%m-%d")
+            except ValueError:
+                raise ApiError(INVALID_PARAMETER, f"created_on must be a date, YYYY-MM-DD; got {created_on[:40]!r}") \
+                    from None
         before, after = req.get_param("before_id"), req.get_param("after_id")
         jobs = self.store.page(limit, before_id=before, after_id=after, created_on=created_on,
                                status=Status(status) if status else None)
@@ -122,8 +130,16 @@ class _Transcript:
         resp.media = transcript_body(_job(self.store, job_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
-        _job(self.store, job_id)
-        resp.media = transcript_body(self.store.delete(job_id))
+        """A finished transcript loses its text and audio; a queued one is taken off the queue as well. One
+        being transcribed cannot be: its words would land after the deletion."""
+        if _job(self.store, job_id).status is Status.PROCESSING:
+            raise ApiError(TRANSCRIPT_NOT_COMPLETED, f"transcript {job_id} is being transcribed; delete it when it "
+                                                     "has completed or failed")
+        deleted = self.store.delete(job_id)
+        if deleted is None:
+            raise ApiError(TRANSCRIPT_NOT_COMPLETED, f"transcript {job_id} started being transcribed meanwhile; "
+                                                     "delete it when it has completed or failed")
+        resp.media = transcript_body(deleted)
 
 
 class _View:
@@ -141,7 +157,7 @@ class _View:
             raise ApiError(TRANSCRIPT_NOT_COMPLETED, f"transcript {job_id} is {state}, so it has no {view} yet")
         result = job.result
         if view in ("srt", "vtt"):
-            chars = _int_param(req, "chars_per_caption", None, 1, 10_000)
+            chars = _int_param(req, "chars_per_caption", None, 1, MAX_CHARS_PER_CAPTION)
             resp.content_type = "text/plain; charset=utf-8"
             resp.text = (exports.srt if view == "srt" else exports.vtt)(result, chars)
         elif view == "sentences":
@@ -163,7 +179,7 @@ def transcript_body(job: Job) -> dict:
         "id": job.id,
         "status": job.status.value,
         "error": job.error.description if job.error else None,
-        "audio_url": "http://deleted_by_user" if job.deleted else options.audio_url,
+        "audio_url": _audio_url(job),
         "text": "Deleted by user." if job.deleted else result.get("blob"),
         "words": words,
         "utterances": result.get("utterances") if words is not None else None,
@@ -184,6 +200,11 @@ def transcript_body(job: Job) -> dict:
     }
 
 
+def _audio_url(job: Job) -> str:
+    """AssemblyAI's SDK requires a string: a file sent inline (OpenAI's form) has no URL, so ""."""
+    return "http://deleted_by_user" if job.deleted else job.options.audio_url or ""
+
+
 def _confidence(words: list[dict]) -> float:
     return round(sum(w["confidence"] for w in words) / len(words), 4) if words else 0.0
 
@@ -191,7 +212,7 @@ def _confidence(words: list[dict]) -> float:
 def _list_item(job: Job, base: str) -> dict:
     return {"id": job.id, "resource_url": f"{base}/{job.id}", "status": job.status.value,
             "created": _iso(job.created), "completed": _iso(job.completed) if job.completed else None,
-            "audio_url": "http://deleted_by_user" if job.deleted else job.options.audio_url,
+            "audio_url": _audio_url(job),
             "error": job.error.description if job.error else None}
 
 
@@ -211,7 +232,7 @@ def _int_param(req: falcon.Request, name: str, default: int | None, low: int, hi
     raw = req.get_param(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise ApiError(INVALID_PARAMETER, f"{name} must be a whole number from {low} to {high}; got {raw[:40]!r}")
     return int(raw)
 
@@ -242,8 +263,8 @@ def _parse_request(body: object, store: JobStore) -> tuple[Options, str | None]:
         dual_channel=_bool(body, "dual_channel", False),
         format_text=_bool(body, "format_text", True),
         punctuate=_bool(body, "punctuate", True),
-        audio_start_from=_ms(body, "audio_start_from"),
-        audio_end_at=_ms(body, "audio_end_at"),
+        audio_start_from=milliseconds("audio_start_from", body.get("audio_start_from")),
+        audio_end_at=milliseconds("audio_end_at", body.get("audio_end_at")),
         prompt=_text(body, "prompt"),
         temperature=_temperature(body),
         webhook_url=_text(body, "webhook_url"),
@@ -257,14 +278,17 @@ def _parse_request(body: object, store: JobStore) -> tuple[Options, str | None]:
         check_url(options.webhook_url, "webhook_url")
     if (options.webhook_auth_header_name is None) != (options.webhook_auth_header_value is None):
         raise ApiError(INVALID_PARAMETER, "webhook_auth_header_name and webhook_auth_header_value go together")
-    upload = _upload_token(audio_url, store)
-    if upload is None:
-        check_url(audio_url)
-    return options, upload
+    if options.webhook_auth_header_name is not None and not _HEADER_NAME.fullmatch(options.webhook_auth_header_name):
+        raise ApiError(INVALID_PARAMETER, "webhook_auth_header_name must be an HTTP header name (letters, digits and "
+                                          "!#$%&'*+-.^_`|~)")
+    if options.webhook_auth_header_value is not None and not _HEADER_VALUE.fullmatch(options.webhook_auth_header_value):
+        raise ApiError(INVALID_PARAMETER, "webhook_auth_header_value must be printable text without line breaks")
+    check_url(audio_url)
+    return options, _upload_token(audio_url, store)
 
 
 def _upload_token(url: str, store: JobStore) -> str | None:
-    match = _UPLOAD_PATH.fullmatch(urlsplit(url).path) if url.startswith(("http://", "https://")) else None
+    match = _UPLOAD_PATH.fullmatch(urlsplit(url).path)
     if match is None:
         return None
     if not store.has_upload(match.group(1)):
@@ -284,13 +308,6 @@ def _bool(body: dict, name: str, default: bool) -> bool:
         return default
     if not isinstance(value, bool):
         raise ApiError(INVALID_PARAMETER, f"{name} must be true or false (a JSON boolean)")
-    return value
-
-
-def _ms(body: dict, name: str) -> int | None:
-    value = body.get(name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ApiError(INVALID_PARAMETER, f"{name} must be a whole number of milliseconds >= 0")
     return value
 
 

@@ -240,6 +240,14 @@ def check_url(url: str, field: str = "audio_url") -> None:
         raise ApiError(INVALID_PARAMETER, f"{field} must be an http or https URL; {_quoted(url)} has {scheme}")
     if not hostname:
         raise ApiError(INVALID_PARAMETER, f"{field} {_quoted(url)} has no host name")
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise ApiError(INVALID_PARAMETER, f"{field} {_quoted(url)} holds spaces or control characters; encode them "
+                                          "(%20, ...)")
+    try:
+        hostname.encode("idna")
+    except UnicodeError:
+        raise ApiError(INVALID_PARAMETER, f"{field} {_quoted(url)} has a host name that is not a valid DNS name") \
+            from None
 
 
 def _quoted(url: str, limit: int = 300) -> str:

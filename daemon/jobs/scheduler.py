@@ -24,7 +24,7 @@ from daemon.errors import (INTERNAL_FAILURE, ApiError, from_engine_error, over_c
                            request_timed_out)
 from daemon.jobs.client import WorkerPool
 from daemon.jobs.download import fetch
-from daemon.jobs.record import Job, JobError, Origin, Status
+from daemon.jobs.record import Job, JobError, Status
 from daemon.jobs.store import JobStore
 from engine.audio import SAMPLE_RATE, read_span
 from engine.decode_options import DecodeOptions
@@ -99,8 +99,8 @@ class Scheduler:
         elif not self.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise request_timed_out(self.config.request_timeout_seconds)
         try:
-            self.store.add(job)
-            return self._transcribe(self.store.start(job.id), deadline, audio)
+            started = self.store.add(job.with_(status=Status.PROCESSING, started=time.time(), attempts=1))
+            return self._transcribe(started, deadline, audio)  # never queued: no runner can take it too
         finally:
             self.slots.release()
 

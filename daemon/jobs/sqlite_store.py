@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from daemon.errors import AUDIO_TOO_LARGE, ApiError
+from daemon.errors import AUDIO_TOO_LARGE, NO_SUCH_TRANSCRIPT, ApiError
 from daemon.jobs.record import Job, JobError, Options, Origin, Status
 
 _SCHEMA = """
@@ -134,10 +134,6 @@ class SqliteJobStore:
                 raise
         return None if row is None else self.get(row[0])
 
-    def start(self, job_id: str) -> Job:
-        self._update(job_id, "status = ?, started = ?, attempts = attempts + 1", Status.PROCESSING.value, time.time())
-        return self.get(job_id)
-
     def keep_audio(self, job_id: str, audio: bytes | bytearray) -> None:
         name = self._write(Path("audio") / job_id, audio)
         self._update(job_id, "audio = ?", name)
@@ -150,7 +146,8 @@ class SqliteJobStore:
 
     def finish(self, job_id: str, *, result: dict | None = None, error: JobError | None = None) -> Job:
         status = Status.ERROR if error is not None else Status.COMPLETED
-        self._update(job_id, "status = ?, completed = ?, result = ?, error_code = ?, error_description = ?, "
+        self._update(job_id, "status = ?, completed = ?, result = CASE WHEN deleted THEN NULL ELSE ? END, "
+                             "error_code = ?, error_description = ?, "
                              "webhook_pending = json_extract(options, '$.webhook_url') IS NOT NULL",
                      status.value, time.time(), None if result is None else json.dumps(result),
                      error.code if error else None, error.description if error else None)
@@ -181,11 +178,28 @@ class SqliteJobStore:
         return requeued, failed
 
     def delete(self, job_id: str) -> Job | None:
-        job = self.get(job_id)
-        if job is None:
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                job = _job(row) if row else None
+                if job is not None and job.status is not Status.PROCESSING:
+                    cancelled = job.status is Status.QUEUED
+                    self._db.execute(
+                        "UPDATE jobs SET result = NULL, audio = NULL, deleted = 1, webhook_pending = 0, "
+                        "status = ?, completed = COALESCE(completed, ?), error_code = ?, error_description = ? "
+                        "WHERE id = ?",
+                        (Status.ERROR.value if cancelled else job.status.value, time.time(),
+                         NO_SUCH_TRANSCRIPT if cancelled else job.error.code if job.error else None,
+                         "deleted before it was transcribed" if cancelled else
+                         job.error.description if job.error else None, job_id))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if job is None or job.status is Status.PROCESSING:
             return None
         self._remove_audio(job)
-        self._update(job_id, "result = NULL, audio = NULL, deleted = 1")
         return self.get(job_id)
 
     def purge(self, finished_before: float) -> int:
@@ -265,7 +279,13 @@ class SqliteJobStore:
         return str(name)
 
     def _remove_audio(self, job: Job) -> None:
+        """Remove a job's audio, unless another job still reads it (an upload transcribed twice)."""
         if job.audio is None:
+            return
+        with self._mutex:
+            shared = self._db.execute("SELECT 1 FROM jobs WHERE audio = ? AND id != ? AND deleted = 0",
+                                      (job.audio, job.id)).fetchone()
+        if shared:
             return
         if job.audio.startswith("uploads/"):
             self._remove_upload(job.audio.removeprefix("uploads/"))

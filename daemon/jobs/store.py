@@ -28,9 +28,6 @@ class JobStore(Protocol):
     def claim(self) -> Job | None:
         """The oldest queued job, now processing (attempts + 1); None when none is queued."""
 
-    def start(self, job_id: str) -> Job:
-        """A job its creator runs itself (a synchronous request) starts processing."""
-
     def keep_audio(self, job_id: str, audio: bytes | bytearray) -> None:
         """Store a job's downloaded file, so a restart transcribes it without fetching it again."""
 
@@ -51,7 +48,8 @@ class JobStore(Protocol):
         error when they cannot run again; returns (requeued, failed)."""
 
     def delete(self, job_id: str) -> Job | None:
-        """Remove a job's transcript and audio; the record stays, marked deleted."""
+        """Remove a job's transcript and audio (a queued job leaves the queue, in error); the record stays,
+        marked deleted. None when there is no such job or it is being transcribed (it cannot be deleted)."""
 
     def purge(self, finished_before: float) -> int:
         """Remove jobs finished before this time, with their audio, and uploads as old that no job

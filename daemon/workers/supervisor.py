@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 
 from daemon import logs
@@ -43,7 +44,7 @@ HEALTH_REFRESH_SECONDS = 1.0
 class _Worker:
     kind: str
     index: int
-    process: mp.process.BaseProcess
+    process: BaseProcess
     inbox: Queue
     heartbeat: Heartbeat
     state: str = "starting"
