@@ -315,7 +315,8 @@ def test_the_right_key_passes_and_health_needs_none(origin):
         == 200
     assert client.simulate_get("/health").status_code == 200
     document = client.simulate_get("/openapi.json", headers=auth).json
-    assert document["security"] == [{"apiKey": []}] and document["paths"]["/health"]["get"]["security"] == []
+    assert document["security"] == [{"apiKey": []}, {"bearer": []}]
+    assert document["paths"]["/health"]["get"]["security"] == []
     assert "securitySchemes" not in _client(StandIn()).simulate_get("/openapi.json").json["components"]
 
 
