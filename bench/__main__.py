@@ -1,4 +1,4 @@
-"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak --model tiny.en --beam 5 [...]`.
+"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak|jobs --model tiny.en --beam 5 [...]`.
 
 One run measures every system on the same decoded audio, in one process on one
 machine, so the ratios between them are trustworthy even if absolute speeds drift.
@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     soak.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     soak.add_argument("--seed", type=int, default=1)
     soak.add_argument("--csv", type=Path, help="time series; default bench/cache/soak-<UTC time>.csv")
+    jobs = sub.add_parser("jobs", help="submit-to-completed latency of /v2/transcript jobs (webhook and polled) "
+                                       "against the synchronous /transcribe/url, with WER")
+    _common(jobs)
+    jobs.add_argument("--limit", type=int, help="first N clips of dev.tsv only")
+    jobs.add_argument("--poll", type=float, default=0.1, help="seconds between GETs of the polled way")
+    jobs.add_argument("--timeout", type=float, default=600.0, help="seconds per transcript")
     return parser
 
 
@@ -186,6 +192,10 @@ def main() -> None:
         from bench.soak import soak
 
         soak(args)
+    elif args.command == "jobs":
+        from bench.jobs import jobs
+
+        jobs(args)
 
 
 if __name__ == "__main__":
