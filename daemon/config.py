@@ -226,13 +226,7 @@ def _data_dir(value: str) -> Path:
 
 
 def _hours(name: str, value: str) -> float:
-    try:
-        hours = float(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of hours; got {value!r}") from None
-    if not (math.isfinite(hours) and 0 < hours <= 24 * 3650):
-        raise ConfigError(f"{name} must be more than 0 and at most 87600 hours (10 years); got {value!r}")
-    return hours
+    return _duration(name, value, "hours", 24 * 3650, "87600 hours (10 years)")
 
 
 def _readable_file(name: str, value: str) -> Path | None:
@@ -271,10 +265,15 @@ def _log_level(value: str) -> str:
 
 
 def _seconds(name: str, value: str) -> float:
+    return _duration(name, value, "seconds", 3600, "3600 seconds")
+
+
+def _duration(name: str, value: str, unit: str, most: float, most_text: str) -> float:
+    """A positive, finite length of time with an upper bound (nan, inf and 0 would stall or spin)."""
     try:
-        seconds = float(value)
+        number = float(value)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds; got {value!r}") from None
-    if not (math.isfinite(seconds) and 0 < seconds <= 3600):
-        raise ConfigError(f"{name} must be more than 0 and at most 3600 seconds; got {value!r}")
-    return seconds
+        raise ConfigError(f"{name} must be a number of {unit}; got {value!r}") from None
+    if not (math.isfinite(number) and 0 < number <= most):
+        raise ConfigError(f"{name} must be more than 0 and at most {most_text}; got {value!r}")
+    return number

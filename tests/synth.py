@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 import espeakng_loader
 
@@ -103,6 +104,12 @@ def speak(text: str, voice: str = VOICE_A, rate_wpm: int = 160) -> tuple[np.ndar
                           cwd=Path(__file__).parent, capture_output=True, check=True)
     rate = int.from_bytes(done.stdout[:4], "little")
     return np.frombuffer(done.stdout[4:], dtype=np.float32).copy(), rate
+
+
+def speak_at(text: str, sr: int, voice: str = VOICE_A) -> np.ndarray:
+    """``speak`` resampled to ``sr``: the rate a test's file or the model wants, not eSpeak's 22.05 kHz."""
+    samples, rate = speak(text, voice)
+    return soxr.resample(samples, rate, sr).astype(np.float32)
 
 
 _CHILD = """

@@ -25,7 +25,7 @@ import soxr
 
 from bench.daemon_proc import OriginHandler
 from daemon_support import audio_server, free_port, loopback_server, running_daemon
-from synth import VOICE_A, VOICE_B, silence, speak, tone, white_noise
+from synth import VOICE_A, VOICE_B, silence, speak_at, tone, white_noise
 
 MAX_BYTES = 2_000_000  # above the largest good file here (8 channels, 6.6 s: 1.7 MB)
 MAX_SECONDS = 20
@@ -43,8 +43,7 @@ _UID = re.compile(r"t_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-
 # --- audio ------------------------------------------------------------------------------------------------
 
 def _say(text: str, voice: str) -> np.ndarray:
-    samples, rate = speak(text, voice)
-    return soxr.resample(samples, rate, SR).astype(np.float32)
+    return speak_at(text, SR, voice)
 
 
 def _padded(speech: np.ndarray, rate: int) -> np.ndarray:

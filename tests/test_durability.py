@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import requests
 import soundfile as sf
-import soxr
 
 from bench.proctree import tree_pids
 from daemon.workers.leftovers import SHM_DIR
 from daemon_support import audio_server, running_daemon
-from synth import silence, speak
+from synth import silence, speak_at
 
 SR = 16000
 SENTENCES = ["the weather today is sunny and warm", "our meeting moved to the afternoon",
@@ -31,8 +30,7 @@ def origin(tmp_path_factory, installed_model):
     root = tmp_path_factory.mktemp("durable-audio")
     parts = []
     for text in SENTENCES * 4:
-        samples, rate = speak(text)
-        parts += [soxr.resample(samples, rate, SR).astype(np.float32), silence(1.0, SR)]
+        parts += [speak_at(text, SR), silence(1.0, SR)]
     sf.write(root / "long.wav", np.concatenate(parts), SR, subtype="PCM_16")  # about a minute of speech
     with audio_server(root) as url:
         yield url

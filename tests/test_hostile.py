@@ -28,13 +28,12 @@ import numpy as np
 import pytest
 import requests
 import soundfile as sf
-import soxr
 
 from bench.hostile import (UNFINISHED_STARTS, hostile_origin, open_unfinished, wait_closed, write_junk,
                            write_tiny_huge_files)
 from daemon_support import audio_server, loopback_server, running_daemon
 from netns import isolated_host
-from synth import silence, speak
+from synth import silence, speak_at
 
 READ_TIMEOUT_S = 3  # HTTP_REQUEST_READ_TIMEOUT of the module's daemon
 IDLE_TIMEOUT_S = 6  # HTTP_IDLE_TIMEOUT
@@ -51,8 +50,7 @@ _UID = re.compile(r"t_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, installed_model) -> Path:
     root = tmp_path_factory.mktemp("hostile")
-    samples, rate = speak("please send the weekly report to the finance team before friday")
-    speech = soxr.resample(samples, rate, SR).astype(np.float32)
+    speech = speak_at("please send the weekly report to the finance team before friday", SR)
     sf.write(root / "speech.wav", np.concatenate([silence(0.3, SR), speech, silence(0.3, SR)]), SR,
              subtype="PCM_16")
     write_tiny_huge_files(root)

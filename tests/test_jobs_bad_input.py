@@ -28,12 +28,11 @@ import numpy as np
 import pytest
 import requests
 import soundfile as sf
-import soxr
 
 from bench.daemon_proc import OriginHandler
 from daemon.errors import ERROR_TABLE
 from daemon_support import loopback_server, running_daemon
-from synth import silence, speak
+from synth import silence, speak_at
 
 KEY = "jobs-bad-input-key-0123456789"
 MAX_BYTES = 2_000_000
@@ -64,8 +63,7 @@ TOO_LONG = _wav(silence(MAX_SECONDS + 5, 8000), 8000, "PCM_U8")  # 25 s in 200 k
 @pytest.fixture(scope="module")
 def speech(installed_model) -> bytes:
     """A 2.4 s sentence: a transcript with words, for the rows where words must (not) come back."""
-    samples, rate = speak(SENTENCE)
-    said = soxr.resample(samples, rate, SR).astype(np.float32)
+    said = speak_at(SENTENCE, SR)
     return _wav(np.concatenate([silence(0.3, SR), said, silence(0.3, SR)]))
 
 

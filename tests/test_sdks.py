@@ -22,11 +22,10 @@ import openai
 import pytest
 import requests
 import soundfile as sf
-import soxr
 
 from bench.daemon_proc import OriginHandler
 from daemon_support import audio_server, loopback_server, running_daemon
-from synth import silence, speak, two_party_call
+from synth import silence, speak_at, two_party_call
 
 KEY = "sdk-test-key-0123456789"
 SR = 16000
@@ -38,8 +37,7 @@ CALL = [(1, "thank you for calling the support line"), (2, "I was charged twice 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, installed_model) -> Path:
     root = tmp_path_factory.mktemp("sdk-audio")
-    samples, rate = speak(SENTENCE)
-    speech = soxr.resample(samples, rate, SR).astype(np.float32)
+    speech = speak_at(SENTENCE, SR)
     sf.write(root / "speech.wav", np.concatenate([silence(0.4, SR), speech, silence(0.4, SR)]), SR, subtype="PCM_16")
     call, _ = two_party_call(CALL)
     sf.write(root / "call.wav", call, SR, subtype="PCM_16")
