@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import replace
 
-from daemon import logs, malloc
+from daemon import logs, malloc, metrics
 from daemon.config import DaemonConfig
 from daemon.http.app import create_app, error_body
 from daemon.http.bodies import MAX_BODY_BYTES, MULTIPART_OVERHEAD_BYTES
@@ -33,6 +33,14 @@ _RESERVED_DESCRIPTORS = 512
 def serve(config: DaemonConfig) -> int:
     malloc.map_large_blocks_alone()  # first: before any thread makes an arena
     logs.configure(config.log_level)
+    metrics_dir = metrics.start_tree()
+    try:
+        return _serve(config)
+    finally:
+        metrics.stop_tree(metrics_dir)
+
+
+def _serve(config: DaemonConfig) -> int:
     if config.skip_decoder:
         log.error("SKIP_DECODER=1 needs decoder nodes behind a shared queue, which this version does not have yet; "
                   "unset it to serve with local decoders")

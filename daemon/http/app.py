@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from typing import Callable
+from typing import Callable, Protocol
 
 import falcon
 
-from daemon import logs
+from daemon import logs, metrics
 from daemon.config import DaemonConfig
 from daemon.errors import (INTERNAL_FAILURE, MALFORMED_REQUEST, NO_SUCH_ENDPOINT, UNSUPPORTED_CONTENT_TYPE,
                            ApiError)
@@ -24,8 +24,7 @@ from daemon.http import legacy, v1, v2
 from daemon.http.auth import ApiKey
 from daemon.http.openapi import openapi_document
 from daemon.http.server import ARRIVED_KEY
-from daemon.jobs.client import WorkerPool
-from daemon.jobs.scheduler import Scheduler
+from daemon.jobs.client import Jobs
 from daemon.jobs.store import JobStore
 from engine.result import new_uid
 
@@ -36,11 +35,15 @@ _ENDPOINTS = "GET /openapi.json lists the endpoints"
 _SURFACE_ERRORS: dict[str, Callable[[ApiError], dict]] = {"/v2/": v2.error_fields, "/v1/": v1.error_fields}
 
 
-def create_app(config: DaemonConfig, scheduler: Scheduler, store: JobStore, workers: WorkerPool) -> falcon.App:
-    """The WSGI application; waitress serves it, tests drive it through falcon.testing."""
+def create_app(config: DaemonConfig, scheduler: Jobs, store: JobStore, workers: HealthSource) -> falcon.App:
+    """The WSGI application; waitress serves it, tests drive it through falcon.testing.
+
+    `scheduler` is the embedded Scheduler on one host, or an API node's SharedScheduler in shared mode;
+    `workers` answers /health (the local process tree, or the worker nodes seen in Redis)."""
     app = falcon.App(middleware=[_RequestLog(), ApiKey(config.api_key)])
     app.req_options.strip_url_path_trailing_slash = True
     app.add_route("/health", _Health(workers))
+    app.add_route("/metrics", metrics.MetricsResource(scheduler))
     app.add_route("/openapi.json", _OpenApi(openapi_document(config)))
     legacy.add_routes(app, config, scheduler)
     v2.add_routes(app, config, scheduler, store)
@@ -64,12 +67,19 @@ class _RequestLog:
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
                          req_succeeded: bool) -> None:
         code, description = req.context.error or (None, None)
+        seconds = time.monotonic() - req.context.started
         logs.request_line(req.context.uid, req.method, req.path, resp.status_code, code, req.context.audio_seconds,
-                          time.monotonic() - req.context.started, description)
+                          seconds, description)
+        metrics.request_answered(req.uri_template, req.method, resp.status_code, code, seconds)
+
+
+class HealthSource(Protocol):
+    def health(self) -> tuple[bool, dict]:
+        """(ready, body): 200 with body when ready, else 501."""
 
 
 class _Health:
-    def __init__(self, workers: WorkerPool) -> None:
+    def __init__(self, workers: HealthSource) -> None:
         self.workers = workers
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:

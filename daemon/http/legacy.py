@@ -14,11 +14,11 @@ from daemon.http.bodies import read_json
 from daemon.http.request import parse_request
 from daemon.jobs.download import check_url
 from daemon.jobs.record import Job, Options, Origin
-from daemon.jobs.scheduler import Scheduler
+from daemon.jobs.client import Jobs
 
 
 class TranscribeUrl:
-    def __init__(self, config: DaemonConfig, scheduler: Scheduler) -> None:
+    def __init__(self, config: DaemonConfig, scheduler: Jobs) -> None:
         self.config = config
         self.scheduler = scheduler
 
@@ -34,5 +34,5 @@ class TranscribeUrl:
         resp.media = job.result
 
 
-def add_routes(app: falcon.App, config: DaemonConfig, scheduler: Scheduler) -> None:
+def add_routes(app: falcon.App, config: DaemonConfig, scheduler: Jobs) -> None:
     app.add_route("/transcribe/url", TranscribeUrl(config, scheduler))

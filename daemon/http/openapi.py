@@ -300,7 +300,9 @@ _V1_MODEL = _object(["id", "object", "created", "owned_by"], {
 })
 
 _HEALTH = _object(["status", "workers"], {
-    "status": {"type": "string", "enum": ["ok", "loading", "restarting", "unresponsive", "draining"]},
+    "status": {"type": "string", "enum": ["ok", "loading", "restarting", "unresponsive", "draining",
+                                          "no_worker_nodes", "store_unreachable"],
+               "description": "the last two only on an API node (shared mode)"},
     "detail": {"type": "string"},
     "workers": _array({
         "type": "object",
@@ -310,6 +312,14 @@ _HEALTH = _object(["status", "workers"], {
                        "windows": {"type": "integer"},
                        "heartbeat_age_s": {"type": "number", "description": "seconds since its last pulse"}},
     }),
+    "nodes": {**_array({
+        "type": "object",
+        "properties": {"node": {"type": "string"}, "host": {"type": "string"}, "pid": {"type": "integer"},
+                       "capacity": {"type": "integer", "description": "its MAX_TRANSCRIPTS_PARALLEL"},
+                       "running": {"type": "integer", "description": "jobs it transcribes now"},
+                       "ready": {"type": "boolean", "description": "its workers are up and answered a probe"},
+                       "heartbeat_age_s": {"type": "number"}},
+    }), "description": "shared mode (API node): the live worker nodes"},
 })
 
 # --- schemas: errors ------------------------------------------------------------------------------------------
@@ -665,6 +675,16 @@ def _server_paths(config: DaemonConfig) -> dict:
                              + open_errors["501"]["description"]),
             },
         }},
+        "/metrics": {"get": {
+            "tags": ["server"], "operationId": "metrics",
+            "summary": "Prometheus metrics of this node (text exposition format)",
+            "description": "Needs no API key. Requests and jobs by endpoint, status and error code, queue depth, jobs "
+                           "in flight against capacity, audio seconds, latency and real-time-factor histograms, "
+                           "worker restarts, worker nodes alive (docs/DAEMON.md lists them).",
+            "security": [],
+            "responses": {"200": {"description": "the metrics",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}, **open_errors},
+        }},
         "/openapi.json": {"get": {
             "tags": ["server"], "operationId": "openapi", "summary": "this document",
             "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1"), **_errors("Error", _anywhere(config))},
@@ -676,7 +696,7 @@ def _server_paths(config: DaemonConfig) -> dict:
 def openapi_document(config: DaemonConfig) -> dict:
     """The document for this server's configuration (limits appear in the descriptions)."""
     error_table = "\n".join(f"| {k.code} | {k.status} | {k.name} | {k.meaning} |" for k in ERROR_TABLE)
-    key = ("Every endpoint but /health needs the API key (ASYNC_ENGINE_API_KEY), as `Authorization: Bearer <key>` "
+    key = ("Every endpoint but /health and /metrics needs the API key (ASYNC_ENGINE_API_KEY), as `Authorization: Bearer <key>` "
            "(OpenAI's clients) or `Authorization: <key>` (AssemblyAI's SDKs); else 401, code 16."
            if config.api_key else "This server needs no API key (ASYNC_ENGINE_API_KEY is not set).")
     document = {

@@ -16,7 +16,7 @@ import falcon
 from daemon.config import DaemonConfig
 from daemon.errors import AUDIO_TOO_LARGE, INVALID_PARAMETER, UNSUPPORTED_CONTENT_TYPE, ApiError
 from daemon.jobs.record import Job, Options, Origin
-from daemon.jobs.scheduler import Scheduler
+from daemon.jobs.client import Jobs
 from engine import exports
 
 ALIAS = "whisper-1"  # the name OpenAI's examples and most clients send
@@ -39,7 +39,7 @@ def error_fields(error: ApiError) -> dict:
     return {"error": {"message": error.description, "type": kind, "param": error.param, "code": error.name}}
 
 
-def add_routes(app: falcon.App, config: DaemonConfig, scheduler: Scheduler) -> None:
+def add_routes(app: falcon.App, config: DaemonConfig, scheduler: Jobs) -> None:
     app.add_route("/v1/audio/transcriptions", _Transcriptions(config, scheduler))
     app.add_route("/v1/models", _Models(config.engine.model))
     app.add_route("/v1/models/{model}", _Models(config.engine.model))
@@ -62,7 +62,7 @@ class _Models:
 
 
 class _Transcriptions:
-    def __init__(self, config: DaemonConfig, scheduler: Scheduler) -> None:
+    def __init__(self, config: DaemonConfig, scheduler: Jobs) -> None:
         self.config = config
         self.scheduler = scheduler
         self.models = (config.engine.model, ALIAS)

@@ -28,7 +28,7 @@ from daemon.http.bodies import read_json
 from daemon.http.request import milliseconds
 from daemon.jobs.download import check_url
 from daemon.jobs.record import Job, Options, Origin, Status
-from daemon.jobs.scheduler import Scheduler
+from daemon.jobs.client import Jobs
 from daemon.jobs.store import JobStore
 from engine import exports
 
@@ -61,7 +61,7 @@ def error_fields(error: ApiError) -> dict:
     return {"error": error.description}
 
 
-def add_routes(app: falcon.App, config: DaemonConfig, scheduler: Scheduler, store: JobStore) -> None:
+def add_routes(app: falcon.App, config: DaemonConfig, scheduler: Jobs, store: JobStore) -> None:
     app.add_route("/v2/upload", _Upload(config, store))
     app.add_route("/v2/transcript", _Transcripts(scheduler, store))
     app.add_route("/v2/transcript/{job_id}", _Transcript(store))
@@ -81,7 +81,7 @@ class _Upload:
 
 
 class _Transcripts:
-    def __init__(self, scheduler: Scheduler, store: JobStore) -> None:
+    def __init__(self, scheduler: Jobs, store: JobStore) -> None:
         self.scheduler = scheduler
         self.store = store
 

@@ -1,6 +1,8 @@
-"""The jobs' view of the process tree that transcribes: what the scheduler needs of the workers.
+"""The seams between the HTTP front, the jobs and the process tree that transcribes.
 
-daemon/workers/dispatcher.py is the implementation; unit tests of the HTTP layer use a stand-in.
+WorkerPool: what a runner needs of the workers (daemon/workers/dispatcher.py; unit tests of the
+HTTP layer use a stand-in). Jobs: what the HTTP surfaces need to create jobs, implemented by the
+embedded Scheduler (one host) and by an API node's SharedScheduler (Redis).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from typing import Protocol
 import numpy as np
 
 from engine.decode_options import DecodeOptions
+from daemon.jobs.record import Job
+from daemon.metrics import Load
 from engine.result import Word
 
 
@@ -21,3 +25,16 @@ class WorkerPool(Protocol):
 
     def health(self) -> tuple[bool, dict]:
         """(ready, body): body has at least "status" and "workers", a list of {"name","kind","state","pid"}."""
+
+
+class Jobs(Protocol):
+    def enqueue(self, job: Job, audio: bytes | bytearray | None = None) -> Job:
+        """Accept an asynchronous job: durable when this returns. Raises ApiError (429 queue full)."""
+
+    def run_now(self, job: Job, deadline: float, audio: bytes | bytearray | None = None,
+                busy_status: int = 423) -> Job:
+        """Run a synchronous job and wait for it; returns it completed, or raises its ApiError
+        (`busy_status` when every slot is taken and REJECT_OVER_PARALLEL is set)."""
+
+    def load(self) -> Load:
+        """Levels for /metrics: queued, in flight, capacity, worker nodes alive."""

@@ -20,7 +20,7 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 
-from daemon import logs
+from daemon import logs, metrics
 from daemon.workers import messages as m
 from daemon.config import DaemonConfig
 from daemon.workers.decoder import run_decoder
@@ -196,6 +196,7 @@ class Supervisor:
         assert generation is not None
         dead = [w.name for w in generation.workers if not w.process.is_alive()]
         log.error("worker(s) %s died; restarting all workers", ", ".join(dead))
+        metrics.workers_restarted()
         self._stop_generation(generation, grace=1.0)
         self.generation = None
         self.failures += 1

@@ -1,0 +1,113 @@
+"""The one path from a job's audio to its transcript, run wherever the workers are.
+
+The embedded scheduler (one host) and a worker node (shared mode, daemon/shared/worker_node.py)
+both call JobRunner.run: the audio (stored, uploaded or downloaded now), read_span, the workers,
+the response body; every outcome lands in the job's record before anyone is told, and each ended
+job is counted in the metrics once, here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from daemon import metrics
+from daemon.config import DaemonConfig
+from daemon.errors import INTERNAL_FAILURE, ApiError, from_engine_error, request_timed_out
+from daemon.jobs.client import WorkerPool
+from daemon.jobs.download import fetch
+from daemon.jobs.record import Job, JobError
+from daemon.jobs.store import JobStore
+from engine.audio import SAMPLE_RATE, read_span
+from engine.decode_options import DecodeOptions
+from engine.errors import EngineError
+from engine.response import response_body
+from engine.text_format import TextOptions
+
+log = logging.getLogger("async_engine.jobs")
+
+
+class JobRunner:
+    def __init__(self, config: DaemonConfig, store: JobStore, workers: WorkerPool,
+                 on_finished: Callable[[Job], None] = lambda job: None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
+        self.config = config
+        self.store = store
+        self.workers = workers
+        self.on_finished = on_finished  # the webhooks' hook: called with every job that ends
+        self.stopping = stopping  # the server stops: a resumable job cut short stays processing
+
+    def run(self, job: Job, deadline: float, audio: bytes | bytearray | None = None) -> Job:
+        """Audio to transcript for one job, its record updated with the outcome; raises its ApiError."""
+        started = time.monotonic()
+        options = job.options
+        try:
+            pcm, offset_ms = self._decode(job, deadline, audio)
+            del audio
+            duration = pcm.shape[1] / SAMPLE_RATE
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise request_timed_out(self.config.request_timeout_seconds)
+            channels = self.workers.submit(job.id, pcm, remaining, self._decode_options(job))
+            del pcm
+            enabled = self.config.enable_auto_punctuation
+            text = TextOptions(written=options.format_text, punctuation=options.punctuate and enabled, casing=enabled)
+            result = response_body(channels, duration, offset_ms, text, options.dual_channel, job.id)
+        except ApiError as error:
+            if self.stopping() and job.origin.resumable:
+                raise  # the server stops under it: it stays processing, and the next start runs it again
+            self._ended(self.store.finish(job.id, error=JobError(error.code, error.description)), started)
+            raise
+        job = self.store.finish(job.id, result=result)
+        self._ended(job, started)
+        return job
+
+    def run_logged(self, job: Job, deadline: float) -> Job | None:
+        """Run a queued job (nobody waits on a connection for it) and log its one line; never raises.
+        Returns the job as it ended, or None when the server stopped under it (it stays processing)."""
+        started = time.monotonic()
+        try:
+            job = self.run(job, deadline)
+        except ApiError:
+            if self.stopping() and job.origin.resumable:
+                return None
+            job = self.store.get(job.id) or job
+        except Exception:  # a bug must cost one job, never a runner thread
+            log.exception("job=%s failed unexpectedly", job.id)
+            job = self.store.finish(job.id, error=JobError(INTERNAL_FAILURE, "an unexpected server error occurred; "
+                                                           f"report job {job.id} to the server's operator"))
+            self._ended(job, started)
+        audio = job.result.get("duration") if job.result else None
+        log.info("job=%s origin=%s status=%s code=%s audio_s=%s wall_s=%.3f attempt=%d%s", job.id, job.origin.value,
+                 job.status.value, job.error.code if job.error else "-", f"{audio:.3f}" if audio is not None else "-",
+                 time.monotonic() - started, job.attempts, f" error={job.error.description!r}" if job.error else "")
+        return job
+
+    def _ended(self, job: Job, started: float) -> None:
+        metrics.job_ended(job, time.monotonic() - started)
+        self.on_finished(job)
+
+    def _decode(self, job: Job, deadline: float, audio: bytes | bytearray | None) -> tuple:
+        """(pcm, offset_ms) of the span to transcribe; the encoded file is let go of on return."""
+        data = audio if audio is not None else self._audio(job, deadline)
+        options = job.options
+        try:
+            return read_span(data, dual_channel=options.dual_channel, start_ms=options.audio_start_from,
+                             end_ms=options.audio_end_at, max_seconds=self.config.max_audio_seconds)
+        except EngineError as exc:
+            raise from_engine_error(exc) from None
+
+    def _audio(self, job: Job, deadline: float) -> bytearray:
+        """The job's encoded file: stored (uploaded, or fetched by an earlier attempt) or downloaded now,
+        and then stored when the job would run again after a restart."""
+        if job.audio is not None:
+            return self.store.read_audio(job)
+        data = fetch(job.options.audio_url, self.config.download, deadline)
+        if job.origin.resumable:
+            self.store.keep_audio(job.id, data)
+        return data
+
+    @staticmethod
+    def _decode_options(job: Job) -> DecodeOptions:
+        return DecodeOptions.for_request(job.options.prompt, job.options.temperature)
