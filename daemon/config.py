@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
+from daemon.redact import redact
 from daemon.address_policy import DEFAULT_DENY, AddressPolicy, HostRules, parse_rules
 from engine.settings import EngineSettings, SettingsError, parse_bool, parse_int
 
@@ -46,6 +48,9 @@ DEFAULTS: dict[str, str] = {
     "HTTP_MAX_CONNECTIONS": "1000",
     "HTTP_REQUEST_READ_TIMEOUT": "10",
     "HTTP_IDLE_TIMEOUT": "75",
+    "REDIS_URL": "",  # empty: one host, embedded job store (SQLite)
+    "WORKER_NODE_TIMEOUT_SECONDS": "10",
+    "METRICS_PORT": "9998",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -100,6 +105,9 @@ class DaemonConfig:
     data_dir: Path  # the job store: records and audio
     max_queued_jobs: int  # asynchronous jobs waiting for a slot; more are refused (429, code 19)
     job_retention_hours: float  # finished jobs and their audio are removed this long after they end
+    redis_url: str | None  # shared mode: job store and queue in Redis (API nodes and worker nodes)
+    worker_node_timeout: float  # seconds: a worker node whose heartbeat is older is dead; others take its jobs
+    metrics_port: int  # a worker node's /metrics listener (it has no HTTP API)
     engine: EngineSettings
 
     @classmethod
@@ -118,7 +126,13 @@ class DaemonConfig:
         def get(name: str) -> str:
             return env.get(name, "").strip() or DEFAULTS[name]
 
-        devices = parse_devices(get("ASYNC_ENGINE_DEVICES"))
+        skip_decoder = parse_bool("SKIP_DECODER", get("SKIP_DECODER"))
+        redis_url = _redis_url(get("REDIS_URL"))
+        if skip_decoder and redis_url is None:
+            raise ConfigError("SKIP_DECODER=1 makes an API node, which hands jobs to worker nodes through Redis: "
+                              "set REDIS_URL (e.g. redis://redis:6379/0), or unset SKIP_DECODER to transcribe here")
+        # An API node loads no model: its device list is never looked at (and "auto" would import torch).
+        devices = ("cpu",) if skip_decoder else parse_devices(get("ASYNC_ENGINE_DEVICES"))
         kind = "cuda" if devices[0].startswith("cuda") else "cpu"
         decoders = get("ASYNC_ENGINE_DECODERS")
         windows = get("ASYNC_ENGINE_WINDOWS_IN_FLIGHT")
@@ -130,7 +144,7 @@ class DaemonConfig:
             reject_over_parallel=parse_bool("REJECT_OVER_PARALLEL", get("REJECT_OVER_PARALLEL")),
             enable_auto_punctuation=parse_bool("ENABLE_AUTO_PUNCTUATION", get("ENABLE_AUTO_PUNCTUATION")),
             custom_lang_model_path=_readable_file("CUSTOM_LANG_MODEL_PATH", get("CUSTOM_LANG_MODEL_PATH")),
-            skip_decoder=parse_bool("SKIP_DECODER", get("SKIP_DECODER")),
+            skip_decoder=skip_decoder,
             log_level=_log_level(get("LOGLEVEL")),
             host=get("ASYNC_ENGINE_HOST"),
             port=parse_int("ASYNC_ENGINE_PORT", get("ASYNC_ENGINE_PORT"), 1, 65535),
@@ -165,6 +179,9 @@ class DaemonConfig:
             data_dir=_data_dir(get("ASYNC_ENGINE_DATA_DIR")),
             max_queued_jobs=parse_int("MAX_QUEUED_JOBS", get("MAX_QUEUED_JOBS"), 1, 10_000_000),
             job_retention_hours=_hours("JOB_RETENTION_HOURS", get("JOB_RETENTION_HOURS")),
+            redis_url=redis_url,
+            worker_node_timeout=_seconds("WORKER_NODE_TIMEOUT_SECONDS", get("WORKER_NODE_TIMEOUT_SECONDS")),
+            metrics_port=parse_int("METRICS_PORT", get("METRICS_PORT"), 1, 65535),
             engine=engine,
         )
 
@@ -223,6 +240,21 @@ def _data_dir(value: str) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"ASYNC_ENGINE_DATA_DIR: {str(path)!r} is not writable by this process")
     return path
+
+
+def _redis_url(value: str) -> str | None:
+    """REDIS_URL: redis://[[user]:password@]host[:port][/db], rediss:// (TLS) or unix:///path?db=N."""
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+        raise ConfigError("REDIS_URL must look like redis://[:password@]host:6379/0, rediss://... (TLS) or "
+                          f"unix:///path/redis.sock; got {redact(value)!r}")
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        raise ConfigError(f"REDIS_URL has a port that is not a number: {redact(value)!r}") from None
+    return value
 
 
 def _hours(name: str, value: str) -> float:

@@ -66,6 +66,9 @@ ERROR_TABLE: tuple[ErrorKind, ...] = (
     ErrorKind(21, 400, "transcript_not_completed",
               "the transcript is queued, processing, in error or deleted, so it has no export (srt, vtt, "
               "sentences, paragraphs, word search) yet."),
+    ErrorKind(22, 503, "store_unreachable",
+              "shared mode: Redis (REDIS_URL), which holds the jobs and their queue, cannot be reached from this "
+              "node; retry after Retry-After seconds. Jobs it had accepted are kept (with Redis's appendonly)."),
 )
 _BY_CODE = {kind.code: kind for kind in ERROR_TABLE}
 
@@ -90,6 +93,7 @@ ADDRESS_NOT_ALLOWED = 18
 QUEUE_FULL = 19
 NO_SUCH_TRANSCRIPT = 20
 TRANSCRIPT_NOT_COMPLETED = 21
+STORE_UNREACHABLE = 22
 
 
 class ApiError(Exception):
@@ -137,6 +141,11 @@ def worker_failed(reason: str) -> ApiError:
 
 def service_not_ready(description: str = "the server is starting or restarting a worker; retry shortly") -> ApiError:
     return ApiError(SERVICE_NOT_READY, description, retry_after=5)
+
+
+def store_unreachable(reason: str) -> ApiError:
+    return ApiError(STORE_UNREACHABLE, f"the job store (Redis, REDIS_URL) cannot be reached: {reason}; retry shortly",
+                    retry_after=5)
 
 
 def request_timed_out(timeout: float) -> ApiError:

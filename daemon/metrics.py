@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Protocol
 
 import falcon
 
+from daemon.errors import ApiError
 from daemon.jobs.record import Job
 
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -116,43 +117,53 @@ def workers_restarted() -> None:
     _metrics().worker_restarts.inc()
 
 
-def exposition(load: Callable[[], Load] | None) -> tuple[bytes, str]:
-    """The text a scrape gets, and its content type."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-    from prometheus_client.core import GaugeMetricFamily
-    from prometheus_client.multiprocess import MultiProcessCollector
+class _Everything:
+    """What a scrape shows, as one registry: the tree's counters and histograms (summed over its
+    processes), then the levels read now."""
 
-    _metrics()  # every series is declared even before its first event
-    if _ENV in os.environ:
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY  # in-process counters
-
-    class Levels:
-        def collect(self) -> Iterable:
-            if load is None:
-                return []
-            now = load()
-            return [GaugeMetricFamily("async_engine_queue_depth", "Jobs waiting for a slot", value=now.queued),
-                    GaugeMetricFamily("async_engine_jobs_in_flight", "Jobs being transcribed", value=now.in_flight),
-                    GaugeMetricFamily("async_engine_capacity_jobs", "Jobs that can be transcribed at once "
-                                      "(MAX_TRANSCRIPTS_PARALLEL, summed over live worker nodes)", value=now.capacity),
-                    GaugeMetricFamily("async_engine_worker_nodes_alive", "Worker nodes with a fresh heartbeat",
-                                      value=now.nodes_alive)]
-
-    text = generate_latest(registry) + generate_latest(_Single(Levels()))
-    return text, CONTENT_TYPE_LATEST
-
-
-class _Single:
-    """A registry of one collector, for generate_latest."""
-
-    def __init__(self, collector) -> None:
-        self.collector = collector
+    def __init__(self, load: Callable[[], Load] | None) -> None:
+        self.load = load
 
     def collect(self) -> Iterable:
-        return self.collector.collect()
+        from prometheus_client import REGISTRY, CollectorRegistry
+        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        _metrics()  # every series is declared even before its first event
+        if _ENV in os.environ:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+        else:
+            registry = REGISTRY  # in-process counters
+        yield from registry.collect()
+        if self.load is None:
+            return
+        try:
+            now = self.load()
+        except ApiError:  # the store is away (shared mode): the counters still answer
+            return
+        yield GaugeMetricFamily("async_engine_queue_depth", "Jobs waiting for a slot", value=now.queued)
+        yield GaugeMetricFamily("async_engine_jobs_in_flight", "Jobs being transcribed", value=now.in_flight)
+        yield GaugeMetricFamily("async_engine_capacity_jobs", "Jobs that can be transcribed at once "
+                                "(MAX_TRANSCRIPTS_PARALLEL, summed over live worker nodes)", value=now.capacity)
+        yield GaugeMetricFamily("async_engine_worker_nodes_alive", "Worker nodes with a fresh heartbeat",
+                                value=now.nodes_alive)
+
+
+def exposition(load: Callable[[], Load] | None) -> tuple[bytes, str]:
+    """The text a scrape gets, and its content type."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return generate_latest(_Everything(load)), CONTENT_TYPE_LATEST
+
+
+def serve_metrics(host: str, port: int, source: LoadSource):
+    """A node without the HTTP API (a worker node) still answers GET /metrics; returns the server
+    (its shutdown() stops it)."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, host, registry=_Everything(source.load))
+    return server
 
 
 class MetricsResource:

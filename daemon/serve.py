@@ -1,7 +1,8 @@
 """`async-engine serve`: the whole process tree behind one command.
 
 The front (this process) runs waitress with the Falcon app; the supervisor and its workers are
-child processes. SIGTERM or SIGINT drains: new jobs are refused, jobs in flight finish (up to
+child processes. With REDIS_URL the jobs live in Redis (shared mode): SKIP_DECODER=1 makes this an
+API node (HTTP only, no model), otherwise the host is an API node and a worker node at once. SIGTERM or SIGINT drains: new jobs are refused, jobs in flight finish (up to
 REQUEST_TIMEOUT_SECONDS), then the workers stop and no shared memory is left behind.
 """
 
@@ -20,14 +21,21 @@ from daemon.config import DaemonConfig
 from daemon.http.app import create_app, error_body
 from daemon.http.bodies import MAX_BODY_BYTES, MULTIPART_OVERHEAD_BYTES
 from daemon.http.server import HttpServer
+from daemon.errors import ApiError
 from daemon.jobs.scheduler import Scheduler
+from daemon.shared.api_node import SharedScheduler
+from daemon.shared.connection import connect
+from daemon.shared.nodes import Nodes
+from daemon.shared.queue import Queue
+from daemon.shared.redis_store import RedisJobStore
+from daemon.shared.worker_node import WorkerNode
 from daemon.jobs.sqlite_store import DataDirInUse, SqliteJobStore
 from daemon.jobs.webhooks import Webhooks
-from daemon.workers.dispatcher import Dispatcher
 from daemon.workers.leftovers import remove_dead_trees
 
 log = logging.getLogger("async_engine.serve")
 _RESERVED_DESCRIPTORS = 512
+API_NODE_THREADS = 64
 
 
 def serve(config: DaemonConfig) -> int:
@@ -41,43 +49,47 @@ def serve(config: DaemonConfig) -> int:
 
 
 def _serve(config: DaemonConfig) -> int:
-    if config.skip_decoder:
-        log.error("SKIP_DECODER=1 needs decoder nodes behind a shared queue, which this version does not have yet; "
-                  "unset it to serve with local decoders")
-        return 2
     remove_dead_trees()
     try:
-        store = SqliteJobStore(config.data_dir)
+        parts = _shared_parts(config) if config.redis_url else _embedded_parts(config)
     except DataDirInUse as exc:
         log.error("%s", exc)
         return 2
+    store, dispatcher, scheduler, webhooks, node = parts
     limits = replace(config.http, max_connections=_raise_descriptor_limit(config.http.max_connections))
-    dispatcher = Dispatcher(config)
-    webhooks = Webhooks(store, config.download)
-    scheduler = Scheduler(config, store, dispatcher, on_finished=webhooks.job_finished)
     uploads = {"/v2/upload": config.download.max_bytes,
                "/v1/audio/transcriptions": config.download.max_bytes + MULTIPART_OVERHEAD_BYTES}
+    # a synchronous request holds a thread while it waits: on an API node, for any worker node's slots
+    threads = config.max_transcripts_parallel + 4 if not config.redis_url else max(API_NODE_THREADS,
+                                                                                   config.max_transcripts_parallel + 4)
     try:
-        server = HttpServer(create_app(config, scheduler, store, dispatcher), config.host, config.port,
-                            threads=config.max_transcripts_parallel + 4, limits=limits, max_body_bytes=MAX_BODY_BYTES,
+        server = HttpServer(create_app(config, scheduler, store, scheduler if config.redis_url else dispatcher),
+                            config.host, config.port, threads=threads, limits=limits, max_body_bytes=MAX_BODY_BYTES,
                             uploads=uploads, error_body=error_body)
     except OSError as exc:  # the port is taken, or the host is not ours
-        dispatcher.stop()
+        if dispatcher is not None:
+            dispatcher.stop()
         store.close()
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 2
-    webhooks.start()
+    if webhooks is not None:
+        start_webhooks(webhooks)
     scheduler.start()
+    if node is not None:
+        node.start()
     stopping = threading.Event()
     drained = threading.Event()
     stopped = threading.Event()
 
     def drain_then_stop() -> None:
-        log.info("stopping: draining %d job(s) in flight; queued jobs stay queued", dispatcher.in_flight)
+        log.info("stopping: draining the job(s) in flight; queued jobs stay queued")
         deadline = time.monotonic() + config.request_timeout_seconds
         try:
             scheduler.drain(config.request_timeout_seconds)
-            dispatcher.drain(max(0.0, deadline - time.monotonic()))
+            if node is not None:
+                node.drain(config.request_timeout_seconds)
+            if dispatcher is not None:
+                dispatcher.drain(max(0.0, deadline - time.monotonic()))
         finally:
             drained.set()
             _thread.interrupt_main()  # runs on_signal in the main thread, which ends waitress's loop
@@ -103,11 +115,50 @@ def _serve(config: DaemonConfig) -> int:
         stopped.set()  # signals from here on are ignored: the cleanup below must run to the end
         server.close()
         scheduler.drain(0)
-        dispatcher.stop()
-        webhooks.stop()
+        if dispatcher is not None:
+            dispatcher.stop()
+        if webhooks is not None:
+            webhooks.stop()
         store.close()
         log.info("stopped")
     return 0
+
+
+def _embedded_parts(config: DaemonConfig) -> tuple:
+    """One host: SQLite store and queue, the local process tree."""
+    from daemon.workers.dispatcher import Dispatcher  # here: an API node never imports the workers (torch)
+
+    store = SqliteJobStore(config.data_dir)
+    dispatcher = Dispatcher(config)
+    webhooks = Webhooks(store, config.download)
+    return store, dispatcher, Scheduler(config, store, dispatcher, on_finished=webhooks.job_finished), webhooks, None
+
+
+def _shared_parts(config: DaemonConfig) -> tuple:
+    """Shared mode: the store and queue in Redis. An API node (SKIP_DECODER=1) stops there: no model, no
+    processes. Otherwise this host is a worker node too, in the same tree (what `async-engine worker` runs)."""
+    client = connect(config.redis_url)
+    store, nodes, queue = RedisJobStore(client), Nodes(client, config.worker_node_timeout), Queue(client)
+    if config.skip_decoder:
+        log.info("API node (SKIP_DECODER=1): jobs go to the worker nodes through Redis")
+        return store, None, SharedScheduler(config, store, nodes, queue), None, None
+    from daemon.workers.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher(config)
+    webhooks = Webhooks(store, config.download)
+    node = WorkerNode(config, store, nodes, queue, dispatcher, on_finished=webhooks.job_finished)
+    return store, dispatcher, SharedScheduler(config, store, nodes, queue, local=dispatcher), webhooks, node
+
+
+def start_webhooks(webhooks: Webhooks) -> None:
+    """Send what a dead tree still owed, then every new one; a store that cannot be read now is no reason
+    not to serve (shared mode: Redis away at start), only a reason to say so."""
+    try:
+        webhooks.start()
+    except ApiError as error:
+        log.error("webhooks owed from before this start were not read (%s); they are sent at the next start",
+                  error.description)
+        webhooks.start(owed=False)
 
 
 def _raise_descriptor_limit(connections: int) -> int:

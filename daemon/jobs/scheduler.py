@@ -24,7 +24,7 @@ from daemon.jobs.client import WorkerPool
 from daemon.jobs.janitor import remove_expired_jobs
 from daemon.jobs.record import Job, Status
 from daemon.jobs.runner import JobRunner
-from daemon.jobs.store import JobStore
+from daemon.jobs.store import EmbeddedStore
 from daemon.metrics import Load
 
 log = logging.getLogger("async_engine.jobs")
@@ -33,7 +33,7 @@ RETRY_AFTER_SECONDS = 5  # a hint for 423/429: about the time a short file takes
 
 
 class Scheduler:
-    def __init__(self, config: DaemonConfig, store: JobStore, workers: WorkerPool,
+    def __init__(self, config: DaemonConfig, store: EmbeddedStore, workers: WorkerPool,
                  on_finished: Callable[[Job], None] = lambda job: None) -> None:
         self.config = config
         self.store = store
@@ -76,7 +76,7 @@ class Scheduler:
 
     def enqueue(self, job: Job, audio: bytes | bytearray | None = None) -> Job:
         """Accept an asynchronous job: durable when this returns, run when a slot comes free."""
-        if self.store.count(Status.QUEUED) >= self.config.max_queued_jobs:
+        if self.store.queued() >= self.config.max_queued_jobs:
             raise queue_full(self.config.max_queued_jobs, RETRY_AFTER_SECONDS)
         job = self.store.add(job, audio)
         with self._wake:
@@ -106,7 +106,7 @@ class Scheduler:
     def load(self) -> Load:
         with self._wake:
             in_flight = self._in_flight
-        return Load(queued=self.store.count(Status.QUEUED), in_flight=in_flight,
+        return Load(queued=self.store.queued(), in_flight=in_flight,
                     capacity=self.config.max_transcripts_parallel, nodes_alive=1)
 
     def _count_slot(self, change: int) -> None:
@@ -119,7 +119,7 @@ class Scheduler:
         while not self._stopping.is_set():
             with self._wake:
                 self._wake.wait(timeout=1.0)
-            while not self._stopping.is_set() and self.store.count(Status.QUEUED):
+            while not self._stopping.is_set() and self.store.queued():
                 if not self.slots.acquire(timeout=1.0):
                     continue
                 try:

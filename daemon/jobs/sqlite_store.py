@@ -217,9 +217,9 @@ class SqliteJobStore:
                 self._remove_upload(token)
         return len(jobs)
 
-    def count(self, status: Status) -> int:
+    def queued(self) -> int:
         with self._mutex:
-            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status.value,)).fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (Status.QUEUED.value,)).fetchone()[0]
 
     # --- uploads ---------------------------------------------------------------------------------------
 

@@ -38,8 +38,9 @@ class Webhooks:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
 
-    def start(self) -> None:
-        for job in self.store.owed_webhooks():
+    def start(self, owed: bool = True) -> None:
+        """owed: first schedule what the store says is still owed (from before this start)."""
+        for job in self.store.owed_webhooks() if owed else []:
             self._schedule(job.id, 0, time.monotonic())
         self._thread.start()
 
