@@ -151,7 +151,7 @@ class DaemonConfig:
             devices=devices,
             decoders=(
                 parse_int("ASYNC_ENGINE_DECODERS", decoders, 1, 256) if decoders
-                else default_decoders(len(devices), os.cpu_count() or 1)
+                else default_decoders(len(devices), usable_cores())
             ),
             windows_in_flight=(
                 parse_int("ASYNC_ENGINE_WINDOWS_IN_FLIGHT", windows, 1, 4096) if windows
@@ -220,6 +220,15 @@ def cuda_device_count() -> int:
     import torch
 
     return torch.cuda.device_count()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a container's cpuset), not the host's
+    count, so a node pinned to one core does not start threads that fight over it."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def default_decoders(inference_processes: int, cpu_count: int) -> int:

@@ -31,12 +31,14 @@ log = logging.getLogger("async_engine.jobs")
 class JobRunner:
     def __init__(self, config: DaemonConfig, store: JobStore, workers: WorkerPool,
                  on_finished: Callable[[Job], None] = lambda job: None,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 cut_short: Callable[[Job, ApiError], bool] = lambda job, error: False) -> None:
         self.config = config
         self.store = store
         self.workers = workers
         self.on_finished = on_finished  # the webhooks' hook: called with every job that ends
-        self.stopping = stopping  # the server stops: a resumable job cut short stays processing
+        # True when a failure is not the job's own (the server stops under it, the store is away): the job
+        # is left unfinished, to run again, instead of ending in error
+        self.cut_short = cut_short
 
     def run(self, job: Job, deadline: float, audio: bytes | bytearray | None = None) -> Job:
         """Audio to transcript for one job, its record updated with the outcome; raises its ApiError."""
@@ -55,8 +57,8 @@ class JobRunner:
             text = TextOptions(written=options.format_text, punctuation=options.punctuate and enabled, casing=enabled)
             result = response_body(channels, duration, offset_ms, text, options.dual_channel, job.id)
         except ApiError as error:
-            if self.stopping() and job.origin.resumable:
-                raise  # the server stops under it: it stays processing, and the next start runs it again
+            if self.cut_short(job, error):
+                raise  # it stays processing, and runs again (the next start, another node)
             self._ended(self.store.finish(job.id, error=JobError(error.code, error.description)), started)
             raise
         job = self.store.finish(job.id, result=result)
@@ -65,12 +67,14 @@ class JobRunner:
 
     def run_logged(self, job: Job, deadline: float) -> Job | None:
         """Run a queued job (nobody waits on a connection for it) and log its one line; never raises.
-        Returns the job as it ended, or None when the server stopped under it (it stays processing)."""
+        Returns the job as it ended, or None when it was cut short (it stays processing, to run again)."""
         started = time.monotonic()
         try:
             job = self.run(job, deadline)
-        except ApiError:
-            if self.stopping() and job.origin.resumable:
+        except ApiError as error:
+            if self.cut_short(job, error):
+                log.warning("job=%s origin=%s cut short after %.3f s (%s); it runs again", job.id, job.origin.value,
+                            time.monotonic() - started, error.description)
                 return None
             job = self.store.get(job.id) or job
         except Exception:  # a bug must cost one job, never a runner thread

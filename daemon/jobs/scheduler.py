@@ -44,7 +44,8 @@ class Scheduler:
         self._running = 0  # queued jobs being run by the runners now
         self._in_flight = 0  # slots taken, by either kind of job
         self._threads: list[threading.Thread] = []
-        self.runner = JobRunner(config, store, workers, on_finished, stopping=self._stopping.is_set)
+        self.runner = JobRunner(config, store, workers, on_finished,  # the server stops under a resumable job:
+                                cut_short=lambda job, error: self._stopping.is_set() and job.origin.resumable)
         self.on_finished = on_finished
 
     # --- life -----------------------------------------------------------------------------------------

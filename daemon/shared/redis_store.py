@@ -139,18 +139,21 @@ class RedisJobStore:
         return self.get(job_id)
 
     @answering_503
-    def requeue(self, job_id: str) -> Job | None:
+    def requeue(self, job_id: str, refund: bool = False) -> Job | None:
         """A dead worker node's job goes back to queued, or ends in error after MAX_ATTEMPTS starts.
-        Returns the job as it is now; None when it is gone or already finished."""
+        refund: the start does not count (the store, not a worker, failed it). Returns the job as it is
+        now; None when it is gone or already finished."""
         job = self.get(job_id)
         if job is None or job.finished:
             return None
-        if job.attempts >= MAX_ATTEMPTS:
+        if refund:
+            job = job.with_(attempts=max(0, job.attempts - 1))
+        elif job.attempts >= MAX_ATTEMPTS:
             return self.finish(job_id, error=JobError(
                 WORKER_FAILURE_CODE, f"the worker node transcribing this file stopped {job.attempts} times "
                                      "(killed, crashed or lost); it is not tried again"))
         with self.redis.pipeline(transaction=True) as tx:
-            tx.hset(keys.job(job_id), "status", Status.QUEUED.value)
+            tx.hset(keys.job(job_id), mapping={"status": Status.QUEUED.value, "attempts": job.attempts})
             tx.sadd(keys.QUEUED, job_id)
             tx.execute()
         return job.with_(status=Status.QUEUED)

@@ -54,7 +54,9 @@ class WorkerNode:
         self._freed = threading.Condition()  # notified when a local job ends
         self._running: dict[str, threading.Thread] = {}
         self._outage: str | None = None
-        self.runner = JobRunner(config, _HoldingStore(store, self._beating), workers, on_finished)
+        self._forced = threading.Event()  # set: drain ran out of time; the jobs in hand go back to the queue
+        self.runner = JobRunner(config, _HoldingStore(store, self._beating), workers, on_finished,
+                                cut_short=lambda job, error: error.code == STORE_UNREACHABLE or self._forced.is_set())
         self._threads: list[threading.Thread] = []
 
     # --- life -----------------------------------------------------------------------------------------
@@ -79,6 +81,7 @@ class WorkerNode:
             self._freed.wait_for(lambda: not self._running, timeout=timeout)
             left = list(self._running)
         if left:
+            self._forced.set()
             log.warning("worker node %s: %d job(s) did not finish in time; they go back to the queue: %s", self.id,
                         len(left), ", ".join(left))
         for thread in self._threads:
@@ -169,12 +172,19 @@ class WorkerNode:
     def _run(self, job: Job, entry: Entry) -> None:
         try:
             ended = self.runner.run_logged(job, time.monotonic() + self.config.request_timeout_seconds)
-            if ended is not None and ended.status in (Status.COMPLETED, Status.ERROR):
+            if ended is not None:
                 self._retrying(lambda: self._finish_entry(entry), until=time.monotonic() + 3600)
+            elif not self._forced.is_set():  # Redis went away under it: once it is back, the job queues again
+                self._retrying(lambda: self._run_again(job.id, entry), until=time.monotonic() + 3600)
         finally:
             with self._freed:
                 self._running.pop(job.id, None)
                 self._freed.notify_all()
+
+    def _run_again(self, job_id: str, entry: Entry) -> None:
+        if self.store.requeue(job_id, refund=True) is not None:
+            self.queue.push(job_id)
+        self._finish_entry(entry)
 
     def _finish_entry(self, entry: Entry) -> None:
         stream, entry_id, job_id = entry

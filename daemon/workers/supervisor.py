@@ -22,7 +22,7 @@ from multiprocessing.queues import Queue
 
 from daemon import logs, metrics
 from daemon.workers import messages as m
-from daemon.config import DaemonConfig
+from daemon.config import DaemonConfig, usable_cores
 from daemon.workers.decoder import run_decoder
 from daemon.errors import WORKER_FAILURE_CODE
 from daemon.workers.inference import run_inference
@@ -156,7 +156,7 @@ class Supervisor:
         inference_inboxes = [self.ctx.Queue() for _ in cfg.devices]
         decoder_inboxes = [self.ctx.Queue() for _ in range(cfg.decoders)]
         cpu_devices = sum(1 for d in cfg.devices if d == "cpu")
-        threads = max(1, (os.cpu_count() or 1) // max(1, cpu_devices))
+        threads = max(1, usable_cores() // max(1, cpu_devices))
         for index, device in enumerate(cfg.devices):
             heartbeat = Heartbeat(self.ctx)
             process = self.ctx.Process(
