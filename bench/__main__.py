@@ -1,4 +1,4 @@
-"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak|jobs --model tiny.en --beam 5 [...]`.
+"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak|jobs|scale --model tiny.en --beam 5 [...]`.
 
 One run measures every system on the same decoded audio, in one process on one
 machine, so the ratios between them are trustworthy even if absolute speeds drift.
@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=int, help="first N clips of dev.tsv only")
     jobs.add_argument("--poll", type=float, default=0.1, help="seconds between GETs of the polled way")
     jobs.add_argument("--timeout", type=float, default=600.0, help="seconds per transcript")
+    scale = sub.add_parser("scale", help="throughput through an API node with one and with two worker nodes "
+                                         "(each pinned to a core), WER beside it, and the API node's memory")
+    _common(scale)
+    scale.add_argument("--limit", type=int, help="first N clips of dev.tsv only")
+    scale.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    scale.add_argument("--parallel", type=int, default=14, help="MAX_TRANSCRIPTS_PARALLEL of each worker node")
+    scale.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     return parser
 
 
@@ -196,6 +203,10 @@ def main() -> None:
         from bench.jobs import jobs
 
         jobs(args)
+    elif args.command == "scale":
+        from bench.scale import scale
+
+        scale(args)
 
 
 if __name__ == "__main__":

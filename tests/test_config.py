@@ -20,13 +20,14 @@ def cuda_cards(monkeypatch):
 
 
 def test_defaults_on_a_cpu_host(cuda_cards, monkeypatch):
-    monkeypatch.setattr(config_module.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(config_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     config = DaemonConfig.from_env({})
     assert config.max_transcripts_parallel == 14
     assert config.reject_over_parallel is True
     assert config.enable_auto_punctuation is True
     assert config.custom_lang_model_path is None
-    assert config.skip_decoder is False
+    assert config.skip_decoder is False and config.redis_url is None
+    assert config.worker_node_timeout == 10 and config.metrics_port == 9998
     assert config.log_level == "INFO"
     assert (config.host, config.port) == ("0.0.0.0", 9999)
     assert config.devices == ("cpu",)
@@ -55,7 +56,8 @@ def test_explicit_values(cuda_cards, tmp_path):
     lm.write_text("\\data\\\n")
     config = DaemonConfig.from_env({
         "MAX_TRANSCRIPTS_PARALLEL": "3", "REJECT_OVER_PARALLEL": "false", "ENABLE_AUTO_PUNCTUATION": "0",
-        "CUSTOM_LANG_MODEL_PATH": str(lm), "SKIP_DECODER": "1", "LOGLEVEL": "debug",
+        "CUSTOM_LANG_MODEL_PATH": str(lm), "LOGLEVEL": "debug", "REDIS_URL": "rediss://:s3cret@redis:6380/2",
+        "WORKER_NODE_TIMEOUT_SECONDS": "4.5", "METRICS_PORT": "9100",
         "ASYNC_ENGINE_DEVICES": "cpu,cpu", "ASYNC_ENGINE_DECODERS": "2", "ASYNC_ENGINE_WINDOWS_IN_FLIGHT": "8",
         "DOWNLOAD_CONNECT_TIMEOUT": "0.5", "DOWNLOAD_MAX_BYTES": "1000", "MAX_AUDIO_SECONDS": "60",
         "DOWNLOAD_DENY": "none", "DOWNLOAD_ALLOW": "10.0.0.0/8, cdn.example.com",
@@ -65,7 +67,9 @@ def test_explicit_values(cuda_cards, tmp_path):
     assert config.download.addresses.allow.names == ("cdn.example.com",)
     assert config.api_key == "0123456789abcdef0123" and config.worker_stall_seconds == 30
     assert config.max_transcripts_parallel == 3 and config.reject_over_parallel is False
-    assert config.enable_auto_punctuation is False and config.skip_decoder is True
+    assert config.enable_auto_punctuation is False and config.skip_decoder is False
+    assert config.redis_url == "rediss://:s3cret@redis:6380/2" and config.worker_node_timeout == 4.5
+    assert config.metrics_port == 9100
     assert config.custom_lang_model_path == Path(lm) and config.log_level == "DEBUG"
     assert config.devices == ("cpu", "cpu") and config.decoders == 2 and config.windows_in_flight == 8
     assert config.download.connect_timeout == 0.5 and config.download.max_bytes == 1000
@@ -127,11 +131,34 @@ def test_bad_device_lists(cuda_cards, value, cards):
         ("ASYNC_ENGINE_API_KEY", "short"),
         ("ASYNC_ENGINE_API_KEY", "has spaces in the middle of it"),
         ("WORKER_STALL_SECONDS", "0"),
+        ("REDIS_URL", "http://redis:6379"),
+        ("REDIS_URL", "redis://redis:port/0"),
+        ("REDIS_URL", "redis://"),
+        ("WORKER_NODE_TIMEOUT_SECONDS", "0"),
+        ("METRICS_PORT", "0"),
     ],
 )
 def test_every_bad_value_names_its_variable(cuda_cards, name, value):
     with pytest.raises(ConfigError, match=name):
         DaemonConfig.from_env({name: value})
+
+
+def test_an_api_node_needs_redis_and_never_looks_for_devices(monkeypatch):
+    with pytest.raises(ConfigError, match="SKIP_DECODER=1 .* REDIS_URL"):
+        DaemonConfig.from_env({"SKIP_DECODER": "1"})
+
+    def no_torch() -> int:
+        raise AssertionError("an API node must not import torch to count CUDA cards")
+
+    monkeypatch.setattr("daemon.config.cuda_device_count", no_torch)
+    config = DaemonConfig.from_env({"SKIP_DECODER": "1", "REDIS_URL": "redis://127.0.0.1:6379/0"})
+    assert config.skip_decoder and config.redis_url == "redis://127.0.0.1:6379/0"
+
+
+def test_a_bad_redis_url_is_refused_without_showing_its_password():
+    with pytest.raises(ConfigError) as refused:
+        DaemonConfig.from_env({"REDIS_URL": "http://:hunter2@redis:6379"})
+    assert "hunter2" not in str(refused.value) and "REDIS_URL" in str(refused.value)
 
 
 @pytest.mark.parametrize(("inference", "cores", "decoders"), [(1, 1, 1), (1, 2, 1), (1, 4, 3), (2, 64, 8)])
