@@ -22,6 +22,8 @@ setup(
         "waitress>=3",
         "text2num>=3.1,<4",
         "num2words>=0.5.14,<0.6",
+        "redis>=5.0",
+        "prometheus-client>=0.20",
     ],
     entry_points={"console_scripts": ["async-engine=daemon.cli:main"]},
 )

@@ -12,6 +12,7 @@ Same entry points as the embedded Scheduler, so every HTTP surface works unchang
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -61,9 +62,13 @@ class SharedScheduler:
     def run_now(self, job: Job, deadline: float, audio: bytes | bytearray | None = None,
                 busy_status: int = 423) -> Job:
         job = self.store.add(job, audio)
-        if not self.config.reject_over_parallel:
-            self.queue.push(job.id)  # waits for a slot on any node, as a queued job does
-        elif self.nodes.reserve(job.id) is None:
+        try:
+            handed = self._hand_over(job)
+        except Unreachable:
+            with contextlib.suppress(ApiError):
+                self.store.discard(job.id)  # never handed to anyone: no record stays queued forever
+            raise
+        if not handed:
             self.store.discard(job.id)
             views = [view for view in self.nodes.alive() if view.ready]
             if not views:
@@ -79,6 +84,14 @@ class SharedScheduler:
         if ended is None or ended.status is not Status.COMPLETED:
             raise _api_error(ended.error if ended and ended.error else None)
         return ended
+
+    def _hand_over(self, job: Job) -> bool:
+        """A synchronous job to a node now (a reserved slot), or to the shared queue when the server waits
+        for slots instead of refusing; False: every live node is full."""
+        if not self.config.reject_over_parallel:
+            self.queue.push(job.id)  # waits for a slot on any node, as a queued job does
+            return True
+        return self.nodes.reserve(job.id) is not None
 
     @answering_503
     def load(self) -> Load:

@@ -35,6 +35,7 @@ from daemon.shared.redis_store import RedisJobStore
 log = logging.getLogger("async_engine.worker_node")
 
 _BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)  # between tries while Redis cannot be reached
+_LEAVE_SECONDS = 10.0  # how long a leaving node tries to hand its jobs back while Redis is away
 _HOLD_TRIES = 2 * 24 * 720  # a finished job's outcome is held about two days (5 s apart) for Redis to return
 
 
@@ -62,6 +63,9 @@ class WorkerNode:
     # --- life -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # its consumer groups now, so a reservation made before its first read is not missed (if Redis is
+        # away, the first read makes them)
+        self._retrying(lambda: self.queue.prepare(self.id), until=time.monotonic() + 5)
         self._taking.set()
         self._beating.set()
         self._threads = [threading.Thread(target=self._beat_loop, name="node-beat", daemon=True),
@@ -76,7 +80,6 @@ class WorkerNode:
         """Take no more jobs, finish the ones in hand (up to timeout), then leave the cluster."""
         self._taking.clear()
         self._retrying(lambda: self.nodes.leave(self.id), until=time.monotonic() + 5)
-        deadline = time.monotonic() + timeout
         with self._freed:
             self._freed.wait_for(lambda: not self._running, timeout=timeout)
             left = list(self._running)
@@ -84,10 +87,11 @@ class WorkerNode:
             self._forced.set()
             log.warning("worker node %s: %d job(s) did not finish in time; they go back to the queue: %s", self.id,
                         len(left), ", ".join(left))
-        for thread in self._threads:
-            thread.join(BLOCK_SECONDS + 1)
+        for reader in self._threads[1:]:
+            reader.join(BLOCK_SECONDS + 1)
         self._beating.clear()
-        self._retrying(lambda: self._move_jobs_of(self.id), until=max(deadline, time.monotonic() + 5))
+        # Redis away: give up soon; the other nodes move these jobs once this node's heartbeat is stale
+        self._retrying(lambda: self._move_jobs_of(self.id), until=time.monotonic() + _LEAVE_SECONDS)
         log.info("worker node %s left", self.id)
 
     def load(self) -> Load:
@@ -96,7 +100,7 @@ class WorkerNode:
         try:
             return Load(queued=self.store.queued(), in_flight=in_flight, capacity=self.capacity,
                         nodes_alive=len(self.nodes.alive()))
-        except ApiError:  # Redis is away: what this node knows by itself
+        except (ApiError, *Unreachable):  # Redis is away: what this node knows by itself
             return Load(queued=0, in_flight=in_flight, capacity=self.capacity, nodes_alive=0)
 
     # --- loops ----------------------------------------------------------------------------------------

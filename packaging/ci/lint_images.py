@@ -265,7 +265,22 @@ def check_compose(repo: Path) -> list[str]:
     if "version" in doc:
         problems.append("'version' is obsolete in the Compose specification")
     services = doc.get("services") or {}
-    expected = {"async-engine-cpu": ("cpu", "Dockerfile.cpu"), "async-engine-gpu": ("gpu", "Dockerfile.gpu")}
+    # the old engine's shape: redis, an API node on 9999 (SKIP_DECODER=1), scalable workers per profile
+    expected = {"api": (None, "Dockerfile.cpu"), "worker": ("cpu", "Dockerfile.cpu"),
+                "worker-gpu": ("gpu", "Dockerfile.gpu")}
+    redis = services.get("redis")
+    if not isinstance(redis, dict):
+        problems.append("service redis missing")
+    else:
+        command = " ".join(redis.get("command") or [])
+        if not str(redis.get("image", "")).startswith("redis:"):
+            problems.append("service redis: not the official redis image")
+        if "--appendonly yes" not in command:
+            problems.append("service redis: appendonly is not on (accepted jobs would not survive a restart)")
+        if not any(str(v).endswith(":/data") for v in redis.get("volumes") or []):
+            problems.append("service redis: no volume for /data (its append-only file)")
+        if redis.get("restart") != "always":
+            problems.append("service redis: restart is not always")
     for name, (profile, dockerfile) in expected.items():
         service = services.get(name)
         if not isinstance(service, dict):
@@ -276,9 +291,9 @@ def check_compose(repo: Path) -> list[str]:
             if not condition:
                 problems.append(f"service {name}: {message}")
 
-        need(service.get("profiles") == [profile], f"profiles is {service.get('profiles')}, expected [{profile!r}]")
+        need(service.get("profiles") == ([profile] if profile else None),
+             f"profiles is {service.get('profiles')}, expected {[profile] if profile else None}")
         need(service.get("restart") == "always", "restart is not always")
-        need("9999:9999" in [str(p) for p in service.get("ports", [])], "port 9999 is not published")
         build = service.get("build") or {}
         need(build.get("dockerfile") == dockerfile and (repo / build.get("context", ".") / dockerfile).is_file(),
              f"build.dockerfile is not {dockerfile} (in the build context)")
@@ -293,14 +308,20 @@ def check_compose(repo: Path) -> list[str]:
             env_path = env_file["path"] if isinstance(env_file, dict) else env_file
             need((repo / env_path).is_file(), f"env_file {env_path} does not exist")
         environment = service.get("environment") or {}
-        need(bool(env_files) or bool(environment), "no env_file and no environment")
-        need(environment.get("ASYNC_ENGINE_MODELS_DIR") == "/var/lib/async-engine/models",
-             "environment does not set ASYNC_ENGINE_MODELS_DIR")
-        need(environment.get("ASYNC_ENGINE_DATA_DIR") == "/var/lib/async-engine/data",
-             "environment does not set ASYNC_ENGINE_DATA_DIR")
-        need(any(str(v).endswith(":/var/lib/async-engine/data") for v in service.get("volumes") or []),
-             "no volume for the job store (/var/lib/async-engine/data): accepted jobs would die with the container")
+        need(str(environment.get("REDIS_URL", "")).startswith("redis://redis:"), "REDIS_URL does not name redis")
         need(bool(service.get("stop_grace_period")), "no stop_grace_period (SIGTERM drains the jobs in flight)")
+        need("redis" in (service.get("depends_on") or {}), "does not depend on redis")
+        command = service.get("command") or []
+        if name == "api":
+            need(str(environment.get("SKIP_DECODER")) == "1", "SKIP_DECODER is not 1")
+            need("9999:9999" in [str(p) for p in service.get("ports", [])], "port 9999 is not published")
+            need(command[-1:] == ["serve"], "command is not `async-engine serve`")
+        else:
+            need(command[-1:] == ["worker"], "command is not `async-engine worker`")
+            need(not service.get("ports"), "a worker publishes a port (it has no HTTP API; --scale would clash)")
+            need(environment.get("ASYNC_ENGINE_MODELS_DIR") == "/var/lib/async-engine/models",
+                 "environment does not set ASYNC_ENGINE_MODELS_DIR")
+            need(bool(service.get("healthcheck")), "no healthcheck (the image's probes /health, which a worker lacks)")
         if profile == "gpu":
             need(environment.get("ASYNC_ENGINE_DEVICES") == "auto", "ASYNC_ENGINE_DEVICES is not auto")
             devices = (((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []
