@@ -111,3 +111,14 @@ def test_temperature_out_of_range_is_a_usage_error(tmp_path: Path):
     done = _run("transcribe", str(tmp_path / "any.wav"), "--temperature", "1.5")
     assert done.returncode == 2
     assert "expected a temperature from 0 to 1" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_worker_node_or_an_api_node_without_redis_refuses_to_start_naming_the_variable(tmp_path: Path):
+    """Shared-mode roles need REDIS_URL: the command stops at once with a message, not on the first job."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ASYNC_ENGINE_DATA_DIR": str(tmp_path / "data")}
+    for command, extra in ((["worker"], {}), (["serve"], {"SKIP_DECODER": "1"}),
+                           (["worker"], {"REDIS_URL": "redis://127.0.0.1:1/0", "SKIP_DECODER": "1"})):
+        done = subprocess.run([sys.executable, "-m", "daemon.cli", *command], capture_output=True, text=True,
+                              timeout=60, env={**env, **extra}, cwd=Path(__file__).resolve().parents[1])
+        assert done.returncode == 2, (command, extra, done.stdout, done.stderr)
+        assert ("REDIS_URL" if "REDIS_URL" not in extra else "SKIP_DECODER") in done.stderr, done.stderr

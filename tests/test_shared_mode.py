@@ -142,6 +142,24 @@ def test_423_only_when_every_worker_node_is_full_and_async_jobs_queue(shared, or
     assert all(_wait_done(shared, job["id"])["status"] == "completed" for job in jobs)
 
 
+def test_any_api_node_serves_any_client_and_can_wait_for_slots_instead(shared, origin):
+    """A second API node (REJECT_OVER_PARALLEL=False) sees the first one's jobs, and queues synchronous
+    requests past every node's capacity instead of refusing them."""
+    _workers(shared, 2)
+    job = requests.post(shared.api.url + "/v2/transcript", json={"audio_url": f"{origin}/short.wav"}, timeout=30).json()
+    patient = shared.api_node(REJECT_OVER_PARALLEL="False")
+    assert _wait_done(shared, job["id"])["status"] == "completed"
+    seen = requests.get(f"{patient.url}/v2/transcript/{job['id']}", timeout=10).json()
+    assert seen["status"] == "completed" and seen["id"] == job["id"]
+    with futures.ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: requests.post(patient.url + "/transcribe/url",
+                                                        json={"audio_url": f"{origin}/long.wav"}, timeout=300),
+                                range(3)))
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.text[:200] for a in answers]
+    patient.stop()
+    shared.nodes.remove(patient)
+
+
 def test_a_worker_node_killed_mid_job_costs_no_request(shared, origin):
     first, second = _workers(shared, 2)
     with futures.ThreadPoolExecutor(2) as pool:

@@ -17,7 +17,8 @@ from daemon.config import DaemonConfig
 from daemon.errors import (ADDRESS_NOT_ALLOWED, AUDIO_TOO_LARGE, AUDIO_TOO_LONG, DOWNLOAD_FAILED, DOWNLOAD_TIMED_OUT,
                            EMPTY_AUDIO, ERROR_TABLE, INTERNAL_FAILURE, INVALID_PARAMETER, MALFORMED_REQUEST,
                            MONO_WITH_DUAL_CHANNEL, NO_SUCH_TRANSCRIPT, OVER_CAPACITY, QUEUE_FULL, REQUEST_TIMED_OUT,
-                           SERVICE_NOT_READY, TRANSCRIPT_NOT_COMPLETED, UNAUTHORIZED, UNDECODABLE_AUDIO,
+                           SERVICE_NOT_READY, STORE_UNREACHABLE, TRANSCRIPT_NOT_COMPLETED, UNAUTHORIZED,
+                           UNDECODABLE_AUDIO,
                            UNSUPPORTED_CONTENT_TYPE, WORKER_FAILURE_CODE)
 from daemon.http.bodies import MAX_BODY_BYTES, MULTIPART_OVERHEAD_BYTES
 from daemon.http.server import MAX_HEADER_BYTES
@@ -395,6 +396,12 @@ def _anywhere(config: DaemonConfig, secured: bool = True, upload: bool = False) 
     return causes
 
 
+def _stored(config: DaemonConfig) -> list[Cause]:
+    """What a path that reads or writes the job store answers when that store is Redis and Redis is away."""
+    return [(503, STORE_UNREACHABLE, "shared mode: Redis (REDIS_URL) cannot be reached from this node; retry "
+                                     "after Retry-After")] if config.redis_url else []
+
+
 def _synchronous(config: DaemonConfig, busy_status: int) -> list[Cause]:
     """A request that takes a slot and waits for its transcript: /transcribe/url, /v1/audio/transcriptions."""
     busy = [(busy_status, OVER_CAPACITY, f"{config.max_transcripts_parallel} files are being transcribed "
@@ -402,6 +409,7 @@ def _synchronous(config: DaemonConfig, busy_status: int) -> list[Cause]:
         if config.reject_over_parallel else []
     return [
         *busy,
+        *_stored(config),
         (422, UNDECODABLE_AUDIO, "the file is not audio, or is corrupted or truncated"),
         (422, AUDIO_TOO_LONG, f"more than {config.max_audio_seconds} s of audio to transcribe (MAX_AUDIO_SECONDS)"),
         (422, EMPTY_AUDIO, "the file holds no audio samples"),
@@ -481,7 +489,7 @@ def _v2_paths(config: DaemonConfig) -> dict:
             "tags": ["AssemblyAI v2"], "operationId": operation_id, "summary": summary,
             "parameters": [_JOB_ID, *parameters],
             "responses": {"200": success, **_errors("AssemblyAIError", [
-                not_completed, no_such, *parameter_causes, *_anywhere(config)])},
+                not_completed, no_such, *parameter_causes, *_anywhere(config), *_stored(config)])},
         }}
 
     chars = _query("chars_per_caption", {"type": "integer", "minimum": 1, "maximum": MAX_CHARS_PER_CAPTION,
@@ -505,7 +513,7 @@ def _v2_paths(config: DaemonConfig) -> dict:
                 **_errors("AssemblyAIError", [
                     (413, AUDIO_TOO_LARGE, f"the file is larger than {config.download.max_bytes} bytes "
                                            "(DOWNLOAD_MAX_BYTES)"),
-                    *_anywhere(config, upload=True),
+                    *_anywhere(config, upload=True), *_stored(config),
                 ]),
             },
         }},
@@ -538,7 +546,7 @@ def _v2_paths(config: DaemonConfig) -> dict:
                                   (415, UNSUPPORTED_CONTENT_TYPE, "Content-Type is not application/json"),
                                   (429, QUEUE_FULL, f"{config.max_queued_jobs} transcripts already wait "
                                                     "(MAX_QUEUED_JOBS); retry after Retry-After"),
-                                  *_anywhere(config),
+                                  *_anywhere(config), *_stored(config),
                               ])},
             },
             "get": {
@@ -557,7 +565,7 @@ def _v2_paths(config: DaemonConfig) -> dict:
                 "responses": {"200": _json(_ref("V2TranscriptList"), "one page"), **_errors("AssemblyAIError", [
                     (400, INVALID_PARAMETER, f"limit is not a whole number from 1 to {MAX_PAGE}, status is not "
                                              "one of the statuses, or created_on is not YYYY-MM-DD"),
-                    *_anywhere(config),
+                    *_anywhere(config), *_stored(config),
                 ])},
             },
         },
@@ -567,7 +575,7 @@ def _v2_paths(config: DaemonConfig) -> dict:
                 "tags": ["AssemblyAI v2"], "operationId": "getTranscript",
                 "summary": "a transcript in any status",
                 "responses": {"200": _json(_ref("V2Transcript"), "the transcript"),
-                              **_errors("AssemblyAIError", [no_such, *_anywhere(config)])},
+                              **_errors("AssemblyAIError", [no_such, *_anywhere(config), *_stored(config)])},
             },
             "delete": {
                 "tags": ["AssemblyAI v2"], "operationId": "deleteTranscript",
@@ -579,7 +587,7 @@ def _v2_paths(config: DaemonConfig) -> dict:
                 "responses": {"200": _json(_ref("V2Transcript"), "the deleted transcript"),
                               **_errors("AssemblyAIError", [
                                   (400, TRANSCRIPT_NOT_COMPLETED, "the transcript is being transcribed (processing)"),
-                                  no_such, *_anywhere(config)])},
+                                  no_such, *_anywhere(config), *_stored(config)])},
             },
         },
         "/v2/transcript/{job_id}/srt": export(
