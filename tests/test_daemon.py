@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import soundfile as sf
 import soxr
+from prometheus_client.parser import text_string_to_metric_families
 
 from daemon_support import audio_server, free_port, running_daemon
 from synth import silence, speak
@@ -179,6 +181,12 @@ def test_a_killed_worker_is_replaced_and_its_jobs_retried(tmp_path, origin, kind
             assert response.status_code == 200, response.text
             assert "platform" in response.json()["blob"].lower()
         _wait_replaced(daemon, victim["pid"])
+        # the supervisor (another process) counted the restart; the front's scrape sums the tree's processes
+        metrics = {f.name: f.samples for f in text_string_to_metric_families(
+            requests.get(daemon.url + "/metrics", timeout=10).text)}
+        assert sum(s.value for s in metrics["async_engine_worker_restarts"]) == 1
+        assert sum(s.value for s in metrics["async_engine_jobs"] if s.labels["status"] == "completed") == 3
+        assert [s.value for s in metrics["async_engine_worker_nodes_alive"]] == [1]
         assert daemon.stop() == 0
     assert daemon.shm_names() == []
 
