@@ -46,21 +46,24 @@ class RedisServer:
     """A redis-server on a free loopback port, appendonly (fsync always) in its own directory, so a restart
     keeps what it had accepted, as docs/DAEMON.md tells operators to run it."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str | None = None) -> None:
         self.directory = directory
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no"],
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no",
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=open(self.directory / "redis.log", "a"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            done = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True)
+            done = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True,
+                                  env={**os.environ, "REDISCLI_AUTH": self.password or ""})
             if done.stdout.strip() == "PONG":
                 return
             time.sleep(0.1)

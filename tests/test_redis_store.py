@@ -164,3 +164,16 @@ def test_an_unreachable_redis_is_the_apis_503_with_its_own_code(tmp_path):
         RedisJobStore(connect(gone.url)).get("t_x")
     assert refused.value.code == 22 and refused.value.status == 503 and refused.value.retry_after
     assert "redis://" not in refused.value.description
+
+
+def test_a_password_in_redis_url_is_used_and_a_wrong_one_is_a_503_that_does_not_show_it(tmp_path):
+    guarded = RedisServer(tmp_path, password="pw-0123456789")
+    guarded.start()
+    try:
+        job = RedisJobStore(connect(guarded.url)).add(_job())
+        assert RedisJobStore(connect(guarded.url)).get(job.id) == job
+        with pytest.raises(ApiError) as refused:
+            RedisJobStore(connect(guarded.url.replace("pw-0123456789", "wrong-password"))).get(job.id)
+        assert refused.value.code == 22 and "wrong-password" not in refused.value.description
+    finally:
+        guarded.stop()
