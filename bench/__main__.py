@@ -1,4 +1,4 @@
-"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak|jobs|scale --model tiny.en --beam 5 [...]`.
+"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak|jobs|scale|idle --model tiny.en --beam 5 [...]`.
 
 One run measures every system on the same decoded audio, in one process on one
 machine, so the ratios between them are trustworthy even if absolute speeds drift.
@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--clients", type=int, default=8, help="concurrent clients")
     scale.add_argument("--parallel", type=int, default=14, help="MAX_TRANSCRIPTS_PARALLEL of each worker node")
     scale.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    idle = sub.add_parser("idle", help="the idle daemon: startup to /health 200, RSS and PSS per process")
+    idle.add_argument("--model", default="tiny.en")
+    idle.add_argument("--runs", type=int, default=3)
+    idle.add_argument("--settle", type=float, default=5.0, help="seconds after /health 200 before reading memory")
+    idle.add_argument("--results", type=Path, default=RESULTS, help="markdown file the dated section is appended to")
     return parser
 
 
@@ -203,6 +208,10 @@ def main() -> None:
         from bench.jobs import jobs
 
         jobs(args)
+    elif args.command == "idle":
+        from bench.idle import idle
+
+        idle(args)
     elif args.command == "scale":
         from bench.scale import scale
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -31,7 +33,7 @@ DEFAULTS: dict[str, str] = {
     "ASYNC_ENGINE_PORT": "9999",
     "ASYNC_ENGINE_DEVICES": "auto",
     "ASYNC_ENGINE_DECODERS": "",  # empty: one per core left over by the inference processes, at most 8
-    "ASYNC_ENGINE_WINDOWS_IN_FLIGHT": "",  # empty: 16 on cpu, 64 on cuda
+    "ASYNC_ENGINE_WINDOWS_IN_FLIGHT": "",  # empty: 8 on cpu, 64 on cuda
     "DOWNLOAD_CONNECT_TIMEOUT": "5",
     "DOWNLOAD_READ_TIMEOUT": "30",
     "DOWNLOAD_MAX_BYTES": "500000000",
@@ -55,8 +57,11 @@ DEFAULTS: dict[str, str] = {
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_DEFAULT_DECODERS = 8
-_DEFAULT_WINDOWS_IN_FLIGHT = {"cpu": 16, "cuda": 64}
+# cpu 8, not 16: the same throughput at 4 and 8 clients on the 2-core machine, 310 MB less reserved
+# (bench/RESULTS.md, "windows in flight")
+_DEFAULT_WINDOWS_IN_FLIGHT = {"cpu": 8, "cuda": 64}
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+_NVIDIA_DRIVER = "/proc/driver/nvidia/version"  # present where an NVIDIA driver is loaded (and in GPU containers)
 
 
 class ConfigError(SettingsError):
@@ -216,10 +221,18 @@ def parse_devices(value: str) -> tuple[str, ...]:
 
 
 def cuda_device_count() -> int:
-    """Visible CUDA cards; torch is imported only when a device list needs it."""
-    import torch
+    """Visible CUDA cards (CUDA_VISIBLE_DEVICES applies), without importing torch into this process.
 
-    return torch.cuda.device_count()
+    The front only starts processes; torch would cost it about 150 MB. Without an NVIDIA driver there
+    is no card to count; with one, a short-lived interpreter asks torch, as the inference process will.
+    """
+    if not Path(_NVIDIA_DRIVER).exists():
+        return 0
+    done = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise ConfigError(f"ASYNC_ENGINE_DEVICES=auto: counting CUDA cards failed: {done.stderr.strip()[-300:]}")
+    return int(done.stdout.strip())
 
 
 def usable_cores() -> int:

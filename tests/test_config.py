@@ -32,7 +32,7 @@ def test_defaults_on_a_cpu_host(cuda_cards, monkeypatch):
     assert (config.host, config.port) == ("0.0.0.0", 9999)
     assert config.devices == ("cpu",)
     assert config.decoders == 3
-    assert config.windows_in_flight == 16
+    assert config.windows_in_flight == 8
     assert (config.download.connect_timeout, config.download.read_timeout) == (5.0, 30.0)
     assert (config.download.max_bytes, config.download.max_redirects) == (500_000_000, 5)
     assert (config.max_audio_seconds, config.request_timeout_seconds) == (14400, 3600)
@@ -164,3 +164,18 @@ def test_a_bad_redis_url_is_refused_without_showing_its_password():
 @pytest.mark.parametrize(("inference", "cores", "decoders"), [(1, 1, 1), (1, 2, 1), (1, 4, 3), (2, 64, 8)])
 def test_default_decoder_count(inference, cores, decoders):
     assert default_decoders(inference, cores) == decoders
+
+
+def test_counting_cuda_cards_never_imports_torch_here(monkeypatch, tmp_path):
+    """The front only starts processes: no driver, no count to make; with one, a child interpreter counts."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from daemon.config import cuda_device_count; n = cuda_device_count(); "
+            "print(n, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["0", "False"], done.stderr
+    driver = tmp_path / "version"
+    driver.write_text("NVRM version: pretend\n")
+    monkeypatch.setattr(config_module, "_NVIDIA_DRIVER", str(driver))
+    assert config_module.cuda_device_count() == 0  # asked torch in a child: this machine's torch sees no card

@@ -23,9 +23,8 @@ from multiprocessing.queues import Queue
 from daemon import logs, metrics
 from daemon.workers import messages as m
 from daemon.config import DaemonConfig, usable_cores
-from daemon.workers.decoder import run_decoder
 from daemon.errors import WORKER_FAILURE_CODE
-from daemon.workers.inference import run_inference
+from daemon.workers.entry import decoder_process, inference_process
 from daemon.workers.ipc import TreeContext, release
 from daemon.workers.leftovers import remove_tree_names
 from daemon.workers.lifeline import UNRESPONSIVE_AFTER_SECONDS, Heartbeat, ignore_stop_signals
@@ -160,7 +159,7 @@ class Supervisor:
         for index, device in enumerate(cfg.devices):
             heartbeat = Heartbeat(self.ctx)
             process = self.ctx.Process(
-                target=run_inference, name=f"async-engine-inference-{index}", daemon=True,
+                target=inference_process, name=f"async-engine-inference-{index}", daemon=True,
                 args=(index, device, cfg.engine, cfg.windows_in_flight, threads, inference_inboxes[index],
                       events, decoder_inboxes, self.prefix, heartbeat, cfg.log_level),
             )
@@ -168,7 +167,7 @@ class Supervisor:
         for index in range(cfg.decoders):
             heartbeat = Heartbeat(self.ctx)
             process = self.ctx.Process(
-                target=run_decoder, name=f"async-engine-decoder-{index}", daemon=True,
+                target=decoder_process, name=f"async-engine-decoder-{index}", daemon=True,
                 args=(index, cfg.engine, decoder_inboxes[index], events, inference_inboxes, heartbeat,
                       cfg.log_level),
             )
