@@ -1,4 +1,4 @@
-"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak|jobs|scale|idle --model tiny.en --beam 5 [...]`.
+"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak|jobs|scale|idle|profile --model tiny.en --beam 5 [...]`.
 
 One run measures every system on the same decoded audio, in one process on one
 machine, so the ratios between them are trustworthy even if absolute speeds drift.
@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--clients", type=int, default=8, help="concurrent clients")
     scale.add_argument("--parallel", type=int, default=14, help="MAX_TRANSCRIPTS_PARALLEL of each worker node")
     scale.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    prof = sub.add_parser("profile", help="py-spy on every process of the daemon under K clients: where time goes")
+    _common(prof)
+    prof.add_argument("--limit", type=int, default=60, help="first N clips of dev.tsv")
+    prof.add_argument("--concurrency", type=_int_list, default=[4, 8], help="comma-separated client counts")
+    prof.add_argument("--seconds", type=int, default=20, help="seconds recorded per concurrency")
+    prof.add_argument("--top", type=int, default=6, help="functions listed per process")
     idle = sub.add_parser("idle", help="the idle daemon: startup to /health 200, RSS and PSS per process")
     idle.add_argument("--model", default="tiny.en")
     idle.add_argument("--runs", type=int, default=3)
@@ -208,6 +214,10 @@ def main() -> None:
         from bench.jobs import jobs
 
         jobs(args)
+    elif args.command == "profile":
+        from bench.profile import profile
+
+        profile(args)
     elif args.command == "idle":
         from bench.idle import idle
 
