@@ -190,6 +190,11 @@ def accuracy(args: argparse.Namespace) -> None:
     print(f"appended to {args.results}")
 
 
+# Commands whose module is named after them and holds a function of the same name; imported only
+# when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
+_MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale")
+
+
 def main() -> None:
     args = _parser().parse_args()
     if args.command == "accuracy":
@@ -198,34 +203,8 @@ def main() -> None:
         from bench.load import load
 
         load(args, with_fw=args.command == "load")
-    elif args.command == "heldout":
-        from bench.heldout import heldout
-
-        heldout(args)
-    elif args.command == "calls":
-        from bench.calls import calls
-
-        calls(args)
-    elif args.command == "soak":
-        from bench.soak import soak
-
-        soak(args)
-    elif args.command == "jobs":
-        from bench.jobs import jobs
-
-        jobs(args)
-    elif args.command == "profile":
-        from bench.profile import profile
-
-        profile(args)
-    elif args.command == "idle":
-        from bench.idle import idle
-
-        idle(args)
-    elif args.command == "scale":
-        from bench.scale import scale
-
-        scale(args)
+    elif args.command in _MODULE_COMMANDS:
+        getattr(importlib.import_module(f"bench.{args.command}"), args.command)(args)
 
 
 if __name__ == "__main__":
