@@ -53,7 +53,7 @@ class WorkerNode:
         self._taking = threading.Event()  # set: reading and starting jobs
         self._beating = threading.Event()  # set: heartbeats go on (until the node has left)
         self._freed = threading.Condition()  # notified when a local job ends
-        self._running: dict[str, threading.Thread] = {}
+        self._running: set[str] = set()  # ids of the jobs this node runs now
         self._outage: str | None = None
         self._forced = threading.Event()  # set: drain ran out of time; the jobs in hand go back to the queue
         self.runner = JobRunner(config, _HoldingStore(store, self._beating), workers, on_finished,
@@ -170,7 +170,7 @@ class WorkerNode:
             return
         thread = threading.Thread(target=self._run, args=(job, entry), name=f"job-{job_id}", daemon=True)
         with self._freed:
-            self._running[job_id] = thread
+            self._running.add(job_id)
         thread.start()
 
     def _run(self, job: Job, entry: Entry) -> None:
@@ -182,7 +182,7 @@ class WorkerNode:
                 self._retrying(lambda: self._run_again(job.id, entry), until=time.monotonic() + 3600)
         finally:
             with self._freed:
-                self._running.pop(job.id, None)
+                self._running.discard(job.id)
                 self._freed.notify_all()
 
     def _run_again(self, job_id: str, entry: Entry) -> None:
