@@ -1,4 +1,4 @@
-"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak|jobs|scale|idle|profile --model tiny.en --beam 5 [...]`.
+"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak|jobs|scale|idle|profile|gpu --model tiny.en --beam 5 [...]`.
 
 One run measures every system on the same decoded audio, in one process on one
 machine, so the ratios between them are trustworthy even if absolute speeds drift.
@@ -76,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--clients", type=int, default=8, help="concurrent clients")
     scale.add_argument("--parallel", type=int, default=14, help="MAX_TRANSCRIPTS_PARALLEL of each worker node")
     scale.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    gpu = sub.add_parser("gpu", help="on a CUDA host: the daemon (float16 on the card) against faster-whisper "
+                                     "float16 on the same card, 1-32 clients, tiny.en and small, WER beside each")
+    gpu.add_argument("--models", type=lambda text: text.split(","), default=["tiny.en", "small"])
+    gpu.add_argument("--beam", type=int, default=5)
+    gpu.add_argument("--eval-dir", type=Path, default=dataset.default_eval_dir())
+    gpu.add_argument("--limit", type=int, default=60, help="first N clips of dev.tsv")
+    gpu.add_argument("--concurrency", type=_int_list, default=[1, 2, 4, 8, 16, 32])
+    gpu.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: check the script without a card")
+    gpu.add_argument("--results", type=Path, default=RESULTS, help="markdown file the dated section is appended to")
     prof = sub.add_parser("profile", help="py-spy on every process of the daemon under K clients: where time goes")
     _common(prof)
     prof.add_argument("--limit", type=int, default=60, help="first N clips of dev.tsv")
@@ -192,7 +201,7 @@ def accuracy(args: argparse.Namespace) -> None:
 
 # Commands whose module is named after them and holds a function of the same name; imported only
 # when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
-_MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale")
+_MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu")
 
 
 def main() -> None:

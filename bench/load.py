@@ -53,10 +53,11 @@ def _texts(pool: PoolResult) -> list[str]:
 
 
 def _daemon_runs(args: argparse.Namespace, clips: list[dataset.Clip], audio_s: float,
-                 notes: list[str]) -> list[LoadRun]:
+                 notes: list[str], device: str) -> list[LoadRun]:
     """Start the daemon once, warm it up with one request, then one pass per concurrency."""
     env = {"ASYNC_ENGINE_MODEL": args.model, "DECODER_BEAM_SIZE": str(args.beam),
-           "MAX_TRANSCRIPTS_PARALLEL": str(max(args.concurrency)), "REJECT_OVER_PARALLEL": "False"}
+           "MAX_TRANSCRIPTS_PARALLEL": str(max(args.concurrency)), "REJECT_OVER_PARALLEL": "False",
+           **({"ASYNC_ENGINE_DEVICES": "cuda:0"} if device == "cuda" else {})}  # float16 on a card by default
     runs = []
     with audio_server(args.eval_dir) as base, running_daemon(**env) as daemon:
         notes.append(f"daemon startup to /health 200: {daemon.startup_s:.1f} s; env {env}, "
@@ -100,7 +101,7 @@ def _post(daemon: Daemon, url: str) -> str:
 
 
 def _fw_runs(args: argparse.Namespace, clips: list[dataset.Clip], audios: list[np.ndarray],
-             audio_s: float) -> list[LoadRun]:
+             audio_s: float, device: str) -> list[LoadRun]:
     """One WhisperModel(num_workers=K) per concurrency, shared by K threads."""
     from bench.peers import FasterWhisperRunner
 
@@ -108,7 +109,7 @@ def _fw_runs(args: argparse.Namespace, clips: list[dataset.Clip], audios: list[n
     for k in args.concurrency:
         gc.collect()
         measure.reset_peak_rss()
-        runner = FasterWhisperRunner(args.model, args.beam, num_workers=k)
+        runner = FasterWhisperRunner(args.model, args.beam, num_workers=k, device=device)
         runner.transcribe(audios[0])
         print(f"{report.BASELINE} K={k}: {len(clips)} clips ...", flush=True)
         pool = run_pool(k, len(clips), lambda i: runner.transcribe(audios[i]))
@@ -182,8 +183,11 @@ def _save(name: str, clips: list[dataset.Clip], args: argparse.Namespace, texts:
     report.write_hypotheses(report.HYPOTHESES / f"{name}.tsv", names, [c.reference for c in clips], texts)
 
 
-def load(args: argparse.Namespace, with_fw: bool = True) -> None:
-    """Daemon at each concurrency, then faster-whisper (if with_fw), then the engine in-process."""
+def load(args: argparse.Namespace, with_fw: bool = True, device: str = "cpu") -> None:
+    """Daemon at each concurrency, then faster-whisper (if with_fw), then (on the CPU) the engine in-process.
+
+    device "cuda": the daemon on card 0 (float16, its default there) against faster-whisper float16 on
+    the same card (`python -m bench gpu`)."""
     busy = measure.busy_fraction()
     clips = dataset.load_manifest(args.eval_dir, args.limit)
     audios = [dataset.load_audio(c) for c in tqdm(clips, desc="decoding", unit="clip")]
@@ -193,18 +197,20 @@ def load(args: argparse.Namespace, with_fw: bool = True) -> None:
              f"model {args.model}, beam {args.beam}; K client threads share one work queue, "
              f"each clip requested once; latency = request sent to transcript received",
              f"machine {100 * busy:.0f} % busy (all processes) in the second before start"]
-    runs = _daemon_runs(args, clips, audio_s, notes)
+    runs = _daemon_runs(args, clips, audio_s, notes, device)
     for r in runs:
         _save(f"daemon-K{r.concurrency}", clips, args, _texts(r.pool))
     if with_fw:
-        runs += _fw_runs(args, clips, audios, audio_s)
-        notes.append("faster-whisper: int8, cpu_threads=2, beam as above, one "
+        runs += _fw_runs(args, clips, audios, audio_s, device)
+        kind = "int8, cpu_threads=2" if device == "cpu" else "float16 on cuda:0 (the daemon's card)"
+        notes.append(f"faster-whisper: {kind}, beam as above, one "
                      "WhisperModel(num_workers=K) shared by the K threads; it is given pre-decoded "
                      "audio while the daemon downloads (loopback HTTP) and decodes every clip, so "
                      "its wall time leaves out work the daemon's includes")
-    engine_hyps = _in_process(args, audios)
-    _save("engine-in-process", clips, args, engine_hyps)
-    notes += _compare([r for r in runs if r.system == DAEMON], engine_hyps, clips)
+    if device == "cpu":  # the in-process check runs on the CPU; on a GPU host it would only measure that
+        engine_hyps = _in_process(args, audios)
+        _save("engine-in-process", clips, args, engine_hyps)
+        notes += _compare([r for r in runs if r.system == DAEMON], engine_hyps, clips)
     notes.append("peak RSS MB: daemon = VmRSS summed over its process tree, sampled every 0.5 s "
                  "(shared pages counted once per process; PSS splits them); faster-whisper = "
                  "VmHWM of the benchmark process (model plus decoded audio)")
@@ -212,7 +218,8 @@ def load(args: argparse.Namespace, with_fw: bool = True) -> None:
     for r in runs:
         notes += [f"error, {r.system} K={r.concurrency}, {clips[i].path.name}: {e}"
                   for i, e in sorted(r.pool.errors.items())]
-    title = f"{args.model} beam {args.beam}, " + ("load" if with_fw else "HTTP vs in-process WER")
+    title = f"{args.model} beam {args.beam}, " + ("load" if with_fw else "HTTP vs in-process WER") + \
+        (" on cuda:0 (float16)" if device == "cuda" else "")
     text = report.dated_section(title, notes, table(runs))
     print(text)
     report.append(args.results, text)
