@@ -21,14 +21,13 @@ from daemon.config import DaemonConfig
 from daemon.http.app import create_app, error_body
 from daemon.http.bodies import MAX_BODY_BYTES, MULTIPART_OVERHEAD_BYTES
 from daemon.http.server import HttpServer
-from daemon.errors import ApiError
 from daemon.jobs.scheduler import Scheduler
 from daemon.shared.api_node import SharedScheduler
 from daemon.shared.connection import connect
 from daemon.shared.nodes import Nodes
 from daemon.shared.queue import Queue
 from daemon.shared.redis_store import RedisJobStore
-from daemon.shared.worker_node import WorkerNode
+from daemon.shared.worker_node import build_worker_node
 from daemon.jobs.sqlite_store import DataDirInUse, SqliteJobStore
 from daemon.jobs.webhooks import Webhooks
 from daemon.workers.leftovers import remove_dead_trees
@@ -73,7 +72,7 @@ def _serve(config: DaemonConfig) -> int:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 2
     if webhooks is not None:
-        start_webhooks(webhooks)
+        webhooks.start()
     scheduler.start()
     if node is not None:
         node.start()
@@ -142,23 +141,8 @@ def _shared_parts(config: DaemonConfig) -> tuple:
     if config.skip_decoder:
         log.info("API node (SKIP_DECODER=1): jobs go to the worker nodes through Redis")
         return store, None, SharedScheduler(config, store, nodes, queue), None, None
-    from daemon.workers.dispatcher import Dispatcher
-
-    dispatcher = Dispatcher(config)
-    webhooks = Webhooks(store, config.download)
-    node = WorkerNode(config, store, nodes, queue, dispatcher, on_finished=webhooks.job_finished)
+    dispatcher, webhooks, node = build_worker_node(config, store, nodes, queue)
     return store, dispatcher, SharedScheduler(config, store, nodes, queue, local=dispatcher), webhooks, node
-
-
-def start_webhooks(webhooks: Webhooks) -> None:
-    """Send what a dead tree still owed, then every new one; a store that cannot be read now is no reason
-    not to serve (shared mode: Redis away at start), only a reason to say so."""
-    try:
-        webhooks.start()
-    except ApiError as error:
-        log.error("webhooks owed from before this start were not read (%s); they are sent at the next start",
-                  error.description)
-        webhooks.start(owed=False)
 
 
 def _raise_descriptor_limit(connections: int) -> int:

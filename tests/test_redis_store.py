@@ -177,3 +177,18 @@ def test_a_password_in_redis_url_is_used_and_a_wrong_one_is_a_503_that_does_not_
         assert refused.value.code == 22 and "wrong-password" not in refused.value.description
     finally:
         guarded.stop()
+
+
+def test_webhooks_start_even_when_the_store_cannot_be_read(tmp_path):
+    """A worker node started while Redis is away still delivers the webhooks of the jobs it runs later."""
+    from daemon.config import DaemonConfig
+    from daemon.jobs.webhooks import Webhooks
+
+    gone = RedisServer(tmp_path)  # nothing listens on its port
+    webhooks = Webhooks(RedisJobStore(connect(gone.url)),
+                        DaemonConfig.from_env({"ASYNC_ENGINE_DEVICES": "cpu",
+                                               "ASYNC_ENGINE_DATA_DIR": str(tmp_path / "data")}).download)
+    webhooks.start()
+    assert webhooks._thread.is_alive()
+    webhooks.stop()
+    assert not webhooks._thread.is_alive()

@@ -38,9 +38,16 @@ class Webhooks:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
 
-    def start(self, owed: bool = True) -> None:
-        """owed: first schedule what the store says is still owed (from before this start)."""
-        for job in self.store.owed_webhooks() if owed else []:
+    def start(self) -> None:
+        """First schedule what the store says is still owed (from before this start). A store that cannot
+        be read now (shared mode: Redis away at start) is no reason not to deliver the new ones."""
+        try:
+            owed = self.store.owed_webhooks()
+        except ApiError as error:
+            owed = []
+            log.error("webhooks owed from before this start were not read (%s); they are sent at the next start",
+                      error.description)
+        for job in owed:
             self._schedule(job.id, 0, time.monotonic())
         self._thread.start()
 

@@ -13,13 +13,11 @@ import threading
 
 from daemon import logs, malloc, metrics
 from daemon.config import ConfigError, DaemonConfig
-from daemon.jobs.webhooks import Webhooks
-from daemon.serve import start_webhooks
 from daemon.shared.connection import connect
 from daemon.shared.nodes import Nodes
 from daemon.shared.queue import Queue
 from daemon.shared.redis_store import RedisJobStore
-from daemon.shared.worker_node import WorkerNode
+from daemon.shared.worker_node import build_worker_node
 from daemon.workers.leftovers import remove_dead_trees
 
 log = logging.getLogger("async_engine.worker")
@@ -41,18 +39,14 @@ def run_worker(config: DaemonConfig) -> int:
 
 
 def _run(config: DaemonConfig) -> int:
-    from daemon.workers.dispatcher import Dispatcher
-
     remove_dead_trees()
     client = connect(config.redis_url)
     store = RedisJobStore(client)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    dispatcher = Dispatcher(config)
-    webhooks = Webhooks(store, config.download)
-    node = WorkerNode(config, store, Nodes(client, config.worker_node_timeout), Queue(client), dispatcher,
-                      on_finished=webhooks.job_finished)
+    dispatcher, webhooks, node = build_worker_node(config, store, Nodes(client, config.worker_node_timeout),
+                                                   Queue(client))
     try:
         listener = metrics.serve_metrics(config.host, config.metrics_port, node)
     except OSError as exc:
@@ -60,7 +54,7 @@ def _run(config: DaemonConfig) -> int:
         log.error("cannot listen on %s:%d for /metrics (METRICS_PORT): %s", config.host, config.metrics_port,
                   exc.strerror or exc)
         return 2
-    start_webhooks(webhooks)
+    webhooks.start()
     node.start()
     log.info("metrics on http://%s:%d/metrics", config.host, config.metrics_port)
     while not stop.wait(3600):

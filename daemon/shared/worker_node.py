@@ -25,6 +25,7 @@ from daemon.errors import STORE_UNREACHABLE, ApiError
 from daemon.jobs.client import WorkerPool
 from daemon.jobs.record import Job, Status
 from daemon.jobs.runner import JobRunner
+from daemon.jobs.webhooks import Webhooks
 from daemon.metrics import Load
 from daemon.shared import keys
 from daemon.shared.connection import BLOCK_SECONDS, Unreachable, describe
@@ -246,6 +247,17 @@ class WorkerNode:
         if self._outage is not None:
             log.warning("worker node %s: Redis is reachable again", self.id)
             self._outage = None
+
+
+def build_worker_node(config: DaemonConfig, store: RedisJobStore, nodes: Nodes, queue: Queue
+                      ) -> tuple[WorkerPool, Webhooks, WorkerNode]:
+    """This host's process tree, its webhooks and the node that feeds it from Redis, wired together:
+    what `async-engine worker` runs, and `serve` too when the host is both kinds of node."""
+    from daemon.workers.dispatcher import Dispatcher  # here: an API node never imports the workers (torch)
+
+    dispatcher = Dispatcher(config)
+    webhooks = Webhooks(store, config.download)
+    return dispatcher, webhooks, WorkerNode(config, store, nodes, queue, dispatcher, on_finished=webhooks.job_finished)
 
 
 class _HoldingStore:
