@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--concurrency", type=_int_list, default=[4, 8], help="comma-separated client counts")
     prof.add_argument("--seconds", type=int, default=20, help="seconds recorded per concurrency")
     prof.add_argument("--top", type=int, default=6, help="functions listed per process")
+    prof.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the daemon on card 0")
     idle = sub.add_parser("idle", help="the idle daemon: startup to /health 200, RSS and PSS per process")
     idle.add_argument("--model", default="tiny.en")
     idle.add_argument("--runs", type=int, default=3)

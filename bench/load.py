@@ -183,7 +183,8 @@ def _save(name: str, clips: list[dataset.Clip], args: argparse.Namespace, texts:
     report.write_hypotheses(report.HYPOTHESES / f"{name}.tsv", names, [c.reference for c in clips], texts)
 
 
-def load(args: argparse.Namespace, with_fw: bool = True, device: str = "cpu") -> None:
+def load(args: argparse.Namespace, with_fw: bool = True, device: str = "cpu",
+         extra_notes: list[str] | None = None) -> None:
     """Daemon at each concurrency, then faster-whisper (if with_fw), then (on the CPU) the engine in-process.
 
     device "cuda": the daemon on card 0 (float16, its default there) against faster-whisper float16 on
@@ -196,7 +197,8 @@ def load(args: argparse.Namespace, with_fw: bool = True, device: str = "cpu") ->
              f"{f', first {args.limit} of dev.tsv' if args.limit else ''}, {audio_s:.1f} s)",
              f"model {args.model}, beam {args.beam}; K client threads share one work queue, "
              f"each clip requested once; latency = request sent to transcript received",
-             f"machine {100 * busy:.0f} % busy (all processes) in the second before start"]
+             f"machine {100 * busy:.0f} % busy (all processes) in the second before start",
+             *(extra_notes or [])]
     runs = _daemon_runs(args, clips, audio_s, notes, device)
     for r in runs:
         _save(f"daemon-K{r.concurrency}", clips, args, _texts(r.pool))

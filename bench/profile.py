@@ -69,8 +69,9 @@ def profile(args: argparse.Namespace) -> None:
     busy = measure.busy_fraction()
     clips = dataset.load_manifest(args.eval_dir, args.limit)
     rows = ["| K | process | busy (on CPU) | where its samples are (inclusive, then self) |", "|---|---|---|---|"]
+    card = {"ASYNC_ENGINE_DEVICES": "cuda:0"} if args.device == "cuda" else {}
     with audio_server(args.eval_dir) as base, running_daemon(ASYNC_ENGINE_MODEL=args.model,
-                                                             DECODER_BEAM_SIZE=str(args.beam)) as daemon, \
+                                                             DECODER_BEAM_SIZE=str(args.beam), **card) as daemon, \
             tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         urls = [file_url(base, args.eval_dir, c.path) for c in clips]
         _load(daemon.url, urls[:8], 8, 600)  # warm-up
@@ -91,9 +92,11 @@ def profile(args: argparse.Namespace) -> None:
                 print(rows[-1], flush=True)
     notes = [f"eval: {args.eval_dir} ({len(clips)} clips, sent again and again by K clients while py-spy records "
              f"{args.seconds:g} s at {_RATE} Hz, non-blocking, each process of the tree)",
-             f"daemon: model {args.model}, beam {args.beam}, defaults otherwise; one warm-up round first",
+             f"daemon: model {args.model}, beam {args.beam}, on {args.device}, defaults otherwise; one warm-up round "
+             "first",
              f"machine {100 * busy:.0f} % busy (all processes) in the second before start"]
-    text = report.dated_section(f"{args.model} beam {args.beam}, profile of the daemon's processes", notes,
+    text = report.dated_section(f"{args.model} beam {args.beam}, profile of the daemon's processes"
+                                + (" on cuda:0" if args.device == "cuda" else ""), notes,
                                 "\n".join(rows))
     print(text)
     report.append(args.results, text)
