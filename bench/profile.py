@@ -71,7 +71,8 @@ def profile(args: argparse.Namespace) -> None:
     rows = ["| K | process | busy (on CPU) | where its samples are (inclusive, then self) |", "|---|---|---|---|"]
     card = {"ASYNC_ENGINE_DEVICES": "cuda:0"} if args.device == "cuda" else {}
     with audio_server(args.eval_dir) as base, running_daemon(ASYNC_ENGINE_MODEL=args.model,
-                                                             DECODER_BEAM_SIZE=str(args.beam), **card) as daemon, \
+                                                             DECODER_BEAM_SIZE=str(args.beam), REJECT_OVER_PARALLEL="False",
+                                                             **card) as daemon, \
             tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         urls = [file_url(base, args.eval_dir, c.path) for c in clips]
         _load(daemon.url, urls[:8], 8, 600)  # warm-up

@@ -20,10 +20,24 @@ import torch
 import torch.nn.functional as F
 
 from engine.decode_options import MAX_PROMPT_TOKENS
+from engine.features import HOP_LENGTH
 from engine.model_store import StoredModel
 from engine.whisper_net import WhisperNet
 
 _TIME_CHUNK = 64
+# A window shorter than 30 s is encoded at its own length plus at least 8 s of the silence padding
+# Whisper was trained on, rounded up to 2 s so that windows of similar length share a batch. With
+# 1-3 s of padding tiny.en loops on short clips (WER 11.9 -> 22.9 % on the dev set); from about 6 s
+# on, WER is that of full windows or better, and the dev set runs 1.6-1.7x faster in-process
+# (bench/RESULTS.md, docs/DESIGN.md "Encoder width").
+PADDING_FRAMES = 800
+WIDTH_STEP_FRAMES = 200
+
+
+def encoder_width(samples: int, n_frames: int) -> int:
+    """Mel frames of a window to encode: its audio and the padding above, at most the model's window."""
+    frames = samples // HOP_LENGTH + PADDING_FRAMES
+    return min(n_frames, -(-frames // WIDTH_STEP_FRAMES) * WIDTH_STEP_FRAMES)
 
 
 class SequenceTooLongError(RuntimeError):
@@ -62,6 +76,10 @@ def _grow(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     return torch.cat([t, t.new_zeros(shape)], dim=dim)
 
 
+def _grow_array(a: np.ndarray, size: int) -> np.ndarray:
+    return a if len(a) >= size else np.concatenate([a, np.zeros(size - len(a), a.dtype)])
+
+
 class InferenceRuntime:
     def __init__(self, model: StoredModel, device: str = "cpu", int8: bool = False, encode_batch: int = 8) -> None:
         self.dims = model.dims
@@ -74,6 +92,7 @@ class InferenceRuntime:
         empty = lambda *shape: torch.zeros(*shape, device=self.device, dtype=self.dtype)  # noqa: E731
         self._windows = _SlotPool()
         self._audio = empty(0, d.n_audio_ctx, d.d_model)
+        self._audio_frames = np.zeros(0, dtype=np.int64)  # encoder frames computed for each window slot
         self._cross_k = [empty(0, h, d.n_audio_ctx, dh) for _ in range(d.n_decoder_layers)]
         self._cross_v = [empty(0, h, d.n_audio_ctx, dh) for _ in range(d.n_decoder_layers)]
         self._sequences = _SlotPool()
@@ -91,23 +110,37 @@ class InferenceRuntime:
         return self._sequences.used
 
     @torch.inference_mode()
-    def encode(self, mels: torch.Tensor) -> list[int]:
-        """Encode [N, n_mels, 3000] log-mel windows; returns one window handle per row."""
-        handles: list[int] = []
-        for first in range(0, mels.shape[0], self.encode_batch):
-            chunk = mels[first : first + self.encode_batch].to(self.device, self.dtype)
+    def encode(self, mels: torch.Tensor, samples: Sequence[int] | None = None) -> list[int]:
+        """Encode [N, n_mels, 3000] log-mel windows holding samples[i] of audio each; one handle per row.
+
+        Without `samples` every window is encoded whole, as openai/whisper and CTranslate2 do (the
+        tests that compare against them); serving passes them and gets encoder_width's saving.
+        """
+        handles = [0] * mels.shape[0]
+        full = mels.shape[2]
+        widths = [full] * mels.shape[0] if samples is None else [encoder_width(n, full) for n in samples]
+        order = sorted(range(len(widths)), key=lambda i: widths[i])
+        groups = [[i for i in order if widths[i] == w] for w in sorted(set(widths))]
+        batches = [g[first : first + self.encode_batch] for g in groups for first in range(0, len(g), self.encode_batch)]
+        for rows in batches:
+            width = widths[rows[0]]
+            chunk = mels[rows, :, :width].to(self.device, self.dtype)
             audio = self.net.encode(chunk)
-            slots, capacity = self._windows.take(chunk.shape[0])
+            frames = audio.shape[1]
+            slots, capacity = self._windows.take(len(rows))
             index = torch.tensor(slots, device=self.device)
             self._audio = _grow(self._audio, 0, capacity)
-            self._audio[index] = audio
+            self._audio[index, :frames] = audio
+            self._audio_frames = _grow_array(self._audio_frames, capacity)
+            self._audio_frames[slots] = frames
             for layer in range(self.dims.n_decoder_layers):
                 k, v = self.net.cross_kv(audio, layer)
                 self._cross_k[layer] = _grow(self._cross_k[layer], 0, capacity)
                 self._cross_v[layer] = _grow(self._cross_v[layer], 0, capacity)
-                self._cross_k[layer][index] = k
-                self._cross_v[layer][index] = v
-            handles.extend(slots)
+                self._cross_k[layer][index, :, :frames] = k
+                self._cross_v[layer][index, :, :frames] = v
+            for row, slot in zip(rows, slots):
+                handles[row] = slot
         return handles
 
     def reserve(self, windows: int, rows_per_window: int) -> None:
@@ -120,6 +153,7 @@ class InferenceRuntime:
         """
         d = self.dims
         self._audio = _grow(self._audio, 0, windows)
+        self._audio_frames = _grow_array(self._audio_frames, windows)
         for layer in range(d.n_decoder_layers):
             self._cross_k[layer] = _grow(self._cross_k[layer], 0, windows)
             self._cross_v[layer] = _grow(self._cross_v[layer], 0, windows)
@@ -160,7 +194,8 @@ class InferenceRuntime:
                 self._self_k[layer] = _grow(self._self_k[layer], 2, size)
                 self._self_v[layer] = _grow(self._self_v[layer], 2, size)
 
-    def _cross_groups(self, windows: np.ndarray) -> tuple[slice | torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    def _cross_groups(self, windows: np.ndarray) -> tuple[slice | torch.Tensor, torch.Tensor, torch.Tensor, int, int,
+                                                          int, torch.Tensor | None]:
         """Lay rows out as [windows, rows per window] so cross-attention is one batched call.
 
         Dense window slots are read through a slice (no copy); sparse ones are gathered.
@@ -181,7 +216,13 @@ class InferenceRuntime:
             within[row] = seen.get(g, 0)
             seen[g] = within[row] + 1
         width = int(within.max()) + 1
-        return source, torch.as_tensor(group, device=self.device), torch.as_tensor(within, device=self.device), n_groups, width
+        frames = self._audio_frames[unique[0] : unique[-1] + 1] if isinstance(source, slice) else self._audio_frames[unique]
+        limit = int(frames.max())
+        mask = None
+        if (frames < limit).any():
+            valid = np.arange(limit)[None, :] < np.maximum(frames, 1)[:, None]
+            mask = torch.as_tensor(valid, device=self.device)[:, None, None, :]
+        return source, torch.as_tensor(group, device=self.device), torch.as_tensor(within, device=self.device), n_groups, width, limit, mask
 
     def step(self, sequences: Sequence[int], tokens: Sequence[int | Sequence[int]]) -> np.ndarray:
         """Feed each row its next token, or several at once; returns float32 logits [rows, n_vocab].
@@ -214,7 +255,7 @@ class InferenceRuntime:
         slot = torch.as_tensor(seqs, device=dev)
         pos = torch.as_tensor(start, device=dev)[:, None] + torch.arange(count, device=dev)  # [rows, count]
         mask = (torch.arange(t_max, device=dev)[None, None, :] <= pos[:, :, None])[:, None]
-        source, group, within, n_groups, width = self._cross_groups(self._window_of[seqs])
+        source, group, within, n_groups, width, limit, cross_mask = self._cross_groups(self._window_of[seqs])
         h, dh = self.dims.n_heads, self.dims.head_dim
         x = self.net.embed(torch.as_tensor(np.asarray(feeds), device=dev), pos)
         for layer in range(self.dims.n_decoder_layers):
@@ -229,7 +270,8 @@ class InferenceRuntime:
             grid[group, within] = cq.transpose(1, 2)
             attn = F.scaled_dot_product_attention(
                 grid.view(n_groups, width * count, h, dh).transpose(1, 2),
-                self._cross_k[layer][source], self._cross_v[layer][source],
+                self._cross_k[layer][source][:, :, :limit], self._cross_v[layer][source][:, :, :limit],
+                attn_mask=cross_mask,
             )
             attn = attn.transpose(1, 2).reshape(n_groups, width, count, h, dh)[group, within]
             x = self.net.cross_out(x, attn.transpose(1, 2), layer)
@@ -262,7 +304,12 @@ class InferenceRuntime:
         batch = torch.zeros(len(requests), longest, dtype=torch.long)
         for row, (_, tokens) in enumerate(requests):
             batch[row, : len(tokens)] = torch.as_tensor(list(tokens))
-        windows = torch.as_tensor([w for w, _ in requests], device=self.device)
-        scores = self.net.alignment_scores(batch.to(self.device), self._audio[windows], self.alignment_heads)
+        slots = np.asarray([w for w, _ in requests], dtype=np.int64)
+        frames = self._audio_frames[slots]
+        limit = int(frames.max())
+        valid = torch.as_tensor(np.arange(limit)[None, :] < frames[:, None], device=self.device)
+        windows = torch.as_tensor(slots, device=self.device)
+        scores = self.net.alignment_scores(batch.to(self.device), self._audio[windows, :limit], self.alignment_heads,
+                                           valid)
         scores = scores.float().cpu().numpy()
         return [scores[row, :, : len(tokens)] for row, (_, tokens) in enumerate(requests)]

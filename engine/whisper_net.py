@@ -168,7 +168,8 @@ class WhisperNet:
             return _int8_linear(x, self._packed["decoder/projection"], None)
         return F.linear(x, self.w["decoder/embeddings/weight"])
 
-    def alignment_scores(self, tokens: Tensor, audio: Tensor, heads: list[tuple[int, int]]) -> Tensor:
+    def alignment_scores(self, tokens: Tensor, audio: Tensor, heads: list[tuple[int, int]],
+                         valid: Tensor | None = None) -> Tensor:
         """Teacher-forced pass returning raw cross-attention scores of the alignment heads.
 
         tokens [B, T] (right-padded; causal attention keeps padding out of real positions),
@@ -176,6 +177,7 @@ class WhisperNet:
         """
         t = tokens.shape[1]
         x = self.embed(tokens, torch.arange(t, device=tokens.device))
+        mask = None if valid is None else valid[:, None, None, :]
         wanted_layers = {layer for layer, _ in heads}
         scores: dict[int, Tensor] = {}
         for i in range(max(wanted_layers) + 1):
@@ -185,10 +187,12 @@ class WhisperNet:
             ck, cv = self.cross_kv(audio, i)
             if i in wanted_layers:
                 qk = (cq @ ck.transpose(-1, -2)) * self.dims.head_dim ** -0.5
+                if mask is not None:
+                    qk = qk.masked_fill(~mask, float("-inf"))
                 scores[i] = qk
                 attn = qk.softmax(dim=-1) @ cv
             else:
-                attn = F.scaled_dot_product_attention(cq, ck, cv)
+                attn = F.scaled_dot_product_attention(cq, ck, cv, attn_mask=mask)
             x = self.cross_out(x, attn, i)
             x = self.ffn(x, i)
         return torch.stack([scores[layer][:, head] for layer, head in heads], dim=1)

@@ -11,8 +11,10 @@ from engine.search import SearchResult, WindowSearch
 
 
 def decode_window(runtime: InferenceRuntime, mels: torch.Tensor, search: WindowSearch,
-                  on_advance: Callable[[list[int], list[int]], None] | None = None) -> SearchResult:
-    handle = runtime.encode(mels)[0]
+                  on_advance: Callable[[list[int], list[int]], None] | None = None,
+                  samples: int | None = None) -> SearchResult:
+    """`samples` None encodes the whole 30 s window (as the references do); the transcriber passes its window's."""
+    handle = runtime.encode(mels, None if samples is None else [samples])[0]
     sequences = runtime.open_sequences(handle, search.rows)
     feed = search.first_tokens()
     while True:

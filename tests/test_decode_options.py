@@ -68,7 +68,7 @@ def _run_window(transcriber, audio: np.ndarray, options: DecodeOptions):
     search = job.decode.search
     while search is not None:
         attempts.append((search.temperature, search.rows, search.first_tokens()))
-        decode_window(transcriber.runtime, mels, search)
+        decode_window(transcriber.runtime, mels, search, samples=job.samples)
         search = job.decode.retry()
     return job, attempts
 

@@ -97,3 +97,36 @@ def test_batched_files_match_one_by_one(transcriber):
     together = transcriber.transcribe_many(audios)
     alone = [transcriber.transcribe(a) for a in audios]
     assert [t.text for t in together] == [t.text for t in alone]
+
+
+def test_windows_of_different_encoder_widths_share_a_batch(transcriber):
+    """A 2 s, an 8 s and a 25 s window are encoded at three widths and decoded in one step loop; the
+    cross-attention mask must keep each row to its own window's frames (text and word times as alone)."""
+    short = _speech("call me")
+    middle = _speech("please call me back after lunch, the quick brown fox jumps over the lazy dog", voice=VOICE_B)
+    long = np.concatenate([middle, silence(1.0, SAMPLE_RATE), _speech(SENTENCE), silence(1.0, SAMPLE_RATE), middle])[: 25 * SAMPLE_RATE]
+    audios = [short, middle, long]
+    from engine.features import N_FRAMES
+    from engine.inference import encoder_width
+
+    widths = {encoder_width(len(a), N_FRAMES) for a in audios}
+    assert len(widths) == 3 and max(widths) <= N_FRAMES
+    together = transcriber.transcribe_many(audios)
+    alone = [transcriber.transcribe(a) for a in audios]
+    assert [t.text for t in together] == [t.text for t in alone]
+    assert [[(w.start_ms, w.end_ms) for w in t.words] for t in together] == \
+        [[(w.start_ms, w.end_ms) for w in t.words] for t in alone]
+    assert all(t.words for t in together)
+
+
+def test_encoder_width_keeps_eight_seconds_of_padding_within_the_window():
+    from engine.features import HOP_LENGTH, N_FRAMES
+    from engine.inference import PADDING_FRAMES, WIDTH_STEP_FRAMES, encoder_width
+
+    for seconds in (0.1, 1.0, 3.3, 7.9, 12.0, 21.9, 22.1, 29.99, 30.0):
+        samples = int(seconds * SAMPLE_RATE)
+        width = encoder_width(samples, N_FRAMES)
+        assert width % WIDTH_STEP_FRAMES == 0 and width <= N_FRAMES
+        assert width == N_FRAMES or width - samples // HOP_LENGTH >= PADDING_FRAMES
+    assert encoder_width(SAMPLE_RATE, N_FRAMES) == 1000
+    assert encoder_width(25 * SAMPLE_RATE, N_FRAMES) == N_FRAMES

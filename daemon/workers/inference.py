@@ -161,7 +161,7 @@ class InferenceWorker:
         if not batch:
             return
         try:
-            handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels))
+            handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels), [len(c) for c in chunks])
         except Exception as error:  # a bad window must not take the device down with it
             log.exception("encoding failed")
             for o in batch:
