@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from engine.audio import SAMPLE_RATE
+from engine.decode_loop import Align, Feed, Instruction, apply_instruction, next_instruction
 from engine.decode_options import DecodeOptions
 from engine.features import log_mel_windows
 from engine.inference import InferenceRuntime
@@ -34,7 +35,7 @@ class _ActiveWindow:
     job: WindowJob
     handle: int
     sequences: list[int]
-    feed: list[int | tuple[int, ...]] = field(default_factory=list)
+    feed: Feed | None = field(default_factory=list)  # None once the window's search has ended
 
 
 class Transcriber:
@@ -78,16 +79,16 @@ class Transcriber:
             if tasks and room > 0:
                 batch = [tasks.popleft() for _ in range(min(room, len(tasks)))]
                 active.extend(self._start(batch, audios, options))
-            finished = self._step(active)
-            for window in finished:
+            ended = self._step(active)
+            for window, _ in ended:
                 active.remove(window)
-            found, redo = self._finish(finished)
-            for window, window_words in zip(finished, found):
+            found, redo = self._finish(ended)
+            for (window, _), window_words in zip(ended, found):
                 words[window.file].extend(window_words)
             tasks.extendleft(redo)
             total += len(redo)
-            done += len(finished)
-            if progress and finished:
+            done += len(ended)
+            if progress and ended:
                 progress(done, total)
         return [
             Transcript(sorted(w, key=lambda x: (x.start_ms, x.end_ms)), len(a) / SAMPLE_RATE)
@@ -105,47 +106,36 @@ class Transcriber:
             started.append(_ActiveWindow(file, job, handle, sequences, job.decode.search.first_tokens()))
         return started
 
-    def _step(self, active: list[_ActiveWindow]) -> list[_ActiveWindow]:
+    def _step(self, active: list[_ActiveWindow]) -> list[tuple[_ActiveWindow, Instruction]]:
         """One decoder step for every row in flight; returns the windows whose search ended."""
         logits = self.runtime.step(
             [s for w in active for s in w.sequences], [t for w in active for t in w.feed]
         )
-        finished = []
+        ended = []
         row = 0
         for window in active:
             rows = logits[row : row + len(window.sequences)]
             row += len(window.sequences)
-            tokens, parents = window.job.decode.search.advance(rows)
-            if window.job.decode.search.done:
-                self.runtime.close_sequences(window.sequences)
-                again = window.job.decode.retry()
-                if again is None:
-                    finished.append(window)
-                else:
-                    window.sequences = self.runtime.open_sequences(window.handle, again.rows)
-                    window.feed = again.first_tokens()
-                continue
-            kept = window.sequences[: len(parents)]
-            if parents != list(range(len(parents))):
-                self.runtime.reorder(kept, [window.sequences[p] for p in parents])
-            self.runtime.close_sequences(window.sequences[len(parents) :])
-            window.sequences, window.feed = kept, tokens
-        return finished
+            instruction = next_instruction(window.job, rows)
+            window.sequences, window.feed = apply_instruction(self.runtime, window.handle, window.sequences,
+                                                              instruction)
+            if window.feed is None:
+                ended.append((window, instruction))
+        return ended
 
-    def _finish(self, finished: list[_ActiveWindow]) -> tuple[list[list[Word]], list[tuple[int, SpeechWindow]]]:
-        """Align finished windows in one batch and turn their tokens into timed words.
+    def _finish(self, ended: list[tuple[_ActiveWindow, Instruction]]) -> tuple[list[list[Word]], list[tuple[int, SpeechWindow]]]:
+        """Align the windows whose search found text in one batch and turn their tokens into timed words.
 
         Also returns the windows to decode again: the audio after a segment the model left open.
         """
-        concluded = [window.job.conclude() for window in finished]
-        redo = [(window.file, span) for window, (_, span) in zip(finished, concluded) if span is not None]
-        aligned = [(window, tokens) for window, (tokens, _) in zip(finished, concluded) if tokens is not None]
+        redo = [(window.file, window.job.redo) for window, _ in ended if window.job.redo is not None]
+        aligned = [(window, instruction.tokens) for window, instruction in ended if isinstance(instruction, Align)]
         scores = dict(zip(
             (id(window) for window, _ in aligned),
             self.runtime.alignment_scores([(window.handle, tokens) for window, tokens in aligned]),
         ))
         words = []
-        for window in finished:
+        for window, _ in ended:
             self.runtime.release_window(window.handle)
             words.append(window.job.words(scores[id(window)]) if id(window) in scores else [])
         return words, redo

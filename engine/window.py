@@ -30,16 +30,17 @@ class WindowJob:
         self.decode = WindowDecode(config, tokenizer, self.samples / SAMPLE_RATE, options)
         self._result: SearchResult | None = None
         self._text: list[int] = []
+        self.redo: SpeechWindow | None = None  # set by conclude()
 
     @property
     def samples(self) -> int:
         return self.span.samples
 
-    def conclude(self) -> tuple[list[int] | None, SpeechWindow | None]:
+    def conclude(self) -> list[int] | None:
         """Settle the result once the last search is done.
 
-        Returns the tokens to run the alignment pass on (None when there is no text), and the
-        span to decode again when the model left its last segment open or skipped speech. The
+        Returns the tokens to run the alignment pass on (None when there is no text), and sets
+        `redo`: the span to decode again when the model left its last segment open or skipped speech. The
         alignment tokens never include the prompt: openai/whisper and faster-whisper align the
         text after the bare SOT sequence too, whatever prompt steered the decode.
         """
@@ -53,11 +54,12 @@ class WindowJob:
         self._result = result
         eot = self.tokenizer.eot
         self._text = [] if is_silence(result) else [t for t in result.tokens if t < eot]
+        self.redo = redo
         if not self._text:
-            return None, redo
+            return None
         if redo is None:
-            redo = self._skipped_speech(result)
-        return [*self.tokenizer.sot_sequence, self.tokenizer.no_timestamps, *self._text, eot], redo
+            self.redo = self._skipped_speech(result)
+        return [*self.tokenizer.sot_sequence, self.tokenizer.no_timestamps, *self._text, eot]
 
     def _skipped_speech(self, result: SearchResult) -> SpeechWindow | None:
         """The rest of the window, when the model closed its text before speech the VAD heard.

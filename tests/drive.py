@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from engine.decode_loop import Continue, apply_instruction
 from engine.inference import InferenceRuntime
 from engine.search import SearchResult, WindowSearch
 
@@ -23,11 +24,7 @@ def decode_window(runtime: InferenceRuntime, mels: torch.Tensor, search: WindowS
             break
         if on_advance:
             on_advance(tokens, parents)
-        kept = sequences[: len(parents)]
-        if parents != list(range(len(parents))):
-            runtime.reorder(kept, [sequences[p] for p in parents])
-        runtime.close_sequences(sequences[len(parents) :])
-        sequences, feed = kept, tokens
+        sequences, feed = apply_instruction(runtime, handle, sequences, Continue(tokens, parents))
     runtime.close_sequences(sequences)
     runtime.release_window(handle)
     return search.result()

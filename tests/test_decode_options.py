@@ -157,7 +157,7 @@ def test_a_prompt_teaches_a_spelling_and_stays_out_of_the_result(transcriber, zy
     tokenizer = transcriber.tokenizer
     job, attempts = _run_window(transcriber, zylotech, options)
     assert all(feed == (*options.prompt_tokens(tokenizer), tokenizer.sot) for _, _, feeds in attempts for feed in feeds)
-    aligned, _ = job.conclude()
+    aligned = job.conclude()
     assert aligned[: len(tokenizer.sot_sequence) + 1] == [*tokenizer.sot_sequence, tokenizer.no_timestamps]
     assert tokenizer.sot_prev not in aligned and "Zylotech" in tokenizer.decode(aligned)
 

@@ -19,11 +19,11 @@ from daemon.workers import messages as m
 from daemon.workers.lifeline import Heartbeat, ignore_stop_signals
 from daemon.malloc import release_free_memory
 from daemon.workers.shm import Attachments, BlockGone
+from engine.decode_loop import Finish, next_instruction
 from engine.model_store import model_path, read_model_config
 from engine.search import SearchConfig
 from engine.settings import EngineSettings
 from engine.tokenizer import WhisperTokenizer
-from engine.speech_window import SpeechWindow
 from engine.vad import VoiceActivityDetector
 from engine.window import WindowJob
 
@@ -36,7 +36,6 @@ class _Live:
     channel: int
     inference: int
     job: WindowJob
-    redo: SpeechWindow | None = None
 
 
 class DecoderWorker:
@@ -130,24 +129,13 @@ class DecoderWorker:
         live = self.windows.get(message.wid)
         if live is None:  # cancelled while the step was in flight
             return
-        rows = self.shm.view(message.rows)
-        search = live.job.decode.search
-        tokens, parents = search.advance(rows)
-        if not search.done:
-            outgoing[live.inference].append(m.Feed(message.wid, tokens, parents))
-            return
-        again = live.job.decode.retry()
-        if again is not None:
-            outgoing[live.inference].append(m.Restart(message.wid, again.first_tokens()))
-            return
-        tokens, redo = live.job.conclude()
-        if tokens is None:
+        instruction = next_instruction(live.job, self.shm.view(message.rows))
+        if isinstance(instruction, Finish):
             self.windows.pop(message.wid)
             outgoing[live.inference].append(m.Release(message.wid))
-            self.events.put(m.WindowDone(message.wid, live.uid, live.channel, [], redo))
+            self.events.put(m.WindowDone(message.wid, live.uid, live.channel, [], live.job.redo))
         else:
-            live.redo = redo
-            outgoing[live.inference].append(m.Align(message.wid, tokens))
+            outgoing[live.inference].append(m.Step(message.wid, instruction))
 
     def _words(self, message: m.Scores, outgoing: dict[int, list]) -> None:
         live = self.windows.pop(message.wid, None)
@@ -155,7 +143,7 @@ class DecoderWorker:
             return
         words = live.job.words(self.shm.view(message.scores).copy())
         outgoing[live.inference].append(m.Release(message.wid))
-        self.events.put(m.WindowDone(message.wid, live.uid, live.channel, words, live.redo))
+        self.events.put(m.WindowDone(message.wid, live.uid, live.channel, words, live.job.redo))
 
 
 def run_decoder(index: int, settings: EngineSettings, inbox: Queue, events: Queue,

@@ -22,6 +22,7 @@ from daemon.workers import messages as m
 from daemon.workers.lifeline import Heartbeat, ignore_stop_signals
 from daemon.malloc import release_free_memory
 from daemon.workers.shm import Attachments, BlockGone, OwnedBlock
+from engine.decode_loop import Align, apply_instruction
 from engine.features import log_mel_windows
 from engine.inference import InferenceRuntime
 from engine.model_store import load_stored_model
@@ -114,29 +115,14 @@ class InferenceWorker:
             self.events.put(m.Ready("inference", self.index, message.nonce, os.getpid()))
         elif isinstance(message, m.Open):
             self.opening.append(message)
-        elif isinstance(message, m.Feed):
+        elif isinstance(message, m.Step):
             window = self.windows.get(message.wid)
             if window is None:
                 return
-            count = len(message.parents)
-            kept = window.sequences[:count]
-            if message.parents != list(range(count)):
-                self.runtime.reorder(kept, [window.sequences[p] for p in message.parents])
-            self.runtime.close_sequences(window.sequences[count:])
-            window.sequences, window.feed = kept, message.tokens
-        elif isinstance(message, m.Restart):
-            window = self.windows.get(message.wid)
-            if window is None:
-                return
-            self.runtime.close_sequences(window.sequences)
-            window.sequences = self.runtime.open_sequences(window.handle, len(message.tokens))
-            window.feed = message.tokens
-        elif isinstance(message, m.Align):
-            window = self.windows.get(message.wid)
-            if window is not None:
-                self.runtime.close_sequences(window.sequences)
-                window.sequences = []
-                self.aligning.append((message.wid, message.tokens))
+            window.sequences, window.feed = apply_instruction(self.runtime, window.handle, window.sequences,
+                                                              message.instruction)
+            if isinstance(message.instruction, Align):
+                self.aligning.append((message.wid, message.instruction.tokens))
         elif isinstance(message, m.Release):
             self._release(message.wid)
             self.opening = deque(o for o in self.opening if o.wid != message.wid)

@@ -7,11 +7,15 @@ supervisor -> front. Windows are named by a daemon-wide integer id given by the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from daemon.workers.shm import ArrayRef
 from engine.decode_options import DecodeOptions
 from engine.result import Word
 from engine.speech_window import SpeechWindow
+
+if TYPE_CHECKING:  # the front imports these messages and must not import the engine's torch-side modules
+    from engine.decode_loop import Instruction
 
 
 # front -> supervisor
@@ -84,22 +88,12 @@ class Open:
 
 
 @dataclass(frozen=True)
-class Feed:
+class Step:
+    """What the window's search decided after its last logits (engine.decode_loop), for the inference
+    process to apply to the window's rows."""
+
     wid: int
-    tokens: list[int]
-    parents: list[int]  # row i continues from row parents[i]; fewer rows than before drops the rest
-
-
-@dataclass(frozen=True)
-class Restart:
-    wid: int
-    tokens: list[int]  # a new search over the same audio, one row per token
-
-
-@dataclass(frozen=True)
-class Align:
-    wid: int
-    tokens: list[int]
+    instruction: Instruction
 
 
 @dataclass(frozen=True)
