@@ -5,9 +5,10 @@ and answers with the tokens to feed next and, for beam search, the parent row ea
 continues from (the inference side reorders its caches accordingly). This is the seam between the
 inference process and the decoder processes; it is numpy only so decoders stay light.
 
-Whisper's rules (openai/whisper decoding.py, faster-whisper) are applied as logit filters:
-suppressed tokens, blank suppression at the start, timestamp pairing and monotonicity, a cap on
-the first timestamp, no timestamp past the window's audio, plus a repetition guard.
+Whisper's rules (openai/whisper decoding.py, faster-whisper) are the logit rules of
+engine/logit_rules.py: suppressed tokens, blank suppression at the start, timestamp pairing and
+monotonicity, a cap on the first timestamp, no timestamp past the window's audio, the timestamp-mass
+rule, plus a repetition guard. The config's scorers add to the ranking of beam candidates.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.logit_rules import (SECONDS_PER_TIMESTAMP, FirstToken, LogitRule, NoTimestampPastAudio, RepetitionGuard,
+                                Scorer, SuppressTokens, TimestampMass, TimestampPairing, logsumexp, repeated_tail)
 from engine.tokenizer import WhisperTokenizer
 
-SECONDS_PER_TIMESTAMP = 0.02
-NEG_INF = -np.inf
+__all__ = ["SECONDS_PER_TIMESTAMP", "Hypothesis", "SearchConfig", "SearchResult", "WindowSearch", "repeated_tail"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class SearchConfig:
     max_tokens: int = 224
     max_initial_timestamp: float = 1.0
     best_of: int = 5  # rows sampled per window at a fallback temperature
+    scorers: tuple[Scorer, ...] = ()  # bonuses on beam candidates' ranking scores (logit_rules.Scorer)
 
     @classmethod
     def for_model(cls, tokenizer: WhisperTokenizer, model_config: dict, beam_size: int) -> "SearchConfig":
@@ -77,29 +80,6 @@ class SearchResult:
         return SearchResult(self.tokens[:n], self.token_logprobs[:n], self.avg_logprob, self.no_speech_prob, n, None)
 
 
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    peak = x.max(axis=-1)
-    safe = np.where(np.isfinite(peak), peak, 0.0)
-    with np.errstate(divide="ignore"):  # a fully suppressed range has log-mass -inf, correctly
-        return safe + np.log(np.exp(x - safe[..., None]).sum(axis=-1))
-
-
-def repeated_tail(text_tokens: list[int]) -> int:
-    """Length of the tail that only repeats the n-gram before it, once it loops; 0 if it does not.
-
-    Short n-grams must repeat more often before they count (a word said twice is speech; a
-    phrase said four times in a row by a 30 s window is almost always a decoding loop).
-    """
-    for n in range(1, 13):
-        repeats = max(3, -(-12 // n))
-        if len(text_tokens) < n * repeats:
-            continue
-        tail = text_tokens[-n * repeats :]
-        if all(tail[i] == tail[i % n] for i in range(len(tail))):
-            return n * (repeats - 1)
-    return 0
-
-
 class WindowSearch:
     """Search over one window, driven by logits rows.
 
@@ -116,7 +96,15 @@ class WindowSearch:
         self._prompt = prompt
         self.rows = config.beam_size if temperature == 0 else config.best_of
         self._sot_fed = 0
-        self._last_timestamp = config.timestamp_begin + int(round(min(audio_seconds, 30.0) / SECONDS_PER_TIMESTAMP))
+        last_timestamp = config.timestamp_begin + int(round(min(audio_seconds, 30.0) / SECONDS_PER_TIMESTAMP))
+        self.rules: tuple[LogitRule, ...] = (
+            SuppressTokens(config.suppress),
+            NoTimestampPastAudio(last_timestamp),
+            FirstToken(config.suppress_begin, config.timestamp_begin, config.max_initial_timestamp),
+            RepetitionGuard(config.eot),
+            TimestampPairing(config.eot, config.timestamp_begin),
+            TimestampMass(config.timestamp_begin),
+        )
         self._live = [Hypothesis()] if temperature == 0 else [Hypothesis() for _ in range(self.rows)]
         self._finished: list[Hypothesis] = []
         self._rng = np.random.default_rng(seed)
@@ -133,39 +121,9 @@ class WindowSearch:
         return [(*self._prompt, first) if self._prompt else first] * self.rows
 
     def _filter(self, logits: np.ndarray) -> np.ndarray:
-        """Apply Whisper's rules in place to a [rows, vocab] matrix, one row per live hypothesis."""
-        cfg, tb = self.cfg, self.cfg.timestamp_begin
-        logits[:, list(cfg.suppress)] = NEG_INF
-        logits[:, self._last_timestamp + 1 :] = NEG_INF
-        for row, hyp in enumerate(self._live):
-            seq, out = hyp.tokens, logits[row]
-            if not seq:
-                out[list(cfg.suppress_begin)] = NEG_INF
-                out[:tb] = NEG_INF
-                out[tb + int(round(cfg.max_initial_timestamp / SECONDS_PER_TIMESTAMP)) + 1 :] = NEG_INF
-                continue
-            if repeated_tail([t for t in seq if t < cfg.eot]):
-                eot_logit = out[cfg.eot]
-                out[:] = NEG_INF
-                out[cfg.eot] = eot_logit
-                continue
-            last_ts = seq[-1] >= tb
-            penultimate_ts = len(seq) < 2 or seq[-2] >= tb
-            if last_ts:
-                if penultimate_ts:
-                    out[tb:] = NEG_INF
-                else:
-                    out[: cfg.eot] = NEG_INF
-            stamps = [t for t in seq if t >= tb]
-            if stamps:
-                floor = stamps[-1] if last_ts and not penultimate_ts else stamps[-1] + 1
-                out[tb:floor] = NEG_INF
-        # "Timestamps when their total probability beats every text token": both sides of the
-        # comparison carry the same normaliser, so it is made on logits without a softmax.
-        timestamp_mass = _logsumexp(logits[:, tb:])
-        best_text = logits[:, :tb].max(axis=-1)
-        for row in np.nonzero(timestamp_mass > best_text)[0]:
-            logits[row, :tb] = NEG_INF
+        """Apply the rules in place to a [rows, vocab] matrix, one row per live hypothesis."""
+        for rule in self.rules:
+            rule.apply(logits, self._live)
         return logits
 
     def advance(self, logits: np.ndarray) -> tuple[list[int], list[int]]:
@@ -178,16 +136,16 @@ class WindowSearch:
         if self._sot_fed < len(self.cfg.sot_sequence):
             if self._sot_fed == 0:
                 row = logits[0]
-                self.no_speech_prob = float(np.exp(row[self.cfg.no_speech] - _logsumexp(row)))
+                self.no_speech_prob = float(np.exp(row[self.cfg.no_speech] - logsumexp(row)))
             self._sot_fed += 1
             if self._sot_fed < len(self.cfg.sot_sequence):
                 return [self.cfg.sot_sequence[self._sot_fed]] * self.rows, list(range(self.rows))
         block = logits[: len(self._live)]
         if block.dtype != np.float32:
             block = block.astype(np.float32)
-        raw_norm = _logsumexp(block)  # before the rules: confidences are the model's own
+        raw_norm = logsumexp(block)  # before the rules: confidences are the model's own
         filtered = self._filter(block)
-        norm = _logsumexp(filtered)
+        norm = logsumexp(filtered)
         # A chosen token is never one the rules set to -inf, so its raw logit is still in place.
         if self.temperature == 0:
             kept = self._beam_step(filtered, norm, raw_norm)
@@ -212,10 +170,13 @@ class WindowSearch:
         top = np.argpartition(-filtered, width, axis=-1)[:, :width]
         candidates: list[tuple[float, int, int]] = []
         for row, hyp in enumerate(self._live):
-            for token in top[row].tolist():
+            bonus = [0.0] * width
+            for scorer in self.cfg.scorers:
+                bonus = (np.asarray(bonus) + scorer.bonus(hyp, top[row])).tolist()
+            for token, extra in zip(top[row].tolist(), bonus):
                 logit = float(filtered[row, token])
                 if np.isfinite(logit):
-                    candidates.append((hyp.score + logit - float(norm[row]), row, token))
+                    candidates.append((hyp.score + logit - float(norm[row]) + extra, row, token))
         candidates.sort(key=lambda c: -c[0])
         kept: list[tuple[int, Hypothesis]] = []
         for score, row, token in candidates:

@@ -215,6 +215,48 @@ def test_beam_picks_the_best_length_normalised_hypothesis(tokenizer, model_confi
     assert result.token_logprobs == pytest.approx([0.0, np.log(0.5), 0.0], abs=1e-5)
 
 
+class _Boost:
+    """A scorer that favours one token by a fixed log-domain bonus (the language-model issue's shape)."""
+
+    def __init__(self, token: int, amount: float) -> None:
+        self.token, self.amount = token, amount
+
+    def bonus(self, hypothesis, tokens: np.ndarray) -> np.ndarray:
+        return np.where(tokens == self.token, self.amount, 0.0)
+
+
+def test_a_scorer_reranks_beam_candidates_and_leaves_confidences_alone(tokenizer, model_config, vocab, words):
+    """Word A is twice as likely as word B; a scorer's bonus of log 4 on B makes the beam pick B, and
+    B's recorded log-probability stays the model's own (log 1/3), not the boosted ranking score."""
+    import dataclasses
+
+    tb = tokenizer.timestamp_begin
+    a, b = words[:2]
+    plain = SearchConfig.for_model(tokenizer, model_config, beam_size=2)
+    boosted = dataclasses.replace(plain, scorers=(_Boost(b, float(np.log(4.0))),))
+    picks = []
+    for cfg in (plain, boosted):
+        search = WindowSearch(cfg, 30.0)
+        row = np.full(vocab, -np.inf, dtype=np.float32)
+        row[tb] = 0.0
+        search.advance(np.tile(row, (2, 1)))
+        row = np.full(vocab, -np.inf, dtype=np.float32)
+        row[a], row[b] = np.log(2 / 3), np.log(1 / 3)
+        tokens, _ = search.advance(np.tile(row, (2, 1)))
+        picks.append(tokens[0])
+        best = search._live[0]
+        assert best.logprobs[-1] == pytest.approx(np.log(2 / 3 if tokens[0] == a else 1 / 3), abs=1e-5)
+    assert picks == [a, b]
+
+
+def test_rules_are_the_search_s_objects_in_whisper_s_order(greedy_cfg):
+    from engine import logit_rules as r
+
+    kinds = [type(rule) for rule in WindowSearch(greedy_cfg, 30.0).rules]
+    assert kinds == [r.SuppressTokens, r.NoTimestampPastAudio, r.FirstToken, r.RepetitionGuard,
+                     r.TimestampPairing, r.TimestampMass]
+
+
 # --------------------------------------------------------------------------- repetition, length, no-speech
 
 
