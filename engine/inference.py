@@ -29,7 +29,9 @@ _TIME_CHUNK = 64
 # Whisper was trained on, rounded up to 2 s so that windows of similar length share a batch. With
 # 1-3 s of padding tiny.en loops on short clips (WER 11.9 -> 22.9 % on the dev set); from about 6 s
 # on, WER is that of full windows or better, and the dev set runs 1.6-1.7x faster in-process
-# (bench/RESULTS.md, docs/DESIGN.md "Encoder width").
+# (bench/RESULTS.md, docs/DESIGN.md "Encoder width"). On a card the encoder is a small part of the
+# time (the decoder step's kernel launches dominate) and the one measurement there, float16 on an
+# H100, lost 0.8 WER points on 60 clips with it: cards keep whole windows.
 PADDING_FRAMES = 800
 WIDTH_STEP_FRAMES = 200
 
@@ -113,12 +115,14 @@ class InferenceRuntime:
     def encode(self, mels: torch.Tensor, samples: Sequence[int] | None = None) -> list[int]:
         """Encode [N, n_mels, 3000] log-mel windows holding samples[i] of audio each; one handle per row.
 
-        Without `samples` every window is encoded whole, as openai/whisper and CTranslate2 do (the
-        tests that compare against them); serving passes them and gets encoder_width's saving.
+        Without `samples`, or on a card, every window is encoded whole, as openai/whisper and
+        CTranslate2 do (the tests that compare against them do so); on the CPU, serving passes them
+        and gets encoder_width's saving.
         """
         handles = [0] * mels.shape[0]
         full = mels.shape[2]
-        widths = [full] * mels.shape[0] if samples is None else [encoder_width(n, full) for n in samples]
+        whole = samples is None or self.device.type != "cpu"
+        widths = [full] * mels.shape[0] if whole else [encoder_width(n, full) for n in samples]
         order = sorted(range(len(widths)), key=lambda i: widths[i])
         groups = [[i for i in order if widths[i] == w] for w in sorted(set(widths))]
         batches = [g[first : first + self.encode_batch] for g in groups for first in range(0, len(g), self.encode_batch)]
