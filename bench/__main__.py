@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--seconds", type=int, default=20, help="seconds recorded per concurrency")
     prof.add_argument("--top", type=int, default=6, help="functions listed per process")
     prof.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the daemon on card 0")
+    width = sub.add_parser("encoder-width", help="in-process WER and speed for several encoder paddings")
+    _common(width)
+    width.add_argument("--limit", type=int, help="first N clips of dev.tsv only")
+    width.add_argument("--padding", type=lambda text: text.split(","), default=["whole", "300", "600", "800"],
+                       help="comma-separated paddings in mel frames (100 = 1 s), or whole")
     idle = sub.add_parser("idle", help="the idle daemon: startup to /health 200, RSS and PSS per process")
     idle.add_argument("--model", default="tiny.en")
     idle.add_argument("--runs", type=int, default=3)
@@ -200,9 +205,9 @@ def accuracy(args: argparse.Namespace) -> None:
     print(f"appended to {args.results}")
 
 
-# Commands whose module is named after them and holds a function of the same name; imported only
+# Commands whose module is named after them (- as _) and holds a function of the same name; imported only
 # when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
-_MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu")
+_MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu", "encoder-width")
 
 
 def main() -> None:
@@ -214,7 +219,8 @@ def main() -> None:
 
         load(args, with_fw=args.command == "load")
     elif args.command in _MODULE_COMMANDS:
-        getattr(importlib.import_module(f"bench.{args.command}"), args.command)(args)
+        name = args.command.replace("-", "_")
+        getattr(importlib.import_module(f"bench.{name}"), name)(args)
 
 
 if __name__ == "__main__":
