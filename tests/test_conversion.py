@@ -291,3 +291,26 @@ def test_greedy_with_window_length_rule_differs_only_in_late_timestamps(stored, 
     for mine, theirs in zip(ours, reference):
         if mine != theirs:
             assert theirs > limit and mine == limit
+
+
+def test_installing_a_model_whose_packages_hold_truncated_weights_fails_clearly(tmp_path, monkeypatch, capsys):
+    """The published small packages hold 180 MiB of its weights: `models install` names the packages
+    and the cause in one line with status 2, and leaves nothing in the models directory."""
+    from engine import cli, model_store
+
+    package = tmp_path / "site" / "truncated_weights_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "model.bin").write_bytes(_ct2_model_bin().read_bytes()[: 1 << 20])
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    source = model_store.ModelSource(packages=("truncated-weights-pkg",),
+                                     model_parts=(("truncated_weights_pkg", "model.bin"),),
+                                     config=("truncated_weights_pkg", "config.json"),
+                                     tokenizer=("truncated_weights_pkg", "tokenizer.json"))
+    monkeypatch.setitem(model_store.SOURCES, "small", source)
+    monkeypatch.setenv("ASYNC_ENGINE_MODELS_DIR", str(tmp_path / "models"))
+    assert cli.main(["models", "install", "small", "--force"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("async-engine: small: the weights in truncated-weights-pkg cannot be read")
+    assert "truncated" in error and "\n" not in error
+    assert not [p for p in (tmp_path / "models").iterdir()]
