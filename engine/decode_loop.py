@@ -21,7 +21,7 @@ import numpy as np
 from engine.inference import InferenceRuntime
 from engine.window import WindowJob
 
-Feed = list  # one entry per row: its next token, or (a search's first step) a tuple of prompt tokens
+Feed = list[Union[int, tuple[int, ...]]]  # a row's next token, or (a search's first step) its prompt tokens
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,6 @@ from engine.logit_rules import (SECONDS_PER_TIMESTAMP, FirstToken, LogitRule, No
                                 Scorer, SuppressTokens, TimestampMass, TimestampPairing, logsumexp, repeated_tail)
 from engine.tokenizer import WhisperTokenizer
 
-__all__ = ["SECONDS_PER_TIMESTAMP", "Hypothesis", "SearchConfig", "SearchResult", "WindowSearch", "repeated_tail"]
-
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -170,10 +168,8 @@ class WindowSearch:
         top = np.argpartition(-filtered, width, axis=-1)[:, :width]
         candidates: list[tuple[float, int, int]] = []
         for row, hyp in enumerate(self._live):
-            bonus = [0.0] * width
-            for scorer in self.cfg.scorers:
-                bonus = (np.asarray(bonus) + scorer.bonus(hyp, top[row])).tolist()
-            for token, extra in zip(top[row].tolist(), bonus):
+            bonus = sum((scorer.bonus(hyp, top[row]) for scorer in self.cfg.scorers), np.zeros(width))
+            for token, extra in zip(top[row].tolist(), bonus.tolist()):
                 logit = float(filtered[row, token])
                 if np.isfinite(logit):
                     candidates.append((hyp.score + logit - float(norm[row]) + extra, row, token))

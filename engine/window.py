@@ -12,7 +12,8 @@ from engine.decode_options import DecodeOptions
 from engine.fallback import WindowDecode, is_silence
 from engine.features import WINDOW_SAMPLES
 from engine.result import Word
-from engine.search import SECONDS_PER_TIMESTAMP, SearchConfig, SearchResult
+from engine.logit_rules import SECONDS_PER_TIMESTAMP
+from engine.search import SearchConfig, SearchResult
 from engine.tokenizer import WhisperTokenizer
 from engine.speech_window import SpeechWindow
 

@@ -23,7 +23,8 @@ from engine.ct2_reader import CT2FormatError, read_ct2_model  # noqa: E402
 from engine.features import N_FRAMES, WINDOW_SAMPLES, log_mel_windows  # noqa: E402
 from engine.inference import InferenceRuntime  # noqa: E402
 from engine.model_store import load_stored_model  # noqa: E402
-from engine.search import SECONDS_PER_TIMESTAMP, SearchConfig, SearchResult, WindowSearch  # noqa: E402
+from engine.logit_rules import SECONDS_PER_TIMESTAMP  # noqa: E402
+from engine.search import SearchConfig, SearchResult, WindowSearch  # noqa: E402
 from engine.tokenizer import WhisperTokenizer  # noqa: E402
 from engine.whisper_net import WhisperNet  # noqa: E402
 from drive import decode_window

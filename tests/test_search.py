@@ -20,7 +20,8 @@ from engine.audio import SAMPLE_RATE, decode_audio
 from engine.features import log_mel_windows
 from engine.inference import InferenceRuntime
 from engine.model_store import load_stored_model
-from engine.search import SECONDS_PER_TIMESTAMP, SearchConfig, SearchResult, WindowSearch, repeated_tail
+from engine.logit_rules import SECONDS_PER_TIMESTAMP, repeated_tail
+from engine.search import SearchConfig, SearchResult, WindowSearch
 from engine.tokenizer import WhisperTokenizer
 from drive import decode_window
 from synth import speak, write_wav
