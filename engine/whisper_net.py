@@ -72,8 +72,7 @@ def _int8_linear(x: Tensor, packed: object, bias: Tensor | None) -> Tensor:
     """
     shape = x.shape
     rows = x.reshape(-1, shape[-1])
-    low, high = torch.aminmax(rows, dim=-1, keepdim=True)
-    scale = torch.maximum(high, -low).clamp_(min=1e-12)
+    scale = rows.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12)  # not aminmax: 400x slower on small rows
     scaled = torch.empty(rows.shape[0] + 1, shape[-1], dtype=rows.dtype, device=rows.device)
     torch.div(rows, scale, out=scaled[:-1])
     scaled[-1] = _pin_row(shape[-1], rows.dtype)
