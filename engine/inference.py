@@ -29,9 +29,9 @@ _TIME_CHUNK = 64
 # Whisper was trained on, rounded up to 2 s so that windows of similar length share a batch. With
 # 1 s of padding tiny.en loops on short clips (WER 11.90 -> 21.36 % on the dev set); from about 6 s
 # on, WER is that of whole windows or better, and the dev set runs 1.4-1.6x faster in-process
-# (`python -m bench encoder-width`, docs/DESIGN.md "Encoder width"). On a card the encoder is a small part of the
-# time (the decoder step's kernel launches dominate) and the one measurement there, float16 on an
-# H100, lost 0.8 WER points on 60 clips with it: cards keep whole windows.
+# (`python -m bench encoder-width`, docs/DESIGN.md "Encoder width"). On a card the encoder is a
+# small part of the time (the decoder step's kernel launches dominate) and the one measurement
+# there, float16 on an H100, lost 0.8 WER points on 60 clips with it: cards keep whole windows.
 PADDING_FRAMES = 800
 WIDTH_STEP_FRAMES = 200
 
