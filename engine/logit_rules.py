@@ -17,17 +17,19 @@ NEG_INF = -np.inf
 SECONDS_PER_TIMESTAMP = 0.02
 
 
-class Hypothesis(Protocol):
+class HasTokens(Protocol):
+    """What a rule reads of a live hypothesis (search.Hypothesis has it)."""
+
     tokens: list[int]
 
 
 class LogitRule(Protocol):
-    def apply(self, logits: np.ndarray, live: Sequence[Hypothesis]) -> None:
+    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
         """Mask, in place, what each row (live[i]'s next token) may not be."""
 
 
 class Scorer(Protocol):
-    def bonus(self, hypothesis: Hypothesis, tokens: np.ndarray) -> np.ndarray:
+    def bonus(self, hypothesis: HasTokens, tokens: np.ndarray) -> np.ndarray:
         """Added to the ranking score of `hypothesis` continued by each of `tokens` (log domain)."""
 
 
@@ -60,7 +62,7 @@ class SuppressTokens:
 
     tokens: tuple[int, ...]
 
-    def apply(self, logits: np.ndarray, live: Sequence[Hypothesis]) -> None:
+    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
         logits[:, list(self.tokens)] = NEG_INF
 
 
@@ -70,7 +72,7 @@ class NoTimestampPastAudio:
 
     last_timestamp: int
 
-    def apply(self, logits: np.ndarray, live: Sequence[Hypothesis]) -> None:
+    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
         logits[:, self.last_timestamp + 1 :] = NEG_INF
 
 
@@ -82,7 +84,7 @@ class FirstToken:
     timestamp_begin: int
     max_initial_timestamp: float
 
-    def apply(self, logits: np.ndarray, live: Sequence[Hypothesis]) -> None:
+    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
         last = self.timestamp_begin + int(round(self.max_initial_timestamp / SECONDS_PER_TIMESTAMP))
         for row, hyp in enumerate(live):
             if not hyp.tokens:
@@ -97,7 +99,7 @@ class RepetitionGuard:
 
     eot: int
 
-    def apply(self, logits: np.ndarray, live: Sequence[Hypothesis]) -> None:
+    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
         for row, hyp in enumerate(live):
             if hyp.tokens and repeated_tail([t for t in hyp.tokens if t < self.eot]):
                 eot_logit = logits[row, self.eot]
@@ -112,7 +114,7 @@ class TimestampPairing:
     eot: int
     timestamp_begin: int
 
-    def apply(self, logits: np.ndarray, live: Sequence[Hypothesis]) -> None:
+    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
         tb = self.timestamp_begin
         for row, hyp in enumerate(live):
             seq = hyp.tokens
@@ -140,7 +142,7 @@ class TimestampMass:
 
     timestamp_begin: int
 
-    def apply(self, logits: np.ndarray, live: Sequence[Hypothesis]) -> None:
+    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
         tb = self.timestamp_begin
         mass = logsumexp(logits[:, tb:])
         best_text = logits[:, :tb].max(axis=-1)

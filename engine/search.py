@@ -168,8 +168,10 @@ class WindowSearch:
         top = np.argpartition(-filtered, width, axis=-1)[:, :width]
         candidates: list[tuple[float, int, int]] = []
         for row, hyp in enumerate(self._live):
-            bonus = sum((scorer.bonus(hyp, top[row]) for scorer in self.cfg.scorers), np.zeros(width))
-            for token, extra in zip(top[row].tolist(), bonus.tolist()):
+            bonus = [0.0] * width
+            if self.cfg.scorers:  # the hot path without scorers builds no arrays
+                bonus = sum((s.bonus(hyp, top[row]) for s in self.cfg.scorers), np.zeros(width)).tolist()
+            for token, extra in zip(top[row].tolist(), bonus):
                 logit = float(filtered[row, token])
                 if np.isfinite(logit):
                     candidates.append((hyp.score + logit - float(norm[row]) + extra, row, token))
