@@ -24,6 +24,7 @@ setup(
         "num2words>=0.5.14,<0.6",
         "redis>=5.0",
         "prometheus-client>=0.20",
+        "kenlm>=0.2",
     ],
     entry_points={"console_scripts": ["async-engine=daemon.cli:main"]},
 )
