@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from engine.decode_options import MAX_PROMPT_TOKENS, DecodeOptions
 from engine.errors import EngineError
+from engine.lm_toolkit import DEFAULT_ORDER, MAX_ORDER, build_model, load_for_info, perplexity
 from engine.settings import MODEL_NAMES, EngineSettings, SettingsError
 
 LONG_FILE_SECONDS = 60.0
@@ -66,6 +67,34 @@ def _transcribe(args: argparse.Namespace, settings: EngineSettings) -> int:
     return 0
 
 
+def _lm_build(args: argparse.Namespace, settings: EngineSettings) -> int:
+    info = build_model(args.corpus, args.output, args.order, progress=not args.quiet)
+    counts = ", ".join(f"{n} {order}-grams" for order, n in enumerate(info.counts, 1))
+    print(f"{args.output}: order {info.order}, {counts}")
+    return 0
+
+
+def _lm_info(args: argparse.Namespace, settings: EngineSettings) -> int:
+    info, model = load_for_info(args.model)
+    print(f"model: {args.model} ({info.kind})")
+    print(f"order: {info.order}")
+    for order, count in enumerate(info.counts, 1):
+        print(f"{order}-grams: {count}")
+    print(f"vocabulary: {info.vocabulary} (unigrams, with <s>, </s> and <unk>)")
+    if args.text is not None:
+        measured = perplexity(model, args.text)
+        print(f"perplexity: {measured.perplexity:.2f} on {args.text} "
+              f"({measured.sentences} sentences, {measured.words} words)")
+        print(f"OOV rate: {100 * measured.oov_rate:.2f} % ({measured.oov_words} of {measured.words} words)")
+    return 0
+
+
+def _lm_order(value: str) -> int:
+    if value.isdigit() and 2 <= int(value) <= MAX_ORDER:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected an n-gram order from 2 to {MAX_ORDER}, got {value!r}")
+
+
 def _milliseconds(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError(f"expected a whole number of milliseconds >= 0, got {value!r}")
@@ -114,6 +143,22 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--force", action="store_true", help="convert again even if installed")
     install.set_defaults(run=_models_install)
     models.add_parser("list", help="show installed models").set_defaults(run=_models_list)
+
+    lm = commands.add_parser("lm", help="build or inspect a custom KenLM language model").add_subparsers(
+        dest="lm_command", required=True
+    )
+    lm_build = lm.add_parser("build", help="build a KenLM binary model from a text corpus (lmplz, build_binary)")
+    lm_build.add_argument("corpus", type=Path, help="UTF-8 text: sentences or paragraphs, one or more per line")
+    lm_build.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="the binary model to write")
+    lm_build.add_argument("--order", type=_lm_order, default=DEFAULT_ORDER,
+                          help=f"n-gram order (default {DEFAULT_ORDER}: domain corpora are too small for "
+                               f"longer n-grams to help)")
+    lm_build.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    lm_build.set_defaults(run=_lm_build)
+    lm_info = lm.add_parser("info", help="order, n-gram counts, vocabulary and perplexity of a KenLM model")
+    lm_info.add_argument("model", type=Path)
+    lm_info.add_argument("--text", type=Path, metavar="FILE", help="report perplexity and OOV rate on this text")
+    lm_info.set_defaults(run=_lm_info)
     return parser
 
 
