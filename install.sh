@@ -9,6 +9,8 @@ cd "$(dirname "$0")"
 # torch first and pinned: 2.13.0 is the CPU build on this machine's disk; anything else downloads GBs.
 .venv/bin/python -m pip install --quiet torch==2.13.0
 .venv/bin/python -m pip install --quiet -e .
+# KenLM's lmplz and build_binary for `async-engine lm build` (cached; says so and goes on where they cannot be built).
+packaging/build-kenlm-tools .venv/bin
 .venv/bin/async-engine models install "${ASYNC_ENGINE_MODEL:-tiny.en}"
 if [ "${1:-}" = "--serve" ]; then
     exec .venv/bin/async-engine serve
