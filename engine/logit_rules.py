@@ -29,8 +29,20 @@ class LogitRule(Protocol):
 
 
 class Scorer(Protocol):
-    def bonus(self, hypothesis: HasTokens, tokens: np.ndarray) -> np.ndarray:
-        """Added to the ranking score of `hypothesis` continued by each of `tokens` (log domain)."""
+    """Adds to the ranking score of beam candidates, keeping a state of its own per hypothesis.
+
+    The state is immutable and travels with the hypothesis (search.Hypothesis.states), so a
+    language model's context or a boosted phrase's progress is never recomputed from the tokens.
+    """
+
+    def initial(self) -> object:
+        """The state of a hypothesis with no tokens yet."""
+
+    def proposals(self, state: object) -> Sequence[int]:
+        """Tokens to rank for this hypothesis besides the model's top choices (the search drops masked ones)."""
+
+    def advance(self, state: object, tokens: Sequence[int]) -> tuple[list[float], list[object]]:
+        """For each of `tokens` continuing the hypothesis in `state`: its bonus (log domain) and next state."""
 
 
 def logsumexp(x: np.ndarray) -> np.ndarray:

@@ -36,12 +36,14 @@ class SearchConfig:
     max_tokens: int = 224
     max_initial_timestamp: float = 1.0
     best_of: int = 5  # rows sampled per window at a fallback temperature
-    scorers: tuple[Scorer, ...] = ()  # bonuses on beam candidates' ranking scores (logit_rules.Scorer)
+    scorers: tuple[Scorer, ...] = ()  # every window's bonuses on beam candidates' ranking (language model)
 
     @classmethod
-    def for_model(cls, tokenizer: WhisperTokenizer, model_config: dict, beam_size: int) -> "SearchConfig":
+    def for_model(cls, tokenizer: WhisperTokenizer, model_config: dict, beam_size: int,
+                  scorers: tuple[Scorer, ...] = ()) -> "SearchConfig":
         suppress = sorted(set(model_config["suppress_ids"]) | set(tokenizer.non_speech_specials))
         return cls(
+            scorers=scorers,
             beam_size=beam_size,
             sot_sequence=tokenizer.sot_sequence,
             eot=tokenizer.eot,
@@ -57,10 +59,17 @@ class SearchConfig:
 class Hypothesis:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)  # unfiltered model log-probability of each token
-    score: float = 0.0  # sum of filtered log-probabilities, what the beam ranks by
+    score: float = 0.0  # sum of filtered log-probabilities: Whisper's avg_logprob, the fallback's test
+    bonus: float = 0.0  # sum of the scorers' bonuses; the beam ranks by score + bonus
+    states: tuple = ()  # one per scorer (Scorer.advance)
 
-    def extended(self, token: int, logprob: float, score: float) -> "Hypothesis":
-        return Hypothesis(self.tokens + [token], self.logprobs + [logprob], score)
+    def extended(self, token: int, logprob: float, score: float, bonus: float = 0.0,
+                 states: tuple = ()) -> "Hypothesis":
+        return Hypothesis(self.tokens + [token], self.logprobs + [logprob], score, self.bonus + bonus, states)
+
+    @property
+    def rank(self) -> float:
+        return self.score + self.bonus
 
 
 @dataclass
@@ -84,12 +93,14 @@ class WindowSearch:
     At temperature 0 it is beam search (greedy at width 1); above 0 it samples `best_of`
     independent rows, which is Whisper's fallback for windows whose beam result looks wrong.
     `prompt` is what the decoder reads before the SOT sequence (DecodeOptions.prompt_tokens):
-    it conditions every row and is never part of the result.
+    it conditions every row and is never part of the result. `scorers` are this window's own
+    (a request's boosted words), ranked beside the config's; sampling ignores scorers.
     """
 
     def __init__(self, config: SearchConfig, audio_seconds: float, temperature: float = 0.0, seed: int = 0,
-                 prompt: tuple[int, ...] = ()) -> None:
+                 prompt: tuple[int, ...] = (), scorers: tuple[Scorer, ...] = ()) -> None:
         self.cfg = config
+        self.scorers = (*config.scorers, *scorers) if temperature == 0 else ()
         self.temperature = temperature
         self._prompt = prompt
         self.rows = config.beam_size if temperature == 0 else config.best_of
@@ -103,7 +114,8 @@ class WindowSearch:
             TimestampPairing(config.eot, config.timestamp_begin),
             TimestampMass(config.timestamp_begin),
         )
-        self._live = [Hypothesis()] if temperature == 0 else [Hypothesis() for _ in range(self.rows)]
+        start = Hypothesis(states=tuple(s.initial() for s in self.scorers))
+        self._live = [start] if temperature == 0 else [Hypothesis() for _ in range(self.rows)]
         self._finished: list[Hypothesis] = []
         self._rng = np.random.default_rng(seed)
         self.no_speech_prob = 0.0
@@ -166,19 +178,22 @@ class WindowSearch:
     def _beam_step(self, filtered: np.ndarray, norm: np.ndarray, raw_norm: np.ndarray) -> list[tuple[int, Hypothesis]]:
         width = self.cfg.beam_size + 1
         top = np.argpartition(-filtered, width, axis=-1)[:, :width]
-        candidates: list[tuple[float, int, int]] = []
+        candidates: list[tuple[float, int, int, float, tuple]] = []
         for row, hyp in enumerate(self._live):
-            bonus = [0.0] * width
-            if self.cfg.scorers:  # the hot path without scorers builds no arrays
-                bonus = sum((s.bonus(hyp, top[row]) for s in self.cfg.scorers), np.zeros(width)).tolist()
-            for token, extra in zip(top[row].tolist(), bonus):
+            tokens = top[row].tolist()
+            for scorer, state in zip(self.scorers, hyp.states):
+                tokens += [t for t in scorer.proposals(state) if t not in tokens]
+            bonus, states = self._score(hyp, tokens)
+            for i, token in enumerate(tokens):
                 logit = float(filtered[row, token])
                 if np.isfinite(logit):
-                    candidates.append((hyp.score + logit - float(norm[row]) + extra, row, token))
-        candidates.sort(key=lambda c: -c[0])
+                    extra = bonus[i] if bonus else 0.0
+                    after = tuple(s[i] for s in states)
+                    candidates.append((hyp.score + logit - float(norm[row]), row, token, extra, after))
+        candidates.sort(key=lambda c: -(c[0] + self._live[c[1]].bonus + c[3]))
         kept: list[tuple[int, Hypothesis]] = []
-        for score, row, token in candidates:
-            hyp = self._live[row].extended(token, float(filtered[row, token] - raw_norm[row]), score)
+        for score, row, token, extra, after in candidates:
+            hyp = self._live[row].extended(token, float(filtered[row, token] - raw_norm[row]), score, extra, after)
             if token == self.cfg.eot:
                 if len(self._finished) < self.cfg.beam_size:
                     self._finished.append(hyp)
@@ -187,6 +202,18 @@ class WindowSearch:
                 if len(kept) == self.cfg.beam_size:
                     break
         return kept
+
+    def _score(self, hyp: Hypothesis, tokens: list[int]) -> tuple[list[float], list[list[object]]]:
+        """The scorers' summed bonus and each scorer's next states, per candidate token ([] without scorers)."""
+        if not self.scorers:  # the hot path builds nothing
+            return [], []
+        total = [0.0] * len(tokens)
+        states = []
+        for scorer, state in zip(self.scorers, hyp.states):
+            bonus, after = scorer.advance(state, tokens)
+            total = [t + b for t, b in zip(total, bonus)]
+            states.append(after)
+        return total, states
 
     def _sample_step(self, filtered: np.ndarray, norm: np.ndarray, raw_norm: np.ndarray) -> list[tuple[int, Hypothesis]]:
         """Sample each row from softmax(logits / T) with the Gumbel-max trick."""
@@ -205,7 +232,7 @@ class WindowSearch:
     def result(self) -> SearchResult:
         """The best hypothesis by length-normalised log-probability, as openai/whisper ranks them."""
         pool = self._finished or self._live
-        best = max(pool, key=lambda h: h.score / max(1, len(h.tokens)))
+        best = max(pool, key=lambda h: h.rank / max(1, len(h.tokens)))
         tokens, logprobs = best.tokens, best.logprobs
         if tokens and tokens[-1] == self.cfg.eot:
             tokens, logprobs = tokens[:-1], logprobs[:-1]
@@ -218,7 +245,9 @@ class WindowSearch:
         return SearchResult(
             tokens=tokens,
             token_logprobs=logprobs,
-            avg_logprob=best.score / max(1, len(best.tokens)),
+            # The fallback's confidence test: scorers choose what the model finds less likely on purpose,
+            # so their net reward counts toward it; a net cost (an LM's) does not condemn the model's text.
+            avg_logprob=(best.score + max(0.0, best.bonus)) / max(1, len(best.tokens)),
             no_speech_prob=self.no_speech_prob,
             complete_tokens=complete_tokens,
             complete_seconds=complete_seconds,

@@ -44,6 +44,14 @@ class WhisperTokenizer:
         """Special tokens the decoder must never emit while transcribing."""
         return (self.sot, self.transcribe, self.translate, self.sot_lm, self.sot_prev, self.no_speech, self.no_timestamps)
 
+    @cached_property
+    def token_texts(self) -> tuple[str, ...]:
+        """The text of every text token (ids below eot) alone, for scorers that follow spelled words.
+
+        A token holding part of a multi-byte character reads as U+FFFD; English words never need one.
+        """
+        return tuple(self._tok.decode([t]) for t in range(self.eot))
+
     def decode(self, tokens: list[int]) -> str:
         """Text of the text tokens, timestamps and specials dropped."""
         return self._tok.decode([t for t in tokens if t < self.eot])

@@ -222,8 +222,11 @@ class _Boost:
     def __init__(self, token: int, amount: float) -> None:
         self.token, self.amount = token, amount
 
-    def bonus(self, hypothesis, tokens: np.ndarray) -> np.ndarray:
-        return np.where(tokens == self.token, self.amount, 0.0)
+    def initial(self) -> None:
+        return None
+
+    def advance(self, state, tokens):
+        return [self.amount if t == self.token else 0.0 for t in tokens], [None] * len(tokens)
 
 
 def test_a_scorer_reranks_beam_candidates_and_leaves_confidences_alone(tokenizer, model_config, vocab, words):
