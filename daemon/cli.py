@@ -8,18 +8,29 @@ import sys
 from engine import cli as engine_cli
 
 
-def _serve(args: argparse.Namespace, _settings) -> int:
+def _config():
+    """The daemon's settings, and the language model loaded once here when this node decodes: a bad
+    CUSTOM_LANG_MODEL_PATH stops `serve` or `worker` at start, named, before any process is started."""
     from daemon.config import DaemonConfig
+
+    config = DaemonConfig.from_env()
+    if config.engine.language_model is not None and not config.skip_decoder:
+        from engine.lm_toolkit import load_language_model
+
+        load_language_model(config.engine.language_model)
+    return config
+
+
+def _serve(args: argparse.Namespace, _settings) -> int:
     from daemon.serve import serve
 
-    return serve(DaemonConfig.from_env())
+    return serve(_config())
 
 
 def _worker(args: argparse.Namespace, _settings) -> int:
-    from daemon.config import DaemonConfig
     from daemon.shared.worker_main import run_worker
 
-    return run_worker(DaemonConfig.from_env())
+    return run_worker(_config())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,6 @@ DEFAULTS: dict[str, str] = {
     "MAX_TRANSCRIPTS_PARALLEL": "14",
     "REJECT_OVER_PARALLEL": "True",
     "ENABLE_AUTO_PUNCTUATION": "True",
-    "CUSTOM_LANG_MODEL_PATH": "",
     "SKIP_DECODER": "0",
     "LOGLEVEL": "INFO",
     "ASYNC_ENGINE_HOST": "0.0.0.0",
@@ -93,7 +92,6 @@ class DaemonConfig:
     max_transcripts_parallel: int
     reject_over_parallel: bool
     enable_auto_punctuation: bool
-    custom_lang_model_path: Path | None
     skip_decoder: bool
     log_level: str
     host: str
@@ -148,7 +146,6 @@ class DaemonConfig:
             max_transcripts_parallel=parse_int("MAX_TRANSCRIPTS_PARALLEL", get("MAX_TRANSCRIPTS_PARALLEL"), 1, 4096),
             reject_over_parallel=parse_bool("REJECT_OVER_PARALLEL", get("REJECT_OVER_PARALLEL")),
             enable_auto_punctuation=parse_bool("ENABLE_AUTO_PUNCTUATION", get("ENABLE_AUTO_PUNCTUATION")),
-            custom_lang_model_path=_readable_file("CUSTOM_LANG_MODEL_PATH", get("CUSTOM_LANG_MODEL_PATH")),
             skip_decoder=skip_decoder,
             log_level=_log_level(get("LOGLEVEL")),
             host=get("ASYNC_ENGINE_HOST"),
@@ -281,17 +278,6 @@ def _redis_url(value: str) -> str | None:
 
 def _hours(name: str, value: str) -> float:
     return _duration(name, value, "hours", 24 * 3650, "87600 hours (10 years)")
-
-
-def _readable_file(name: str, value: str) -> Path | None:
-    if not value:
-        return None
-    path = Path(value)
-    if not path.is_file():
-        raise ConfigError(f"{name} must name an existing file; {value!r} is not one")
-    if not os.access(path, os.R_OK):
-        raise ConfigError(f"{name} names {value!r}, which this process cannot read")
-    return path
 
 
 def _rules(name: str, value: str) -> HostRules:

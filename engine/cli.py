@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.decode_options import MAX_PROMPT_TOKENS, DecodeOptions
+from engine.decode_options import BOOST_PARAMS, MAX_PROMPT_TOKENS, DecodeOptions
 from engine.errors import EngineError
 from engine.lm_toolkit import DEFAULT_ORDER, MAX_ORDER, build_model, load_for_info, perplexity
 from engine.settings import MODEL_NAMES, EngineSettings, SettingsError
@@ -43,8 +44,13 @@ def _transcribe(args: argparse.Namespace, settings: EngineSettings) -> int:
 
     audio, offset_ms = read_span(args.file, dual_channel=args.dual_channel, start_ms=args.start_ms,
                                  end_ms=args.end_ms)
+    if args.lm is not None:  # loaded (and refused, naming --lm) like CUSTOM_LANG_MODEL_PATH
+        settings = dataclasses.replace(settings, language_model=_lm_path(args.lm))
     transcriber = Transcriber.load(args.model, beam_size=args.beam_size, settings=settings)
-    decode = DecodeOptions.for_request(args.prompt, args.temperature)
+    try:
+        decode = DecodeOptions.for_request(args.prompt, args.temperature, tuple(args.word_boost), args.boost_param)
+    except ValueError as error:
+        raise SettingsError(f"--word-boost: {error}") from None
     seconds = audio.shape[1] / SAMPLE_RATE
     if seconds > LONG_FILE_SECONDS and not args.quiet:
         with tqdm(total=0, unit="window", desc="transcribing", file=sys.stderr) as bar:
@@ -95,6 +101,14 @@ def _lm_order(value: str) -> int:
     raise argparse.ArgumentTypeError(f"expected an n-gram order from 2 to {MAX_ORDER}, got {value!r}")
 
 
+def _lm_path(path: Path) -> Path:
+    """--lm is checked where CUSTOM_LANG_MODEL_PATH would be, and loading it names --lm when it fails."""
+    from engine.lm_toolkit import load_language_model
+
+    load_language_model(path, variable="--lm")
+    return path
+
+
 def _milliseconds(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError(f"expected a whole number of milliseconds >= 0, got {value!r}")
@@ -132,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--temperature", type=_temperature, default=0.0, metavar="T",
                             help="sample at this temperature (0 to 1); 0, the default, is beam search with "
                                  "Whisper's temperature fallback")
+    transcribe.add_argument("--lm", type=Path, metavar="PATH",
+                            help="a KenLM model to fuse in the search (default: CUSTOM_LANG_MODEL_PATH)")
+    transcribe.add_argument("--word-boost", action="append", default=[], metavar="PHRASE",
+                            help="a word or phrase to favour (repeat it for several)")
+    transcribe.add_argument("--boost-param", choices=BOOST_PARAMS, default="default",
+                            help="how strongly --word-boost favours its phrases")
     transcribe.add_argument("--quiet", action="store_true", help="no progress bar")
     transcribe.set_defaults(run=_transcribe)
 

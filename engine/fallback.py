@@ -40,8 +40,10 @@ class WindowDecode:
         self._seconds = audio_seconds
         self._temperatures = options.temperatures
         self._prompt = options.prompt_tokens(tokenizer)
+        self._scorers = options.scorers(tokenizer)
         self._attempts: list[tuple[SearchResult, float]] = []
-        self.search = WindowSearch(config, audio_seconds, self._temperatures[0], prompt=self._prompt)
+        self.search = WindowSearch(config, audio_seconds, self._temperatures[0], prompt=self._prompt,
+                                   scorers=self._scorers)
 
     def retry(self) -> WindowSearch | None:
         """Record the finished search; return the next one to run, or None when decided."""
@@ -53,7 +55,7 @@ class WindowDecode:
             return None
         temperature = self._temperatures[len(self._attempts)]
         self.search = WindowSearch(self._config, self._seconds, temperature, seed=len(self._attempts),
-                                   prompt=self._prompt)
+                                   prompt=self._prompt, scorers=self._scorers)
         return self.search
 
     def result(self) -> SearchResult:

@@ -14,6 +14,10 @@ from typing import Mapping
 
 MODEL_NAMES = ("tiny.en", "base", "small")
 DEFAULT_BEAM_SIZE = {"tiny.en": 5, "base": 5, "small": 5}
+# Shallow fusion with CUSTOM_LANG_MODEL_PATH (engine.fusion): tuned on the dev halves of
+# bench/domains and general speech (docs/LANGUAGE_MODEL.md).
+DEFAULT_LM_WEIGHT = "0.3"
+DEFAULT_LM_WORD_BONUS = "1.0"
 
 
 class SettingsError(ValueError):
@@ -34,6 +38,28 @@ def parse_bool(name: str, value: str) -> bool:
     raise SettingsError(f"{name} must be one of True, False, true, false, 1, 0; got {value!r}")
 
 
+def parse_float(name: str, value: str, minimum: float, maximum: float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number; got {value!r}") from None
+    if not minimum <= number <= maximum:  # NaN fails both
+        raise SettingsError(f"{name} must be between {minimum:g} and {maximum:g}; got {value}")
+    return number
+
+
+def _readable_file(name: str, value: str) -> Path | None:
+    """An optional path that must name a readable file when set (the file's content is checked on load)."""
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise SettingsError(f"{name} must name an existing file; {value!r} is not one")
+    if not os.access(path, os.R_OK):
+        raise SettingsError(f"{name} names {value!r}, which this process cannot read")
+    return path
+
+
 def parse_int(name: str, value: str, minimum: int, maximum: int) -> int:
     try:
         number = int(value)
@@ -51,6 +77,9 @@ class EngineSettings:
     beam_size: int
     device: str
     compute_type: str
+    language_model: Path | None = None  # CUSTOM_LANG_MODEL_PATH: a KenLM model fused in the beam search
+    lm_weight: float = float(DEFAULT_LM_WEIGHT)
+    lm_word_bonus: float = float(DEFAULT_LM_WORD_BONUS)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "EngineSettings":
@@ -70,6 +99,12 @@ class EngineSettings:
                 f"ASYNC_ENGINE_COMPUTE_TYPE must be one of {', '.join(allowed)} on {device}; got {compute_type!r}"
             )
         return cls(
+            language_model=_readable_file("CUSTOM_LANG_MODEL_PATH", env.get("CUSTOM_LANG_MODEL_PATH", "").strip()),
+            lm_weight=parse_float("CUSTOM_LANG_MODEL_WEIGHT",
+                                  env.get("CUSTOM_LANG_MODEL_WEIGHT", "").strip() or DEFAULT_LM_WEIGHT, 0.0, 10.0),
+            lm_word_bonus=parse_float("CUSTOM_LANG_MODEL_WORD_BONUS",
+                                      env.get("CUSTOM_LANG_MODEL_WORD_BONUS", "").strip() or DEFAULT_LM_WORD_BONUS,
+                                      -10.0, 10.0),
             compute_type=compute_type,
             models_dir=Path(env.get("ASYNC_ENGINE_MODELS_DIR") or _default_models_dir()),
             model=model,

@@ -19,6 +19,7 @@ from engine.audio import SAMPLE_RATE
 from engine.decode_loop import Align, Feed, Instruction, apply_instruction, next_instruction
 from engine.decode_options import DecodeOptions
 from engine.features import log_mel_windows
+from engine.fusion import language_model_scorers
 from engine.inference import InferenceRuntime
 from engine.model_store import StoredModel, load_stored_model
 from engine.result import Transcript, Word
@@ -40,10 +41,12 @@ class _ActiveWindow:
 
 class Transcriber:
     def __init__(self, model: StoredModel, beam_size: int, device: str = "cpu", int8: bool = False,
-                 windows_in_flight: int = 16) -> None:
+                 windows_in_flight: int = 16, settings: EngineSettings | None = None) -> None:
+        """`settings` brings the language model to fuse (CUSTOM_LANG_MODEL_PATH and its weights), if any."""
         self.runtime = InferenceRuntime(model, device, int8=int8)
         self.tokenizer = WhisperTokenizer(model.path / "tokenizer.json", model.dims.n_vocab)
-        self.search_config = SearchConfig.for_model(self.tokenizer, model.config, beam_size)
+        scorers = language_model_scorers(settings, self.tokenizer) if settings else ()
+        self.search_config = SearchConfig.for_model(self.tokenizer, model.config, beam_size, scorers)
         self.vad = VoiceActivityDetector()
         self.n_mels = model.dims.n_mels
         self.windows_in_flight = windows_in_flight
@@ -57,7 +60,7 @@ class Transcriber:
         dtype = {"float16": torch.float16}.get(settings.compute_type, torch.float32)
         stored = load_stored_model(settings.models_dir, name, settings.device, dtype)
         beam = beam_size or (settings.beam_size if name == settings.model else DEFAULT_BEAM_SIZE[name])
-        return cls(stored, beam, settings.device, int8=settings.compute_type == "int8")
+        return cls(stored, beam, settings.device, int8=settings.compute_type == "int8", settings=settings)
 
     def transcribe(self, audio: np.ndarray, progress: Callable[[int, int], None] | None = None,
                    options: DecodeOptions = DecodeOptions()) -> Transcript:

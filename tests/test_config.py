@@ -25,7 +25,7 @@ def test_defaults_on_a_cpu_host(cuda_cards, monkeypatch):
     assert config.max_transcripts_parallel == 14
     assert config.reject_over_parallel is True
     assert config.enable_auto_punctuation is True
-    assert config.custom_lang_model_path is None
+    assert config.engine.language_model is None
     assert config.skip_decoder is False and config.redis_url is None
     assert config.worker_node_timeout == 10 and config.metrics_port == 9998
     assert config.log_level == "INFO"
@@ -70,7 +70,7 @@ def test_explicit_values(cuda_cards, tmp_path):
     assert config.enable_auto_punctuation is False and config.skip_decoder is False
     assert config.redis_url == "rediss://:s3cret@redis:6380/2" and config.worker_node_timeout == 4.5
     assert config.metrics_port == 9100
-    assert config.custom_lang_model_path == Path(lm) and config.log_level == "DEBUG"
+    assert config.engine.language_model == Path(lm) and config.log_level == "DEBUG"
     assert config.devices == ("cpu", "cpu") and config.decoders == 2 and config.windows_in_flight == 8
     assert config.download.connect_timeout == 0.5 and config.download.max_bytes == 1000
     assert config.max_audio_seconds == 60

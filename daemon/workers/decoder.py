@@ -20,6 +20,7 @@ from daemon.workers.lifeline import Heartbeat, ignore_stop_signals
 from daemon.malloc import release_free_memory
 from daemon.workers.shm import Attachments, BlockGone
 from engine.decode_loop import Finish, next_instruction
+from engine.fusion import language_model_scorers
 from engine.model_store import model_path, read_model_config
 from engine.search import SearchConfig
 from engine.settings import EngineSettings
@@ -49,7 +50,8 @@ class DecoderWorker:
         config = read_model_config(settings.models_dir, settings.model)
         tokenizer_path = model_path(settings.models_dir, settings.model) / "tokenizer.json"
         self.tokenizer = WhisperTokenizer(tokenizer_path, config["dims"]["n_vocab"])
-        self.search_config = SearchConfig.for_model(self.tokenizer, config, settings.beam_size)
+        self.search_config = SearchConfig.for_model(self.tokenizer, config, settings.beam_size,
+                                                    language_model_scorers(settings, self.tokenizer))
         self.vad = VoiceActivityDetector()
         self.shm = Attachments()
         self.windows: dict[int, _Live] = {}

@@ -1,0 +1,209 @@
+"""Scorers that bias the beam toward a domain: KenLM shallow fusion and per-request boosted words.
+
+Both follow a hypothesis's spelling token by token (WhisperTokenizer.token_texts) and keep their
+progress as a small immutable state per hypothesis (logit_rules.Scorer), so a step costs a few
+dictionary lookups per beam candidate, never a pass over the hypothesis's tokens. Neither touches
+the model's probabilities: confidences and Whisper's fallback test stay the model's own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from engine.lm_text import normalize_words
+
+if TYPE_CHECKING:
+    from engine.settings import EngineSettings
+    from engine.tokenizer import WhisperTokenizer
+
+LN10 = math.log(10.0)
+
+# word_boost's strength, AssemblyAI's boost_param: the reward (log domain) per character of a boosted
+# phrase's spelling that a hypothesis follows; tuned on the dev half of bench/domains (docs/LANGUAGE_MODEL.md).
+BOOST_REWARD = {"low": 0.3, "default": 0.5, "high": 0.8}
+
+
+@dataclass(frozen=True)
+class _LmState:
+    context: object  # kenlm.State after the completed words
+    partial: str  # the text of the word being spelled (its leading space included)
+
+
+class LanguageModelFusion:
+    """Shallow fusion: weight · ln P_LM(word | context) + word_bonus, added as each word completes.
+
+    A word completes when the next token starts a new word (a leading space), or at a timestamp or
+    the end of the text, so "Al"+"ign"+"er" is scored once, as "aligner". Words go through
+    lm_text.normalize_words, the normaliser `lm build` used on the corpus. Each window starts from
+    KenLM's null context: a window may begin mid-sentence. The word bonus offsets the LM's cost
+    per word, without which fusion prefers hypotheses with fewer, longer words.
+    """
+
+    def __init__(self, model, token_texts: Sequence[str], weight: float, word_bonus: float) -> None:
+        import kenlm  # only processes that fuse load KenLM
+
+        self._kenlm = kenlm
+        self._model = model
+        self._texts = token_texts
+        self._weight = weight * LN10  # KenLM scores are log10
+        self._word_bonus = word_bonus
+        empty = kenlm.State()
+        model.NullContextWrite(empty)
+        self._start = _LmState(empty, "")
+
+    def initial(self) -> _LmState:
+        return self._start
+
+    def proposals(self, state: _LmState) -> tuple[int, ...]:
+        return ()
+
+    def _complete(self, state: _LmState) -> tuple[float, object]:
+        """Score the partial word (it may normalise to several words, or to none) after the context."""
+        context, bonus = state.context, 0.0
+        for word in normalize_words(state.partial):
+            after = self._kenlm.State()
+            bonus += self._weight * self._model.BaseScore(context, word, after) + self._word_bonus
+            context = after
+        return bonus, context
+
+    def advance(self, state: _LmState, tokens: Sequence[int]) -> tuple[list[float], list[_LmState]]:
+        bonuses: list[float] = []
+        states: list[_LmState] = []
+        completed: tuple[float, object] | None = None  # the same for every candidate that completes it
+        for token in tokens:
+            piece = self._texts[token] if token < len(self._texts) else ""
+            if piece and not piece.startswith(" "):
+                bonuses.append(0.0)
+                states.append(_LmState(state.context, state.partial + piece))
+                continue
+            if completed is None:
+                completed = self._complete(state)
+            bonuses.append(completed[0])
+            states.append(_LmState(completed[1], piece))
+        return bonuses, states
+
+
+class Vocabulary:
+    """The token texts and a reverse index from lower-cased text to token ids, built once per tokenizer."""
+
+    def __init__(self, texts: tuple[str, ...]) -> None:
+        self.texts = texts
+        by_text: dict[str, list[int]] = {}
+        for token, text in enumerate(texts):
+            by_text.setdefault(_lower(text), []).append(token)
+        self.by_text = {text: tuple(ids) for text, ids in by_text.items()}
+
+
+_VOCABULARIES: dict[int, Vocabulary] = {}
+
+
+def vocabulary(texts: tuple[str, ...]) -> Vocabulary:
+    """The Vocabulary of WhisperTokenizer.token_texts (a tuple that lives as long as its tokenizer)."""
+    known = _VOCABULARIES.get(id(texts))
+    if known is None or known.texts is not texts:
+        known = _VOCABULARIES[id(texts)] = Vocabulary(texts)
+    return known
+
+
+def _lower(text: str) -> str:
+    return text.lower().replace("\u2019", "'")
+
+
+@dataclass(frozen=True)
+class _BoostState:
+    matched: str  # lower-cased text of the boosted phrase followed so far ("" when none)
+    credited: float  # what the match has been rewarded so far, taken back if it breaks off
+
+
+class WordBoost:
+    """Rewards hypotheses that spell one of a request's boosted words or phrases.
+
+    Matching is on lower-cased text, not on token ids, so every tokenisation and casing of
+    "Aligner" counts. Each token that extends a match earns `reward` per character (per token would
+    favour spelling a term in many short tokens, which the model finds unlikely); a match that breaks off
+    before its phrase ends gives its reward back, so a beam is drawn toward the phrase without
+    keeping a false start. Once a match has begun, the tokens that would continue it are proposed
+    as candidates even when the model ranks them below the beam's usual top-k: a misheard term's
+    spelling is rarely among the model's first few choices, which is why the boost exists.
+    """
+
+    def __init__(self, phrases: Sequence[str], vocab: Vocabulary, reward: float) -> None:
+        self._vocab = vocab
+        self._reward = reward
+        self._targets = frozenset(" " + " ".join(words) for words in map(normalize_words, phrases) if words)
+        self._prefixes = frozenset(t[:i] for t in self._targets for i in range(2, len(t) + 1))
+        self._continuations: dict[str, tuple[int, ...]] = {}
+        self._none = _BoostState("", 0.0)
+
+    def initial(self) -> _BoostState:
+        return self._none
+
+    def proposals(self, state: _BoostState) -> tuple[int, ...]:
+        """Tokens that continue the phrase being matched (none when no match is under way)."""
+        if not state.matched:
+            return ()
+        found = self._continuations.get(state.matched)
+        if found is None:
+            ids: set[int] = set()
+            for target in self._targets:
+                if target.startswith(state.matched):
+                    rest = target[len(state.matched):]
+                    for end in range(1, len(rest) + 1):
+                        ids.update(self._vocab.by_text.get(rest[:end], ()))
+            found = self._continuations[state.matched] = tuple(sorted(ids))
+        return found
+
+    def _follow(self, state: _BoostState, piece: str) -> tuple[float, _BoostState]:
+        earned = self._reward * len(piece)
+        if state.matched:
+            extended = state.matched + piece
+            if extended in self._targets:
+                return earned, self._none
+            if extended in self._prefixes:
+                return earned, _BoostState(extended, state.credited + earned)
+        refund = -state.credited
+        if piece.startswith(" ") and piece in self._prefixes:
+            if piece in self._targets:
+                return refund + earned, self._none
+            return refund + earned, _BoostState(piece, earned)
+        return refund, self._none
+
+    def advance(self, state: _BoostState, tokens: Sequence[int]) -> tuple[list[float], list[_BoostState]]:
+        bonuses: list[float] = []
+        states: list[_BoostState] = []
+        texts = self._vocab.texts
+        for token in tokens:
+            if token >= len(texts):  # a timestamp or the end: an unfinished match is given back
+                bonuses.append(-state.credited)
+                states.append(self._none)
+                continue
+            bonus, after = self._follow(state, _lower(texts[token]))
+            bonuses.append(bonus)
+            states.append(after)
+        return bonuses, states
+
+
+_BOOSTS: dict[tuple, WordBoost] = {}
+_MAX_BOOSTS = 64
+
+
+def word_boost(phrases: tuple[str, ...], token_texts: tuple[str, ...], strength: str) -> WordBoost:
+    """One WordBoost per distinct request setting, shared by that request's windows (and later requests')."""
+    key = (phrases, strength, id(token_texts))
+    boost = _BOOSTS.get(key)
+    if boost is None:
+        if len(_BOOSTS) >= _MAX_BOOSTS:
+            _BOOSTS.pop(next(iter(_BOOSTS)))
+        boost = _BOOSTS[key] = WordBoost(phrases, vocabulary(token_texts), BOOST_REWARD[strength])
+    return boost
+
+def language_model_scorers(settings: "EngineSettings", tokenizer: "WhisperTokenizer") -> tuple[LanguageModelFusion, ...]:
+    """The fusion scorer of CUSTOM_LANG_MODEL_PATH, loaded (memory-mapped) once per process; () without one."""
+    if settings.language_model is None:
+        return ()
+    from engine.lm_toolkit import load_language_model
+
+    model = load_language_model(settings.language_model)
+    return (LanguageModelFusion(model, tokenizer.token_texts, settings.lm_weight, settings.lm_word_bonus),)
