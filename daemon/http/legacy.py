@@ -27,7 +27,8 @@ class TranscribeUrl:
         check_url(request.audio_url)  # before a slot or a record: a URL that cannot work is the caller's error
         options = Options(audio_url=request.audio_url, dual_channel=request.dual_channel,
                           format_text=request.format_text, punctuate=request.punctuate,
-                          audio_start_from=request.audio_start_from, audio_end_at=request.audio_end_at)
+                          audio_start_from=request.audio_start_from, audio_end_at=request.audio_end_at,
+                          word_boost=request.word_boost, boost_param=request.boost_param)
         deadline = req.context.started + self.config.request_timeout_seconds
         job = self.scheduler.run_now(Job.new(Origin.TRANSCRIBE_URL, options, req.context.uid), deadline)
         req.context.audio_seconds = job.result["duration"]

@@ -26,6 +26,7 @@ from daemon.http.v1 import ALIAS, FORMATS
 from daemon.http.v2 import DEFAULT_PAGE, MAX_CHARS_PER_CAPTION, MAX_PAGE
 from daemon.jobs.record import Status
 from engine.audio import MAX_SPAN_MS
+from engine.decode_options import BOOST_PARAMS, MAX_BOOST_CHARS, MAX_BOOST_PHRASES, MAX_BOOST_WORDS
 from engine.exports import DEFAULT_CHARS_PER_CAPTION
 
 _NAMES = {kind.code: kind.name for kind in ERROR_TABLE}
@@ -102,7 +103,19 @@ def _transcript_fields(nullable: bool) -> dict:
                                       maximum=MAX_SPAN_MS),
         "audio_end_at": _nullable("integer", "ms: stop here (default: the end); more than audio_start_from and at "
                                   "most the audio's length (else 422, code 4)", minimum=1, maximum=MAX_SPAN_MS),
+        "word_boost": _WORD_BOOST,
+        "boost_param": _BOOST_PARAM,
     }
+
+
+_WORD_BOOST = {
+    "type": ["array", "null"], "maxItems": MAX_BOOST_PHRASES,
+    "items": {"type": "string", "maxLength": MAX_BOOST_CHARS},
+    "description": f"words or phrases to favour (AssemblyAI's word_boost): at most {MAX_BOOST_PHRASES}, each at most "
+                   f"{MAX_BOOST_WORDS} words and {MAX_BOOST_CHARS} characters with a letter or a digit (else 400, "
+                   "code 4); they lead Whisper's prompt and the search rewards hypotheses that spell them"}
+_BOOST_PARAM = {"type": ["string", "null"], "enum": [*BOOST_PARAMS, None],
+                "description": "how strongly word_boost favours its phrases; null is default"}
 
 
 _REQUEST = {
@@ -125,7 +138,7 @@ _V2_REQUEST = {
     "additionalProperties": False,
     "description": (
         "AssemblyAI's TranscriptRequest, the fields this server supports; null means 'not given'. AssemblyAI's "
-        "other options (speaker_labels, redact_pii, summarization, word_boost, language_detection, speech_model, "
+        "other options (speaker_labels, redact_pii, summarization, custom_spelling, language_detection, speech_model, "
         "...) are not supported: one that asks for something (true, a value, a non-empty list) is a 400 naming "
         "it, while null, false, 0 and empty values pass, so the SDKs' defaults work. Any other field is a 400."),
     "properties": {
@@ -154,7 +167,7 @@ _V2_REQUEST = {
 _V2_TRANSCRIPT = _object(
     ["id", "status", "error", "audio_url", "text", "words", "utterances", "confidence", "audio_duration",
      "language_code", "punctuate", "format_text", "dual_channel", "audio_start_from", "audio_end_at", "prompt",
-     "temperature", "webhook_url", "webhook_auth_header_name", "webhook_auth", "webhook_status_code"], {
+     "temperature", "word_boost", "boost_param", "webhook_url", "webhook_auth_header_name", "webhook_auth", "webhook_status_code"], {
         "id": {**_UID, "description": "the transcript's id (t_ and a UUID4)"},
         "status": {"type": "string", "enum": _STATUSES},
         "error": _nullable("string", "why it failed (status error): the description /transcribe/url would "
@@ -175,6 +188,8 @@ _V2_TRANSCRIPT = _object(
         "audio_end_at": {"type": ["integer", "null"]},
         "prompt": {"type": ["string", "null"]},
         "temperature": {"type": ["number", "null"]},
+        "word_boost": _array({"type": "string"}, "as given (empty when not given)"),
+        "boost_param": {"type": ["string", "null"], "enum": [*BOOST_PARAMS, None]},
         "webhook_url": {"type": ["string", "null"]},
         "webhook_auth_header_name": {"type": ["string", "null"]},
         "webhook_auth": {"type": "boolean", "description": "a webhook auth header was given (its value is never "
@@ -261,6 +276,13 @@ def _v1_form(config: DaemonConfig) -> dict:
         "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["word", "segment"]},
                                       "description": "verbose_json only (else a 400): word adds `words`; "
                                                      "segments come unless only word is asked"},
+        "word_boost[]": {**_WORD_BOOST, "type": "array",
+                         "description": "ours, not OpenAI's (the SDK sends it with extra_body={\"word_boost\": [...]}); "
+                                        + _WORD_BOOST["description"]},
+        "word_boost": {"type": "string", "maxLength": MAX_BOOST_CHARS,
+                       "description": "one phrase to favour, as a plain form field (may repeat); as word_boost[]"},
+        "boost_param": {"type": "string", "enum": list(BOOST_PARAMS), "default": "default",
+                        "description": "how strongly word_boost[] favours its phrases"},
     }, "Another field is a 400. OpenAI's stream, include[], chunking_strategy and known_speaker_*[] are not "
        "supported: a 400 unless empty, false, 0 or null (the SDK sends stream=false).")
 

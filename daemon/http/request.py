@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from daemon.errors import INVALID_PARAMETER, MALFORMED_REQUEST, ApiError
 from engine.audio import MAX_SPAN_MS
+from engine.decode_options import BOOST_PARAMS, check_word_boost
 
 
 @dataclass(frozen=True)
@@ -19,10 +20,12 @@ class TranscribeRequest:
     punctuate: bool = True
     audio_start_from: int | None = None  # ms
     audio_end_at: int | None = None  # ms
+    word_boost: tuple[str, ...] = ()
+    boost_param: str | None = None  # None: "default"
 
 
 _FIELD_TYPES = {"audio_url": str, "dual_channel": bool, "format_text": bool, "punctuate": bool,
-                "audio_start_from": int, "audio_end_at": int}
+                "audio_start_from": int, "audio_end_at": int, "word_boost": list, "boost_param": str}
 
 
 def parse_request(body: object) -> TranscribeRequest:
@@ -36,8 +39,10 @@ def parse_request(body: object) -> TranscribeRequest:
     if "audio_url" not in body:
         raise ApiError(INVALID_PARAMETER, "audio_url is required: the http(s) URL of the audio file")
     for name, value in body.items():
-        _check_type(name, value)
+        if name not in ("word_boost", "boost_param"):
+            _check_type(name, value)
     fields = {k: v for k, v in body.items() if v is not None}
+    fields["word_boost"], fields["boost_param"] = word_boost_fields(body.get("word_boost"), body.get("boost_param"))
     request = TranscribeRequest(**fields)
     start, end = request.audio_start_from or 0, request.audio_end_at
     if end is not None and start >= end:
@@ -55,6 +60,20 @@ def _check_type(name: str, value: object) -> None:
             raise ApiError(INVALID_PARAMETER, f"{name} must be true or false (a JSON boolean); got {_shown(value)}")
     else:
         milliseconds(name, value)
+
+
+def word_boost_fields(word_boost: object, boost_param: object) -> tuple[tuple[str, ...], str | None]:
+    """word_boost and boost_param as every API takes them (AssemblyAI's names); a 400 naming the field."""
+    if word_boost is None:
+        word_boost = []
+    try:
+        phrases = check_word_boost(word_boost)
+    except ValueError as exc:
+        raise ApiError(INVALID_PARAMETER, str(exc), param="word_boost") from None
+    if boost_param is not None and boost_param not in BOOST_PARAMS:
+        raise ApiError(INVALID_PARAMETER, f"boost_param must be one of {', '.join(BOOST_PARAMS)}; got "
+                                          f"{_shown(boost_param)}", param="boost_param")
+    return phrases, boost_param
 
 
 def milliseconds(name: str, value: object) -> int | None:

@@ -17,13 +17,15 @@ from daemon.config import DaemonConfig
 from daemon.errors import AUDIO_TOO_LARGE, INVALID_PARAMETER, UNSUPPORTED_CONTENT_TYPE, ApiError
 from daemon.jobs.record import Job, Options, Origin
 from daemon.jobs.client import Jobs
+from daemon.http.request import word_boost_fields
 from engine import exports
 
 ALIAS = "whisper-1"  # the name OpenAI's examples and most clients send
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 _ENGLISH = ("en", "english", "en-us", "en-gb", "en_us", "en_gb")
+# word_boost[] and boost_param are ours (the OpenAI SDK sends them with extra_body={"word_boost": [...]}).
 _FIELDS = {"file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
-           "timestamp_granularities"}
+           "timestamp_granularities", "word_boost[]", "word_boost", "boost_param"}
 _UNSUPPORTED = {"stream", "include[]", "include", "chunking_strategy", "known_speaker_names[]",
                 "known_speaker_references[]"}
 _CHUNK = 1 << 20
@@ -81,7 +83,10 @@ class _Transcriptions:
             raise _invalid("timestamp_granularities[]", "timestamp_granularities[] takes word and segment")
         if granularities and response_format != "verbose_json":
             raise _invalid("timestamp_granularities[]", "timestamp_granularities[] needs response_format verbose_json")
-        options = Options(prompt=fields.get("prompt", [None])[-1], temperature=self._temperature(fields))
+        word_boost, boost_param = word_boost_fields(fields.get("word_boost[]", []) + fields.get("word_boost", []),
+                                                    fields.get("boost_param", [None])[-1])
+        options = Options(prompt=fields.get("prompt", [None])[-1], temperature=self._temperature(fields),
+                          word_boost=word_boost, boost_param=boost_param)
         deadline = req.context.started + self.config.request_timeout_seconds
         job = self.scheduler.run_now(Job.new(Origin.V1, options, req.context.uid), deadline, audio, busy_status=429)
         del audio
@@ -109,7 +114,8 @@ class _Transcriptions:
                 raise _invalid(name, f"{name} is not supported by this server; leave it out")
             if name not in _FIELDS:
                 raise _invalid(name, f"unknown form field {name[:60]!r}; the fields are file, model, language, "
-                                     "prompt, response_format, temperature, timestamp_granularities[]")
+                                     "prompt, response_format, temperature, timestamp_granularities[], "
+                                     "word_boost[], boost_param")
             if name == "file":
                 audio = self._read_file(part.stream)
             else:

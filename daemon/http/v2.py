@@ -25,7 +25,7 @@ from daemon.config import DaemonConfig
 from daemon.errors import (INVALID_PARAMETER, MALFORMED_REQUEST, NO_SUCH_TRANSCRIPT,
                            TRANSCRIPT_NOT_COMPLETED, ApiError)
 from daemon.http.bodies import read_json
-from daemon.http.request import milliseconds
+from daemon.http.request import milliseconds, word_boost_fields
 from daemon.jobs.download import check_url
 from daemon.jobs.record import Job, Options, Origin, Status
 from daemon.jobs.client import Jobs
@@ -36,10 +36,10 @@ _UPLOAD_PATH = re.compile(r"/v2/upload/([0-9a-f]{32})")
 _ENGLISH = ("en", "en_us", "en_uk", "en_au")
 _SUPPORTED = {"audio_url", "punctuate", "format_text", "dual_channel", "audio_start_from", "audio_end_at",
               "webhook_url", "webhook_auth_header_name", "webhook_auth_header_value", "language_code", "prompt",
-              "temperature"}
+              "temperature", "word_boost", "boost_param"}
 # TranscriptRequest's other options (assemblyai 1.8): understood, not supported; asking for one is a 400.
 _UNSUPPORTED = {
-    "language_codes", "multichannel", "audio_channels", "word_boost", "boost_param", "filter_profanity", "redact_pii",
+    "language_codes", "multichannel", "audio_channels", "filter_profanity", "redact_pii",
     "redact_pii_audio", "redact_pii_audio_quality", "redact_pii_audio_options", "redact_pii_policies",
     "redact_pii_sub", "redact_pii_return_unredacted", "speaker_labels", "speakers_expected", "speaker_options",
     "content_safety", "content_safety_confidence", "iab_categories", "custom_spelling", "disfluencies",
@@ -191,6 +191,8 @@ def transcript_body(job: Job) -> dict:
         "audio_end_at": options.audio_end_at,
         "prompt": options.prompt,
         "temperature": options.temperature,
+        "word_boost": list(options.word_boost),
+        "boost_param": options.boost_param,
         "webhook_url": options.webhook_url,
         "webhook_auth_header_name": options.webhook_auth_header_name,
         "webhook_auth": options.webhook_auth_header_name is not None,
@@ -256,7 +258,10 @@ def _parse_request(body: object, store: JobStore) -> tuple[Options, str | None]:
     if language is not None and str(language).lower() not in _ENGLISH:
         raise ApiError(INVALID_PARAMETER, f"language_code {str(language)[:20]!r} is not supported: this server "
                                           f"transcribes English ({', '.join(_ENGLISH)})")
+    word_boost, boost_param = word_boost_fields(body.get("word_boost"), body.get("boost_param"))
     options = Options(
+        word_boost=word_boost,
+        boost_param=boost_param,
         audio_url=audio_url,
         dual_channel=_bool(body, "dual_channel", False),
         format_text=_bool(body, "format_text", True),

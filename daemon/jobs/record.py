@@ -48,6 +48,8 @@ class Options:
     audio_end_at: int | None = None  # ms
     prompt: str | None = None  # Whisper's initial prompt (OpenAI's `prompt`)
     temperature: float | None = None  # OpenAI's `temperature`: None or 0 keeps the fallback schedule
+    word_boost: tuple[str, ...] = ()  # AssemblyAI's word_boost: words and phrases the search is drawn toward
+    boost_param: str | None = None  # low, default or high; None is default
     webhook_url: str | None = None
     webhook_auth_header_name: str | None = None
     webhook_auth_header_value: str | None = None
@@ -57,7 +59,9 @@ class Options:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Options":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["word_boost"] = tuple(fields.get("word_boost") or ())  # a JSON list when stored
+        return cls(**fields)
 
 
 @dataclass(frozen=True)

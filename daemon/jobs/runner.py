@@ -114,4 +114,6 @@ class JobRunner:
 
     @staticmethod
     def _decode_options(job: Job) -> DecodeOptions:
-        return DecodeOptions.for_request(job.options.prompt, job.options.temperature)
+        options = job.options
+        return DecodeOptions.for_request(options.prompt, options.temperature, options.word_boost,
+                                         options.boost_param or "default")
