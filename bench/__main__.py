@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     width.add_argument("--limit", type=int, help="first N clips of dev.tsv only")
     width.add_argument("--padding", type=lambda text: text.split(","), default=["whole", "300", "600", "800"],
                        help="comma-separated paddings in mel frames (100 = 1 s), or whole")
+    domain = sub.add_parser("domain-lm", help="WER with and without a custom LM and word_boost, per domain")
+    domain.add_argument("--model", default="tiny.en")
+    domain.add_argument("--eval-dir", type=Path, default=dataset.default_eval_dir())
+    domain.add_argument("--results", type=Path, default=RESULTS, help="markdown file the dated section is appended to")
+    from bench.domain_lm import add_arguments
+
+    add_arguments(domain)
     idle = sub.add_parser("idle", help="the idle daemon: startup to /health 200, RSS and PSS per process")
     idle.add_argument("--model", default="tiny.en")
     idle.add_argument("--runs", type=int, default=3)
@@ -207,7 +214,8 @@ def accuracy(args: argparse.Namespace) -> None:
 
 # Commands whose module is named after them (- as _) and holds a function of the same name; imported only
 # when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
-_MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu", "encoder-width")
+_MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu", "encoder-width",
+                    "domain-lm")
 
 
 def main() -> None:
