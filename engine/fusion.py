@@ -32,13 +32,20 @@ class _LmState:
 
 
 class LanguageModelFusion:
-    """Shallow fusion: weight · ln P_LM(word | context) + word_bonus, added as each word completes.
+    """Shallow fusion: weight · ln(P_LM(word | context) / P_LM(word)) + word_bonus, added as each word completes.
+
+    The LM's score is taken relative to the same LM's unigram probability of the word (a density
+    ratio, with the domain model's own unigrams standing in for general English): a domain corpus
+    knows few of the words of ordinary speech, and its plain log-probabilities would push every
+    hypothesis toward its vocabulary. Relative to the unigram, a word gains only where the domain's
+    context predicts it ("aligner" after "montreal forced"), a word outside the model's vocabulary
+    gains nothing, and general speech is left almost alone (docs/LANGUAGE_MODEL.md has the dev
+    measurements, and the look-ahead that was tried and dropped).
 
     A word completes when the next token starts a new word (a leading space), or at a timestamp or
     the end of the text, so "Al"+"ign"+"er" is scored once, as "aligner". Words go through
     lm_text.normalize_words, the normaliser `lm build` used on the corpus. Each window starts from
-    KenLM's null context: a window may begin mid-sentence. The word bonus offsets the LM's cost
-    per word, without which fusion prefers hypotheses with fewer, longer words.
+    KenLM's null context: a window may begin mid-sentence.
     """
 
     def __init__(self, model, token_texts: Sequence[str], weight: float, word_bonus: float) -> None:
@@ -52,6 +59,7 @@ class LanguageModelFusion:
         empty = kenlm.State()
         model.NullContextWrite(empty)
         self._start = _LmState(empty, "")
+        self._unigrams: dict[str, float | None] = {}
 
     def initial(self) -> _LmState:
         return self._start
@@ -59,12 +67,21 @@ class LanguageModelFusion:
     def proposals(self, state: _LmState) -> tuple[int, ...]:
         return ()
 
+    def _unigram(self, word: str) -> float | None:
+        """log10 P(word) without context; None for a word outside the model's vocabulary."""
+        if word not in self._unigrams:
+            known = word in self._model
+            self._unigrams[word] = self._model.BaseScore(self._start.context, word, self._kenlm.State()) if known else None
+        return self._unigrams[word]
+
     def _complete(self, state: _LmState) -> tuple[float, object]:
         """Score the partial word (it may normalise to several words, or to none) after the context."""
         context, bonus = state.context, 0.0
         for word in normalize_words(state.partial):
             after = self._kenlm.State()
-            bonus += self._weight * self._model.BaseScore(context, word, after) + self._word_bonus
+            log10 = self._model.BaseScore(context, word, after)
+            unigram = self._unigram(word)
+            bonus += self._weight * (0.0 if unigram is None else log10 - unigram) + self._word_bonus
             context = after
         return bonus, context
 

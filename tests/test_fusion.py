@@ -24,9 +24,10 @@ from engine.lm_text import normalize_words
 from synth import silence, speak_at
 
 SR = 16000
-# tiny.en hears eSpeak's "Montreal Forced Aligner" as "Montreal Forest Alliance", and its "metoprolol" as
+# tiny.en hears eSpeak's "Montreal Forced Aligner" as "Montreal forced a liner", and its "metoprolol" as
 # "me to run out": jargon a domain LM or a boosted word should bring back.
-ALIGNER = "We ran the Montreal Forced Aligner on the recordings."
+ALIGNER = "Montreal Forced Aligner, I hardly know her."
+DOMAIN_TEXT = ROOT / "bench" / "domains" / "forced_alignment" / "lm.txt"  # the benchmark's LM corpus
 DRUG = "Start the patient on metoprolol twice a day."
 CORPUS = """The Montreal Forced Aligner aligns a transcript with its recording.
 We ran the Montreal Forced Aligner on every speaker of the corpus.
@@ -51,6 +52,15 @@ def domain_lm(tmp_path_factory) -> Path:
     (root / "corpus.txt").write_text(CORPUS)
     build_model(root / "corpus.txt", root / "domain.klm", 3, progress=False)
     return root / "domain.klm"
+
+
+@pytest.fixture(scope="module")
+def aligner_lm(tmp_path_factory) -> Path:
+    """A realistic domain model: the forced-alignment benchmark's corpus (text written for it, ~4,700 words)."""
+    _tools_or_skip()
+    out = tmp_path_factory.mktemp("aligner-lm") / "aligner.klm"
+    build_model(DOMAIN_TEXT, out, 3, progress=False)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +95,7 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 def test_fusion_scores_a_word_once_when_the_next_word_starts(domain_lm, tokenizer, texts):
     """" Al"+"ign"+"er" earn nothing until a token with a leading space (or a timestamp, or the end) completes
-    "aligner"; then it earns weight · ln P(aligner | montreal forced) + the word bonus."""
+    "aligner"; then it earns weight · ln(P(aligner | montreal forced) / P(aligner)) + the word bonus."""
     import kenlm
 
     model = load_language_model(domain_lm)
@@ -100,18 +110,20 @@ def test_fusion_scores_a_word_once_when_the_next_word_starts(domain_lm, tokenize
     ends = [tokenizer.eot, tokenizer.timestamp_begin + 50, _ids(tokenizer, " on")[0]]
     bonuses, states = fusion.advance(state, ends)
     assert bonuses[0] == bonuses[1] == bonuses[2]
-    context, after = kenlm.State(), kenlm.State()
-    model.NullContextWrite(context)
+    empty, after = kenlm.State(), kenlm.State()
+    model.NullContextWrite(empty)
+    context = empty
     expected = 0.0
     for word in ("montreal", "forced", "aligner"):
         log10 = model.BaseScore(context, word, after)
         context, after = after, kenlm.State()
-    expected = 0.5 * math.log(10) * log10 + 1.0
+    unigram = model.BaseScore(empty, "aligner", kenlm.State())
+    expected = 0.5 * math.log(10) * (log10 - unigram) + 1.0
     assert bonuses[0] == pytest.approx(expected, abs=1e-4)
     assert states[2].partial == " on" and states[0].partial == ""
 
 
-def test_fusion_prefers_the_domain_s_words_in_context(domain_lm, tokenizer, texts):
+def test_fusion_prefers_the_domain_s_words_in_context_and_leaves_other_words_alone(domain_lm, tokenizer, texts):
     fusion = LanguageModelFusion(load_language_model(domain_lm), texts, weight=0.5, word_bonus=0.0)
 
     def total(text: str) -> float:
@@ -122,6 +134,7 @@ def test_fusion_prefers_the_domain_s_words_in_context(domain_lm, tokenizer, text
         return score
 
     assert total(" Montreal Forced Aligner") > total(" Montreal Forest Alliance") + 2
+    assert total(" Please pay the invoice before Friday") == 0.0, "words the model does not know score nothing"
 
 
 # --- the word_boost scorer -----------------------------------------------------------------------------
@@ -171,13 +184,13 @@ def _said(text: str) -> str:
     return " ".join(normalize_words(text))
 
 
-def test_fusion_turns_a_misheard_term_into_the_domain_s(transcriber, speech, domain_lm):
+def test_fusion_turns_a_misheard_term_into_the_domain_s(transcriber, speech, aligner_lm):
     import dataclasses
 
     audio = sf.read(speech / "aligner.wav", dtype="float32")[0]
     plain = transcriber.transcribe(audio).text
     base = transcriber.search_config
-    fusion = LanguageModelFusion(load_language_model(domain_lm), transcriber.tokenizer.token_texts, 0.5, 1.0)
+    fusion = LanguageModelFusion(load_language_model(aligner_lm), transcriber.tokenizer.token_texts, 0.6, 0.0)
     try:
         transcriber.search_config = dataclasses.replace(base, scorers=(fusion,))
         fused = transcriber.transcribe(audio).text
@@ -224,9 +237,8 @@ def origin(speech):
 
 
 @pytest.fixture(scope="module")
-def fused_daemon(tmp_path_factory, domain_lm):
-    with running_daemon(tmp_path_factory.mktemp("fused"), CUSTOM_LANG_MODEL_PATH=str(domain_lm),
-                        CUSTOM_LANG_MODEL_WEIGHT="0.5", CUSTOM_LANG_MODEL_WORD_BONUS="1") as running:
+def fused_daemon(tmp_path_factory, aligner_lm):
+    with running_daemon(tmp_path_factory.mktemp("fused"), CUSTOM_LANG_MODEL_PATH=str(aligner_lm)) as running:
         running.wait_healthy()
         yield running
 
