@@ -225,6 +225,9 @@ class _Boost:
     def initial(self) -> None:
         return None
 
+    def proposals(self, state) -> tuple[int, ...]:
+        return ()
+
     def advance(self, state, tokens):
         return [self.amount if t == self.token else 0.0 for t in tokens], [None] * len(tokens)
 
