@@ -283,7 +283,8 @@ def test_openapi_document():
     schemas = document["components"]["schemas"]
     assert {"TranscribeRequest", "Transcript", "Word", "Utterance", "Error"} <= set(schemas)
     assert set(schemas["TranscribeRequest"]["properties"]) == {
-        "audio_url", "dual_channel", "format_text", "punctuate", "audio_start_from", "audio_end_at"}
+        "audio_url", "dual_channel", "format_text", "punctuate", "audio_start_from", "audio_end_at", "word_boost",
+        "boost_param"}
 
 
 KEY = "k3y-0123456789abcdef"
