@@ -77,7 +77,7 @@ class DecodeOptions:
             return ()
         from engine.fusion import word_boost
 
-        return (word_boost(self.word_boost, tokenizer.token_texts, self.boost_param),)
+        return (word_boost(self.word_boost, tokenizer, self.boost_param),)
 
     def prompt_tokens(self, tokenizer: WhisperTokenizer) -> tuple[int, ...]:
         """What the decoder reads before the SOT sequence: <|startofprev|> and the prompt's tokens.

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Sequence
 
 from engine.lm_text import normalize_words
+from engine.tokenizer import lower_text
 
 if TYPE_CHECKING:
     from engine.settings import EngineSettings
@@ -102,32 +104,6 @@ class LanguageModelFusion:
         return bonuses, states
 
 
-class Vocabulary:
-    """The token texts and a reverse index from lower-cased text to token ids, built once per tokenizer."""
-
-    def __init__(self, texts: tuple[str, ...]) -> None:
-        self.texts = texts
-        by_text: dict[str, list[int]] = {}
-        for token, text in enumerate(texts):
-            by_text.setdefault(_lower(text), []).append(token)
-        self.by_text = {text: tuple(ids) for text, ids in by_text.items()}
-
-
-_VOCABULARIES: dict[int, Vocabulary] = {}
-
-
-def vocabulary(texts: tuple[str, ...]) -> Vocabulary:
-    """The Vocabulary of WhisperTokenizer.token_texts (a tuple that lives as long as its tokenizer)."""
-    known = _VOCABULARIES.get(id(texts))
-    if known is None or known.texts is not texts:
-        known = _VOCABULARIES[id(texts)] = Vocabulary(texts)
-    return known
-
-
-def _lower(text: str) -> str:
-    return text.lower().replace("\u2019", "'")
-
-
 @dataclass(frozen=True)
 class _BoostState:
     matched: str  # lower-cased text of the boosted phrase followed so far ("" when none)
@@ -146,8 +122,9 @@ class WordBoost:
     spelling is rarely among the model's first few choices, which is why the boost exists.
     """
 
-    def __init__(self, phrases: Sequence[str], vocab: Vocabulary, reward: float) -> None:
-        self._vocab = vocab
+    def __init__(self, phrases: Sequence[str], tokenizer: "WhisperTokenizer", reward: float) -> None:
+        self._texts = tokenizer.token_texts
+        self._by_text = tokenizer.tokens_by_lower_text
         self._reward = reward
         self._targets = frozenset(" " + " ".join(words) for words in map(normalize_words, phrases) if words)
         self._prefixes = frozenset(t[:i] for t in self._targets for i in range(2, len(t) + 1))
@@ -168,7 +145,7 @@ class WordBoost:
                 if target.startswith(state.matched):
                     rest = target[len(state.matched):]
                     for end in range(1, len(rest) + 1):
-                        ids.update(self._vocab.by_text.get(rest[:end], ()))
+                        ids.update(self._by_text.get(rest[:end], ()))
             found = self._continuations[state.matched] = tuple(sorted(ids))
         return found
 
@@ -190,31 +167,23 @@ class WordBoost:
     def advance(self, state: _BoostState, tokens: Sequence[int]) -> tuple[list[float], list[_BoostState]]:
         bonuses: list[float] = []
         states: list[_BoostState] = []
-        texts = self._vocab.texts
+        texts = self._texts
         for token in tokens:
             if token >= len(texts):  # a timestamp or the end: an unfinished match is given back
                 bonuses.append(-state.credited)
                 states.append(self._none)
                 continue
-            bonus, after = self._follow(state, _lower(texts[token]))
+            bonus, after = self._follow(state, lower_text(texts[token]))
             bonuses.append(bonus)
             states.append(after)
         return bonuses, states
 
 
-_BOOSTS: dict[tuple, WordBoost] = {}
-_MAX_BOOSTS = 64
-
-
-def word_boost(phrases: tuple[str, ...], token_texts: tuple[str, ...], strength: str) -> WordBoost:
+@lru_cache(maxsize=64)
+def word_boost(phrases: tuple[str, ...], tokenizer: "WhisperTokenizer", strength: str) -> WordBoost:
     """One WordBoost per distinct request setting, shared by that request's windows (and later requests')."""
-    key = (phrases, strength, id(token_texts))
-    boost = _BOOSTS.get(key)
-    if boost is None:
-        if len(_BOOSTS) >= _MAX_BOOSTS:
-            _BOOSTS.pop(next(iter(_BOOSTS)))
-        boost = _BOOSTS[key] = WordBoost(phrases, vocabulary(token_texts), BOOST_REWARD[strength])
-    return boost
+    return WordBoost(phrases, tokenizer, BOOST_REWARD[strength])
+
 
 def language_model_scorers(settings: "EngineSettings", tokenizer: "WhisperTokenizer") -> tuple[LanguageModelFusion, ...]:
     """The fusion scorer of CUSTOM_LANG_MODEL_PATH, loaded (memory-mapped) once per process; () without one."""

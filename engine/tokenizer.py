@@ -52,6 +52,14 @@ class WhisperTokenizer:
         """
         return tuple(self._tok.decode([t]) for t in range(self.eot))
 
+    @cached_property
+    def tokens_by_lower_text(self) -> dict[str, tuple[int, ...]]:
+        """Text token ids by lower-cased text (lower_text): the tokens that spell a given piece, in any casing."""
+        found: dict[str, list[int]] = {}
+        for token, text in enumerate(self.token_texts):
+            found.setdefault(lower_text(text), []).append(token)
+        return {text: tuple(ids) for text, ids in found.items()}
+
     def decode(self, tokens: list[int]) -> str:
         """Text of the text tokens, timestamps and specials dropped."""
         return self._tok.decode([t for t in tokens if t < self.eot])
@@ -61,3 +69,8 @@ class WhisperTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
+
+
+def lower_text(text: str) -> str:
+    """Text compared without regard to casing or the apostrophe's form (word_boost's matching)."""
+    return text.lower().replace("\u2019", "'")

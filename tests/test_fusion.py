@@ -18,7 +18,7 @@ import soundfile as sf
 
 from daemon_support import ROOT, audio_server, running_daemon
 from engine.decode_options import MAX_BOOST_PHRASES, DecodeOptions, check_word_boost
-from engine.fusion import LanguageModelFusion, WordBoost, vocabulary
+from engine.fusion import LanguageModelFusion, WordBoost
 from engine.lm_toolkit import build_model, find_tool, load_language_model
 from engine.lm_text import normalize_words
 from synth import silence, speak_at
@@ -140,7 +140,7 @@ def test_fusion_prefers_the_domain_s_words_in_context_and_leaves_other_words_alo
 # --- the word_boost scorer -----------------------------------------------------------------------------
 
 def test_word_boost_rewards_each_spelling_and_gives_a_broken_match_back(tokenizer, texts):
-    boost = WordBoost(["Montreal Forced Aligner"], vocabulary(texts), reward=0.5)
+    boost = WordBoost(["Montreal Forced Aligner"], tokenizer, reward=0.5)
 
     def run(text: str) -> tuple[float, object]:
         state, score = boost.initial(), 0.0
