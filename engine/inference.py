@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from engine.decode_options import MAX_PROMPT_TOKENS
 from engine.features import HOP_LENGTH
 from engine.model_store import StoredModel
+from engine.step_graphs import Caches, StepGraphs
 from engine.whisper_net import WhisperNet
 
 _TIME_CHUNK = 64
@@ -88,7 +89,10 @@ def _grow_array(a: np.ndarray, size: int) -> np.ndarray:
 
 
 class InferenceRuntime:
-    def __init__(self, model: StoredModel, device: str = "cpu", int8: bool = False, encode_batch: int = 8) -> None:
+    def __init__(self, model: StoredModel, device: str = "cpu", int8: bool = False, encode_batch: int = 8,
+                 step_graphs: bool | None = None) -> None:
+        """`step_graphs`: single-token steps of fixed shape (engine/step_graphs.py); None means on a card,
+        where they are captured as CUDA graphs. On the CPU they only run for the tests that compare them."""
         self.dims = model.dims
         self.device = torch.device(device)
         self.dtype = next(iter(model.weights.values())).dtype
@@ -107,6 +111,9 @@ class InferenceRuntime:
         self._self_v = [empty(0, h, 0, dh) for _ in range(d.n_decoder_layers)]
         self._length = np.zeros(0, dtype=np.int64)
         self._window_of = np.zeros(0, dtype=np.int64)
+        self._pending: list[tuple[np.ndarray, np.ndarray, int]] = []  # reorders not yet applied to the caches
+        use_graphs = self.device.type == "cuda" if step_graphs is None else step_graphs
+        self._step_graphs = StepGraphs(self.net, self.device, self.device.type == "cuda") if use_graphs else None
 
     @property
     def live_windows(self) -> int:
@@ -115,6 +122,11 @@ class InferenceRuntime:
     @property
     def live_sequences(self) -> int:
         return self._sequences.used
+
+    @property
+    def step_graphs_captured(self) -> int:
+        """Fixed-shape step buckets built since the caches last moved (0 without step graphs)."""
+        return self._step_graphs.captured if self._step_graphs else 0
 
     @torch.inference_mode()
     def encode(self, mels: torch.Tensor, samples: Sequence[int] | None = None) -> list[int]:
@@ -166,7 +178,7 @@ class InferenceRuntime:
         for layer in range(d.n_decoder_layers):
             self._cross_k[layer] = _grow(self._cross_k[layer], 0, windows)
             self._cross_v[layer] = _grow(self._cross_v[layer], 0, windows)
-        rows = windows * rows_per_window
+        rows = windows * rows_per_window + 1  # and the scratch row of step graphs' padding
         self._length = np.concatenate([self._length, np.zeros(max(0, rows - len(self._length)), np.int64)])
         self._window_of = np.concatenate([self._window_of, np.zeros(max(0, rows - len(self._window_of)), np.int64)])
         for layer in range(d.n_decoder_layers):
@@ -260,11 +272,17 @@ class InferenceRuntime:
             raise SequenceTooLongError(f"a sequence reached {self.dims.n_text_ctx} tokens")
         t_max = int(start.max()) + count
         self._ensure_time(t_max)
+        self._flush_reorders()
+        windows = self._window_of[seqs]
+        if count == 1 and self._step_graphs is not None and (self._audio_frames[windows] == self.dims.n_audio_ctx).all():
+            logits = self._step_graphs.step(self._graph_caches(), np.asarray(feeds)[:, 0], start, seqs, windows)
+            self._length[seqs] += 1
+            return logits.cpu().numpy()
         dev = self.device
         slot = torch.as_tensor(seqs, device=dev)
         pos = torch.as_tensor(start, device=dev)[:, None] + torch.arange(count, device=dev)  # [rows, count]
         mask = (torch.arange(t_max, device=dev)[None, None, :] <= pos[:, :, None])[:, None]
-        source, group, within, n_groups, width, limit, cross_mask = self._cross_groups(self._window_of[seqs])
+        source, group, within, n_groups, width, limit, cross_mask = self._cross_groups(windows)
         h, dh = self.dims.n_heads, self.dims.head_dim
         x = self.net.embed(torch.as_tensor(np.asarray(feeds), device=dev), pos)
         for layer in range(self.dims.n_decoder_layers):
@@ -290,18 +308,44 @@ class InferenceRuntime:
         self._length[seqs] += count
         return self.net.logits(x[:, -1]).float().cpu().numpy()
 
-    @torch.inference_mode()
     def reorder(self, sequences: Sequence[int], sources: Sequence[int]) -> None:
-        """Make row sequences[i] a copy of row sources[i] (beam search keeping its best parents)."""
+        """Make row sequences[i] a copy of row sources[i] (beam search keeping its best parents).
+
+        The copy waits for the next step, which applies every window's reorders in one gather and
+        one scatter per cache instead of one of each per window (on a card, launches are the cost).
+        Reorders that read or write rows an earlier pending one writes are applied first, so the
+        result is that of applying each in turn.
+        """
         dst = np.asarray(sequences, dtype=np.int64)
         src = np.asarray(sources, dtype=np.int64)
-        t_max = int(self._length[src].max())
-        if t_max:
-            d, s = torch.as_tensor(dst, device=self.device), torch.as_tensor(src, device=self.device)
-            for layer in range(self.dims.n_decoder_layers):
-                self._self_k[layer][d, :, :t_max] = self._self_k[layer][s, :, :t_max]
-                self._self_v[layer][d, :, :t_max] = self._self_v[layer][s, :, :t_max]
+        if self._pending:
+            written = np.concatenate([d for d, _, _ in self._pending])
+            if np.isin(dst, written).any() or np.isin(src, written).any():
+                self._flush_reorders()
+        self._pending.append((dst, src, int(self._length[src].max(initial=0))))
         self._length[dst] = self._length[src]
+
+    @torch.inference_mode()
+    def _flush_reorders(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        t_max = max(t for _, _, t in pending)
+        if not t_max:
+            return
+        d = torch.as_tensor(np.concatenate([d for d, _, _ in pending]), device=self.device)
+        s = torch.as_tensor(np.concatenate([s for _, s, _ in pending]), device=self.device)
+        for layer in range(self.dims.n_decoder_layers):
+            self._self_k[layer][d, :, :t_max] = self._self_k[layer][s, :, :t_max]
+            self._self_v[layer][d, :, :t_max] = self._self_v[layer][s, :, :t_max]
+
+    def _graph_caches(self) -> Caches:
+        """The caches as step graphs see them, with a scratch row no sequence slot can own."""
+        if self._self_k[0].shape[0] <= self._sequences.capacity:
+            for layer in range(self.dims.n_decoder_layers):
+                self._self_k[layer] = _grow(self._self_k[layer], 0, self._sequences.capacity + 1)
+                self._self_v[layer] = _grow(self._self_v[layer], 0, self._sequences.capacity + 1)
+        return Caches(self._self_k, self._self_v, self._cross_k, self._cross_v, self._self_k[0].shape[0] - 1)
 
     @torch.inference_mode()
     def alignment_scores(self, requests: Sequence[tuple[int, Sequence[int]]]) -> list[np.ndarray]:
