@@ -57,7 +57,8 @@ def _daemon_runs(args: argparse.Namespace, clips: list[dataset.Clip], audio_s: f
     """Start the daemon once, warm it up with one request, then one pass per concurrency."""
     env = {"ASYNC_ENGINE_MODEL": args.model, "DECODER_BEAM_SIZE": str(args.beam),
            "MAX_TRANSCRIPTS_PARALLEL": str(max(args.concurrency)), "REJECT_OVER_PARALLEL": "False",
-           **({"ASYNC_ENGINE_DEVICES": "cuda:0"} if device == "cuda" else {})}  # float16 on a card by default
+           **({"ASYNC_ENGINE_DEVICES": "cuda:0", "ASYNC_ENGINE_CUDA_GRAPHS": args.cuda_graphs} if device == "cuda"
+              else {})}  # float16 on a card by default
     runs = []
     with audio_server(args.eval_dir) as base, running_daemon(**env) as daemon:
         notes.append(f"daemon startup to /health 200: {daemon.startup_s:.1f} s; env {env}, "

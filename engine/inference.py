@@ -90,9 +90,9 @@ def _grow_array(a: np.ndarray, size: int) -> np.ndarray:
 
 class InferenceRuntime:
     def __init__(self, model: StoredModel, device: str = "cpu", int8: bool = False, encode_batch: int = 8,
-                 step_graphs: bool | None = None) -> None:
-        """`step_graphs`: single-token steps of fixed shape (engine/step_graphs.py); None means on a card,
-        where they are captured as CUDA graphs. On the CPU they only run for the tests that compare them."""
+                 step_graphs: bool = False) -> None:
+        """`step_graphs`: single-token steps of fixed shape (engine/step_graphs.py), captured as CUDA graphs
+        on a card (ASYNC_ENGINE_CUDA_GRAPHS); on the CPU they run uncaptured, for the tests that compare them."""
         self.dims = model.dims
         self.device = torch.device(device)
         self.dtype = next(iter(model.weights.values())).dtype
@@ -112,8 +112,7 @@ class InferenceRuntime:
         self._length = np.zeros(0, dtype=np.int64)
         self._window_of = np.zeros(0, dtype=np.int64)
         self._pending: list[tuple[np.ndarray, np.ndarray, int]] = []  # reorders not yet applied to the caches
-        use_graphs = self.device.type == "cuda" if step_graphs is None else step_graphs
-        self._step_graphs = StepGraphs(self.net, self.device, self.device.type == "cuda") if use_graphs else None
+        self._step_graphs = StepGraphs(self.net, self.device, self.device.type == "cuda") if step_graphs else None
 
     @property
     def live_windows(self) -> int:

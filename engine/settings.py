@@ -18,6 +18,8 @@ DEFAULT_BEAM_SIZE = {"tiny.en": 5, "base": 5, "small": 5}
 # bench/domains and general speech (docs/LANGUAGE_MODEL.md).
 DEFAULT_LM_WEIGHT = "0.3"
 DEFAULT_LM_WORD_BONUS = "0.0"
+# Decoder steps replayed as CUDA graphs (engine/step_graphs.py): off until measured on a card.
+DEFAULT_CUDA_GRAPHS = "0"
 
 
 class SettingsError(ValueError):
@@ -80,6 +82,7 @@ class EngineSettings:
     language_model: Path | None = None  # CUSTOM_LANG_MODEL_PATH: a KenLM model fused in the beam search
     lm_weight: float = float(DEFAULT_LM_WEIGHT)
     lm_word_bonus: float = float(DEFAULT_LM_WORD_BONUS)
+    cuda_graphs: bool = False  # ASYNC_ENGINE_CUDA_GRAPHS: single-token decoder steps as CUDA graphs on cards
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "EngineSettings":
@@ -106,6 +109,8 @@ class EngineSettings:
                                       env.get("CUSTOM_LANG_MODEL_WORD_BONUS", "").strip() or DEFAULT_LM_WORD_BONUS,
                                       -10.0, 10.0),
             compute_type=compute_type,
+            cuda_graphs=parse_bool("ASYNC_ENGINE_CUDA_GRAPHS",
+                                   env.get("ASYNC_ENGINE_CUDA_GRAPHS", "").strip() or DEFAULT_CUDA_GRAPHS),
             models_dir=Path(env.get("ASYNC_ENGINE_MODELS_DIR") or _default_models_dir()),
             model=model,
             beam_size=beam_size,

@@ -42,8 +42,10 @@ class _ActiveWindow:
 class Transcriber:
     def __init__(self, model: StoredModel, beam_size: int, device: str = "cpu", int8: bool = False,
                  windows_in_flight: int = 16, settings: EngineSettings | None = None) -> None:
-        """`settings` brings the language model to fuse (CUSTOM_LANG_MODEL_PATH and its weights), if any."""
-        self.runtime = InferenceRuntime(model, device, int8=int8)
+        """`settings` brings the language model to fuse (CUSTOM_LANG_MODEL_PATH and its weights), if any, and
+        ASYNC_ENGINE_CUDA_GRAPHS."""
+        cuda_graphs = bool(settings and settings.cuda_graphs and device.startswith("cuda"))
+        self.runtime = InferenceRuntime(model, device, int8=int8, step_graphs=cuda_graphs)
         self.tokenizer = WhisperTokenizer(model.path / "tokenizer.json", model.dims.n_vocab)
         scorers = language_model_scorers(settings, self.tokenizer) if settings else ()
         self.search_config = SearchConfig.for_model(self.tokenizer, model.config, beam_size, scorers)
