@@ -25,6 +25,7 @@ setup(
         "redis>=5.0",
         "prometheus-client>=0.20",
         "kenlm>=0.2",
+        "rapidfuzz>=3.0",
     ],
     entry_points={"console_scripts": ["async-engine=daemon.cli:main"]},
 )

@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated beam widths")
     parser.add_argument("--general-limit", type=int, help="first N general clips of the part only")
     parser.add_argument("--order", type=int, default=3, help="n-gram order of the domain LMs")
+    parser.add_argument("--recheck", choices=["on", "off", "both"], default="both",
+                        help="LM runs with the terms' recheck (as served), without it (fusion alone), or both")
 
 
 def _decode(transcriber, clips: list, options) -> list[str]:
@@ -54,6 +56,7 @@ def _decode(transcriber, clips: list, options) -> list[str]:
 
 def domain_lm(args: argparse.Namespace) -> None:
     from engine.decode_options import DecodeOptions
+    from engine.domain_terms import load_domain_terms
     from engine.fusion import LanguageModelFusion
     from engine.lm_toolkit import build_model, load_language_model
     from engine.transcriber import Transcriber
@@ -71,18 +74,22 @@ def domain_lm(args: argparse.Namespace) -> None:
         models[domain.name] = load_language_model(out)
     transcriber = Transcriber.load(args.model, beam_size=max(args.beams))
     texts = transcriber.tokenizer.token_texts
+    terms = {d.name: load_domain_terms(CACHE / "lm" / f"{d.name}.{args.order}.klm", transcriber.tokenizer)
+             for d in domains}
     plain = DecodeOptions()
     rows = ["| beam | system | " + " | ".join(f"{d.name} WER %" for d in domains)
             + " | general WER % (with each domain's LM or terms) | wall s |",
             "|---:|---|" + "---:|" * len(domains) + "---|---:|"]
 
-    def run(label: str, beam: int, scorers_for, options_for) -> None:
+    def run(label: str, beam: int, scorers_for, options_for, terms_for=lambda d: None) -> None:
         started = time.monotonic()
         domain_wer, general_wer = [], []
         for domain in domains:
-            transcriber.search_config = dataclasses.replace(base, beam_size=beam, scorers=scorers_for(domain))
+            transcriber.search_config = dataclasses.replace(base, beam_size=beam, scorers=scorers_for(domain),
+                                                            domain_terms=terms_for(domain))
             for name, wers in ((domain.name, domain_wer), ("general", general_wer)):
-                if name == "general" and not scorers_for(domain) and options_for(domain) == plain and general_wer:
+                if (name == "general" and not scorers_for(domain) and terms_for(domain) is None
+                        and options_for(domain) == plain and general_wer):
                     wers.append(general_wer[0])  # the baseline's general speech does not depend on the domain
                     continue
                 clips = sets[name]
@@ -98,16 +105,20 @@ def domain_lm(args: argparse.Namespace) -> None:
     for beam in args.beams:
         run("no LM", beam, lambda d: (), lambda d: plain)
         for weight, bonus in args.weights:
-            run(f"LM weight {weight:g}, word bonus {bonus:g}", beam,
-                lambda d, w=weight, b=bonus: (LanguageModelFusion(models[d.name], texts, w, b),),
-                lambda d: plain)
+            fusion = lambda d, w=weight, b=bonus: (LanguageModelFusion(models[d.name], texts, w, b),) if w else ()  # noqa: E731
+            if args.recheck in ("off", "both") and weight:
+                run(f"LM weight {weight:g}, word bonus {bonus:g}, fusion alone", beam, fusion, lambda d: plain)
+            if args.recheck in ("on", "both"):
+                run(f"LM weight {weight:g}, word bonus {bonus:g}, fusion + recheck of near-missed terms", beam, fusion,
+                    lambda d: plain, lambda d: terms[d.name])
         for strength in args.boost:
             run(f"word_boost ({strength})", beam, lambda d: (),
                 lambda d, s=strength: DecodeOptions(word_boost=tuple(d.boost_terms), boost_param=s))
     counts = ", ".join(f"{name} {len(clips)}" for name, clips in sets.items())
     notes = [f"part {args.part} of each set (bench/domain_data.split; clips: {counts}); engine in-process on the "
              f"CPU, model {args.model}; domain LMs of order {args.order} built by engine.lm_toolkit from "
-             f"bench/domains/*/lm.txt (never the test references); word_boost terms from bench/domains/*/boost.txt",
+             f"bench/domains/*/lm.txt (never the test references), with the rare terms `lm build` writes beside "
+             f"them for the recheck (engine/domain_terms.py); word_boost terms from bench/domains/*/boost.txt",
              "general WER is the dev set without mfa_selfrecorded, decoded with the forced-alignment LM or terms "
              "and then with the clinic ones"]
     text = report.dated_section(f"{args.model}, custom language model and word_boost", notes, "\n".join(rows))

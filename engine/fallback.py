@@ -5,13 +5,19 @@ A result is suspect when its text compresses too well (a loop) or the model was 
 temperature of the transcription's schedule (DecodeOptions.temperatures: rising from 0 by default);
 when every attempt is suspect, the most probable one that does not loop wins. The thresholds are
 openai/whisper's and faster-whisper's defaults.
+
+With a custom language model's terms (engine/domain_terms.py), a first attempt that is accepted
+but nearly spells one of them is rechecked: decoded once more, at the same temperature, with the
+terms it nearly spelled added to the transcription's word_boost. The recheck's text replaces the
+first unless it is itself suspect or silence.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 
-from engine.decode_options import DecodeOptions
+from engine.decode_options import MAX_BOOST_PHRASES, DecodeOptions
 from engine.search import SearchConfig, SearchResult, WindowSearch
 from engine.tokenizer import WhisperTokenizer
 
@@ -39,6 +45,8 @@ class WindowDecode:
         self._tokenizer = tokenizer
         self._seconds = audio_seconds
         self._temperatures = options.temperatures
+        self._options = options
+        self._rechecking = False
         self._prompt = options.prompt_tokens(tokenizer)
         self._scorers = options.scorers(tokenizer)
         self._attempts: list[tuple[SearchResult, float]] = []
@@ -48,14 +56,35 @@ class WindowDecode:
     def retry(self) -> WindowSearch | None:
         """Record the finished search; return the next one to run, or None when decided."""
         result = self.search.result()
-        ratio = compression_ratio(self._tokenizer.decode(result.tokens).strip())
-        self._attempts.append((result, ratio))
+        text = self._tokenizer.decode(result.tokens).strip()
+        ratio = compression_ratio(text)
         suspect = ratio > COMPRESSION_RATIO_THRESHOLD or result.avg_logprob < LOGPROB_THRESHOLD
-        if not suspect or is_silence(result) or len(self._attempts) == len(self._temperatures):
+        if self._rechecking:
+            self._rechecking = False
+            if not suspect and not is_silence(result):
+                self._attempts[-1] = (result, ratio)
             return None
+        self._attempts.append((result, ratio))
+        if not suspect or is_silence(result) or len(self._attempts) == len(self._temperatures):
+            return None if suspect or is_silence(result) else self._recheck(text)
         temperature = self._temperatures[len(self._attempts)]
         self.search = WindowSearch(self._config, self._seconds, temperature, seed=len(self._attempts),
                                    prompt=self._prompt, scorers=self._scorers)
+        return self.search
+
+    def _recheck(self, text: str) -> WindowSearch | None:
+        """The first attempt once more with the domain terms its text nearly spelled boosted, if any."""
+        terms = self._config.domain_terms
+        if terms is None or len(self._attempts) != 1:
+            return None
+        room = MAX_BOOST_PHRASES - len(self._options.word_boost)
+        missed = tuple(t for t in terms.near_misses(text) if t not in self._options.word_boost)[:room]
+        if not missed:
+            return None
+        boosted = dataclasses.replace(self._options, word_boost=self._options.word_boost + missed)
+        self._rechecking = True
+        self.search = WindowSearch(self._config, self._seconds, self._temperatures[0],
+                                   prompt=boosted.prompt_tokens(self._tokenizer), scorers=boosted.scorers(self._tokenizer))
         return self.search
 
     def result(self) -> SearchResult:

@@ -17,6 +17,7 @@ from engine.lm_text import normalize_words
 from engine.tokenizer import lower_text
 
 if TYPE_CHECKING:
+    from engine.domain_terms import DomainTerms
     from engine.settings import EngineSettings
     from engine.tokenizer import WhisperTokenizer
 
@@ -183,6 +184,15 @@ class WordBoost:
 def word_boost(phrases: tuple[str, ...], tokenizer: "WhisperTokenizer", strength: str) -> WordBoost:
     """One WordBoost per distinct request setting, shared by that request's windows (and later requests')."""
     return WordBoost(phrases, tokenizer, BOOST_REWARD[strength])
+
+
+def language_model_terms(settings: "EngineSettings", tokenizer: "WhisperTokenizer") -> "DomainTerms | None":
+    """The rare terms `lm build` wrote beside CUSTOM_LANG_MODEL_PATH, for the recheck; None without them."""
+    if settings.language_model is None:
+        return None
+    from engine.domain_terms import load_domain_terms
+
+    return load_domain_terms(settings.language_model, tokenizer)
 
 
 def language_model_scorers(settings: "EngineSettings", tokenizer: "WhisperTokenizer") -> tuple[LanguageModelFusion, ...]:

@@ -25,6 +25,7 @@ from typing import BinaryIO, Iterator
 import kenlm
 from tqdm import tqdm
 
+from engine.domain_terms import terms_path, write_terms
 from engine.errors import EngineError
 from engine.lm_text import corpus_sentences
 from engine.settings import SettingsError
@@ -203,7 +204,12 @@ def build_model(corpus: Path, out: Path, order: int = DEFAULT_ORDER, progress: b
         # domain models are small enough that the trie's smaller file buys nothing.
         _run_tool([str(build_binary), "probing", str(arpa), str(binary)])
         _stage(f"build_binary: done in {time.monotonic() - started:.1f} s", progress)
+        terms = Path(work, "model.terms")
+        with text.open(encoding="utf-8") as normalised, corpus.open(encoding="utf-8", errors="replace") as raw:
+            count = write_terms((line.rstrip("\n") for line in normalised), raw, terms)
+        _stage(f"terms: {count} rare words and phrases for the recheck (engine/domain_terms.py)", progress)
         binary.replace(out)
+        terms.replace(terms_path(out))
     return info
 
 

@@ -14,12 +14,16 @@ rule, plus a repetition guard. The config's scorers add to the ranking of beam c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.logit_rules import (SECONDS_PER_TIMESTAMP, FirstToken, LogitRule, NoTimestampPastAudio, RepetitionGuard,
                                 Scorer, SuppressTokens, TimestampMass, TimestampPairing, logsumexp, repeated_tail)
 from engine.tokenizer import WhisperTokenizer
+
+if TYPE_CHECKING:
+    from engine.domain_terms import DomainTerms
 
 
 @dataclass(frozen=True)
@@ -37,13 +41,15 @@ class SearchConfig:
     max_initial_timestamp: float = 1.0
     best_of: int = 5  # rows sampled per window at a fallback temperature
     scorers: tuple[Scorer, ...] = ()  # every window's bonuses on beam candidates' ranking (language model)
+    domain_terms: "DomainTerms | None" = None  # the language model's rare terms: a window nearly spelling one is rechecked
 
     @classmethod
     def for_model(cls, tokenizer: WhisperTokenizer, model_config: dict, beam_size: int,
-                  scorers: tuple[Scorer, ...] = ()) -> "SearchConfig":
+                  scorers: tuple[Scorer, ...] = (), domain_terms: "DomainTerms | None" = None) -> "SearchConfig":
         suppress = sorted(set(model_config["suppress_ids"]) | set(tokenizer.non_speech_specials))
         return cls(
             scorers=scorers,
+            domain_terms=domain_terms,
             beam_size=beam_size,
             sot_sequence=tokenizer.sot_sequence,
             eot=tokenizer.eot,

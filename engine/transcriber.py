@@ -19,7 +19,7 @@ from engine.audio import SAMPLE_RATE
 from engine.decode_loop import Align, Feed, Instruction, apply_instruction, next_instruction
 from engine.decode_options import DecodeOptions
 from engine.features import log_mel_windows
-from engine.fusion import language_model_scorers
+from engine.fusion import language_model_scorers, language_model_terms
 from engine.inference import InferenceRuntime
 from engine.model_store import StoredModel, load_stored_model
 from engine.result import Transcript, Word
@@ -48,7 +48,8 @@ class Transcriber:
         self.runtime = InferenceRuntime(model, device, int8=int8, step_graphs=cuda_graphs)
         self.tokenizer = WhisperTokenizer(model.path / "tokenizer.json", model.dims.n_vocab)
         scorers = language_model_scorers(settings, self.tokenizer) if settings else ()
-        self.search_config = SearchConfig.for_model(self.tokenizer, model.config, beam_size, scorers)
+        terms = language_model_terms(settings, self.tokenizer) if settings else None
+        self.search_config = SearchConfig.for_model(self.tokenizer, model.config, beam_size, scorers, terms)
         self.vad = VoiceActivityDetector()
         self.n_mels = model.dims.n_mels
         self.windows_in_flight = windows_in_flight

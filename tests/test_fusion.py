@@ -200,6 +200,29 @@ def test_fusion_turns_a_misheard_term_into_the_domain_s(transcriber, speech, ali
     assert "forced aligner" in _said(fused), (plain, fused)
 
 
+def test_the_recheck_boosts_the_terms_a_window_nearly_spelled(transcriber, speech, aligner_lm):
+    """With the LM's terms and no fusion at all, "forced a liner" is a near miss of "Forced Aligner":
+    the window is decoded again with it boosted and the recheck's text is the one kept."""
+    import dataclasses
+
+    from engine.domain_terms import load_domain_terms
+
+    audio = sf.read(speech / "aligner.wav", dtype="float32")[0]
+    drug = sf.read(speech / "drug.wav", dtype="float32")[0]
+    plain, plain_drug = transcriber.transcribe(audio).text, transcriber.transcribe(drug).text
+    terms = load_domain_terms(aligner_lm, transcriber.tokenizer)
+    assert terms is not None and "Montreal Forced Aligner" in terms.terms
+    base = transcriber.search_config
+    try:
+        transcriber.search_config = dataclasses.replace(base, domain_terms=terms)
+        rechecked, rechecked_drug = transcriber.transcribe(audio).text, transcriber.transcribe(drug).text
+    finally:
+        transcriber.search_config = base
+    assert "forced aligner" not in _said(plain) and terms.near_misses(plain), plain
+    assert "forced aligner" in _said(rechecked), (plain, rechecked)
+    assert not terms.near_misses(plain_drug) and rechecked_drug == plain_drug  # other speech: no recheck
+
+
 def test_word_boost_brings_back_a_drug_name(transcriber, speech):
     audio = sf.read(speech / "drug.wav", dtype="float32")[0]
     plain = transcriber.transcribe(audio).text

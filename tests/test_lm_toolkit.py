@@ -84,8 +84,12 @@ def test_build_writes_a_memory_mappable_binary(built):
     assert re.match(rf"{re.escape(str(model))}: order 3, \d+ 1-grams, \d+ 2-grams, \d+ 3-grams$", done.stdout.strip())
     for stage in ("lmplz: 3-gram model of 2[0-9] sentences", "lmplz: done", "build_binary: done"):
         assert re.search(stage, done.stderr), done.stderr
-    assert sorted(p.name for p in model.parent.iterdir()) == ["corpus.txt", "domain.klm"]  # no work files left
+    # no work files left; the terms for the recheck beside the model (engine/domain_terms.py)
+    assert sorted(p.name for p in model.parent.iterdir()) == ["corpus.txt", "domain.klm", "domain.klm.terms"]
     assert load_language_model(model).order == 3
+    terms = dict(line.split("\t")[::-1] for line in (model.parent / "domain.klm.terms").read_text().splitlines())
+    assert terms["Montreal Forced Aligner"] == "5" and terms["pronunciation dictionary"] == "5", terms
+    assert "terms: " in done.stderr
 
 
 def test_info_prints_order_counts_vocabulary_and_perplexity(built, tmp_path: Path):

@@ -20,7 +20,7 @@ from daemon.workers.lifeline import Heartbeat, ignore_stop_signals
 from daemon.malloc import release_free_memory
 from daemon.workers.shm import Attachments, BlockGone
 from engine.decode_loop import Finish, next_instruction
-from engine.fusion import language_model_scorers
+from engine.fusion import language_model_scorers, language_model_terms
 from engine.model_store import model_path, read_model_config
 from engine.search import SearchConfig
 from engine.settings import EngineSettings
@@ -51,7 +51,8 @@ class DecoderWorker:
         tokenizer_path = model_path(settings.models_dir, settings.model) / "tokenizer.json"
         self.tokenizer = WhisperTokenizer(tokenizer_path, config["dims"]["n_vocab"])
         self.search_config = SearchConfig.for_model(self.tokenizer, config, settings.beam_size,
-                                                    language_model_scorers(settings, self.tokenizer))
+                                                    language_model_scorers(settings, self.tokenizer),
+                                                    language_model_terms(settings, self.tokenizer))
         self.vad = VoiceActivityDetector()
         self.shm = Attachments()
         self.windows: dict[int, _Live] = {}
