@@ -6,10 +6,11 @@ temperature of the transcription's schedule (DecodeOptions.temperatures: rising 
 when every attempt is suspect, the most probable one that does not loop wins. The thresholds are
 openai/whisper's and faster-whisper's defaults.
 
-With a custom language model's terms (engine/domain_terms.py), a first attempt that is accepted
-but nearly spells one of them is rechecked: decoded once more, at the same temperature, with the
-terms it nearly spelled added to the transcription's word_boost. The recheck's text replaces the
-first unless it is itself suspect or silence.
+With a custom language model's terms (engine/domain_terms.py), a window whose decided text (the
+first attempt's, or the fallback's choice) nearly spells one of them is rechecked: decoded once
+more, at the schedule's first temperature, with the terms it nearly spelled added to the
+transcription's word_boost. The recheck's text replaces the decided one unless it is itself
+suspect or silence.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class WindowDecode:
         self._temperatures = options.temperatures
         self._options = options
         self._rechecking = False
+        self._rechecked: SearchResult | None = None
         self._prompt = options.prompt_tokens(tokenizer)
         self._scorers = options.scorers(tokenizer)
         self._attempts: list[tuple[SearchResult, float]] = []
@@ -62,21 +64,23 @@ class WindowDecode:
         if self._rechecking:
             self._rechecking = False
             if not suspect and not is_silence(result):
-                self._attempts[-1] = (result, ratio)
+                self._rechecked = result
             return None
         self._attempts.append((result, ratio))
         if not suspect or is_silence(result) or len(self._attempts) == len(self._temperatures):
-            return None if suspect or is_silence(result) else self._recheck(text)
+            return self._recheck()
         temperature = self._temperatures[len(self._attempts)]
         self.search = WindowSearch(self._config, self._seconds, temperature, seed=len(self._attempts),
                                    prompt=self._prompt, scorers=self._scorers)
         return self.search
 
-    def _recheck(self, text: str) -> WindowSearch | None:
-        """The first attempt once more with the domain terms its text nearly spelled boosted, if any."""
+    def _recheck(self) -> WindowSearch | None:
+        """The window once more, at the first temperature, with the domain terms the decided text nearly spelled boosted."""
         terms = self._config.domain_terms
-        if terms is None or len(self._attempts) != 1:
+        decided = self._decided()
+        if terms is None or is_silence(decided):
             return None
+        text = self._tokenizer.decode(decided.tokens).strip()
         room = MAX_BOOST_PHRASES - len(self._options.word_boost)
         missed = tuple(t for t in terms.near_misses(text) if t not in self._options.word_boost)[:room]
         if not missed:
@@ -88,6 +92,9 @@ class WindowDecode:
         return self.search
 
     def result(self) -> SearchResult:
+        return self._rechecked if self._rechecked is not None else self._decided()
+
+    def _decided(self) -> SearchResult:
         last, ratio = self._attempts[-1]
         if len(self._attempts) == 1 or ratio <= COMPRESSION_RATIO_THRESHOLD and last.avg_logprob >= LOGPROB_THRESHOLD:
             return last
