@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--limit", type=int, help="first N clips of dev.tsv only")
         cmd.add_argument("--concurrency", type=_int_list, default=[1, 4] if name == "load" else [2],
                          help="comma-separated client counts, e.g. 1,4")
+        cmd.add_argument("--long-minutes", type=float, default=0.0,
+                         help="also one long file of the dev clips joined (about this many minutes), "
+                              "one request, daemon against faster-whisper; 0 skips it")
     _common(sub.add_parser("heldout", help="the held-out stereo file, per channel and dual_channel"))
     calls = sub.add_parser("calls", help="generated two-party stereo calls: WER, speed, utterance timing")
     _common(calls)

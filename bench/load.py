@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -53,7 +56,7 @@ def _texts(pool: PoolResult) -> list[str]:
 
 
 def _daemon_runs(args: argparse.Namespace, clips: list[dataset.Clip], audio_s: float,
-                 notes: list[str], device: str) -> list[LoadRun]:
+                 notes: list[str], device: str, long: dataset.LongFile | None = None) -> list[LoadRun]:
     """Start the daemon once, warm it up with one request, then one pass per concurrency."""
     env = {"ASYNC_ENGINE_MODEL": args.model, "DECODER_BEAM_SIZE": str(args.beam),
            "MAX_TRANSCRIPTS_PARALLEL": str(max(args.concurrency)), "REJECT_OVER_PARALLEL": "False",
@@ -84,7 +87,35 @@ def _daemon_runs(args: argparse.Namespace, clips: list[dataset.Clip], audio_s: f
                          f"(idle after startup {idle_rss:.0f} MB)")
             _progress(runs[-1])
         sampler.stop()
+        if long is not None:
+            notes.append(_long_file(args, daemon, long, device))
     return runs
+
+
+def _long_file(args: argparse.Namespace, daemon: Daemon, long: dataset.LongFile, device: str) -> str:
+    """One request for the long file (a WAV served over loopback), then faster-whisper on its samples."""
+    import soundfile as sf
+
+    from bench.peers import FasterWhisperRunner
+
+    with tempfile.TemporaryDirectory(prefix="bench-long-") as directory:
+        path = Path(directory, "long.wav")
+        sf.write(path, long.audio, dataset.SAMPLE_RATE, subtype="PCM_16")
+        with audio_server(Path(directory)) as base:
+            print(f"{DAEMON}: one {long.duration:.0f} s file ...", flush=True)
+            started = time.perf_counter()
+            text = _post(daemon, file_url(base, Path(directory), path))
+            daemon_s = time.perf_counter() - started
+    runner = FasterWhisperRunner(args.model, args.beam, num_workers=1, device=device)
+    print(f"{report.BASELINE}: one {long.duration:.0f} s file ...", flush=True)
+    started = time.perf_counter()
+    fw_text = runner.transcribe(long.audio)
+    fw_s = time.perf_counter() - started
+    wer = [100 * score([long.reference], [t]).overall.wer for t in (text, fw_text)]
+    return (f"one {long.duration:.0f} s file ({long.clip_count} dev clips joined by 1 s silences), one request: "
+            f"{DAEMON} {daemon_s:.1f} s ({long.duration / daemon_s:.2f}x real time, WER {wer[0]:.2f} %), "
+            f"faster-whisper {fw_s:.1f} s ({long.duration / fw_s:.2f}x, WER {wer[1]:.2f} %): "
+            f"{fw_s / daemon_s:.2f}x faster-whisper's throughput")
 
 
 def _cpu_note(k: int, wall: float, tree: float, own: float, machine: float) -> str:
@@ -200,7 +231,11 @@ def load(args: argparse.Namespace, with_fw: bool = True, device: str = "cpu",
              f"each clip requested once; latency = request sent to transcript received",
              f"machine {100 * busy:.0f} % busy (all processes) in the second before start",
              *(extra_notes or [])]
-    runs = _daemon_runs(args, clips, audio_s, notes, device)
+    long = None
+    if getattr(args, "long_minutes", 0) > 0:
+        every = dataset.load_manifest(args.eval_dir)
+        long = dataset.build_long_file(every, [dataset.load_audio(c) for c in every], args.long_minutes)
+    runs = _daemon_runs(args, clips, audio_s, notes, device, long)
     for r in runs:
         _save(f"daemon-K{r.concurrency}", clips, args, _texts(r.pool))
     if with_fw:
