@@ -100,7 +100,9 @@ def _long_file(args: argparse.Namespace, daemon: Daemon, long: dataset.LongFile,
 
     with tempfile.TemporaryDirectory(prefix="bench-long-") as directory:
         path = Path(directory, "long.wav")
-        sf.write(path, long.audio, dataset.SAMPLE_RATE, subtype="PCM_16")
+        # float samples: the daemon decodes exactly what faster-whisper is given (16-bit rounding alone
+        # moved tiny.en's WER on this file from 6.81 to 7.69 % in-process)
+        sf.write(path, long.audio, dataset.SAMPLE_RATE, subtype="FLOAT")
         with audio_server(Path(directory)) as base:
             print(f"{DAEMON}: one {long.duration:.0f} s file ...", flush=True)
             started = time.perf_counter()
