@@ -101,6 +101,11 @@ class EngineSettings:
             raise SettingsError(
                 f"ASYNC_ENGINE_COMPUTE_TYPE must be one of {', '.join(allowed)} on {device}; got {compute_type!r}"
             )
+        cuda_graphs = parse_bool("ASYNC_ENGINE_CUDA_GRAPHS",
+                                 env.get("ASYNC_ENGINE_CUDA_GRAPHS", "").strip() or DEFAULT_CUDA_GRAPHS)
+        if cuda_graphs and device == "cpu":
+            raise SettingsError("ASYNC_ENGINE_CUDA_GRAPHS=1 replays decoder steps on a CUDA card; the device here is "
+                                "cpu (set ASYNC_ENGINE_DEVICES / ASYNC_ENGINE_DEVICE to cuda:N, or unset it)")
         return cls(
             language_model=_readable_file("CUSTOM_LANG_MODEL_PATH", env.get("CUSTOM_LANG_MODEL_PATH", "").strip()),
             lm_weight=parse_float("CUSTOM_LANG_MODEL_WEIGHT",
@@ -109,8 +114,7 @@ class EngineSettings:
                                       env.get("CUSTOM_LANG_MODEL_WORD_BONUS", "").strip() or DEFAULT_LM_WORD_BONUS,
                                       -10.0, 10.0),
             compute_type=compute_type,
-            cuda_graphs=parse_bool("ASYNC_ENGINE_CUDA_GRAPHS",
-                                   env.get("ASYNC_ENGINE_CUDA_GRAPHS", "").strip() or DEFAULT_CUDA_GRAPHS),
+            cuda_graphs=cuda_graphs,
             models_dir=Path(env.get("ASYNC_ENGINE_MODELS_DIR") or _default_models_dir()),
             model=model,
             beam_size=beam_size,

@@ -127,6 +127,7 @@ def test_bad_device_lists(cuda_cards, value, cards):
         ("DECODER_BEAM_SIZE", "0"),
         ("ASYNC_ENGINE_COMPUTE_TYPE", "float16"),
         ("ASYNC_ENGINE_CUDA_GRAPHS", "maybe"),
+        ("ASYNC_ENGINE_CUDA_GRAPHS", "1"),  # on this CPU-only host: nothing to replay graphs on
         ("DOWNLOAD_DENY", "169.254.0.0/99"),
         ("DOWNLOAD_ALLOW", "http://cdn.example.com"),
         ("ASYNC_ENGINE_API_KEY", "short"),
