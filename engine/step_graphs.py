@@ -77,13 +77,13 @@ class _Graph:
         self.output: Tensor | None = None
 
 
-def _layout(shape: StepShape, n: int, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray,
-            windows: np.ndarray, scratch: int) -> np.ndarray:
-    """The packed static inputs of `n` real rows: tokens, positions, slots, cells, group windows."""
-    r, w = shape.rows, shape.width
-    unique, group = np.unique(windows, return_inverse=True)
+def _layout(shape: StepShape, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, unique: np.ndarray,
+            group: np.ndarray, counts: np.ndarray, scratch: int) -> np.ndarray:
+    """The packed static inputs of the real rows: tokens, positions, slots, cells, group windows.
+
+    `unique`, `group` and `counts` are np.unique(windows, return_inverse=True) and its bincount."""
+    r, w, n = shape.rows, shape.width, len(tokens)
     order = np.argsort(group, kind="stable")
-    counts = np.bincount(group)
     within = np.empty(n, dtype=np.int64)
     within[order] = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
     packed = np.zeros(4 * r + shape.groups, dtype=np.int64)
@@ -149,14 +149,14 @@ class StepGraphs:
         if layout != self._layout:
             self._graphs.clear()
             self._layout = layout
-        unique_count = len(np.unique(windows))
-        widest = int(np.bincount(np.unique(windows, return_inverse=True)[1]).max())
+        unique, group = np.unique(windows, return_inverse=True)
+        counts = np.bincount(group)
         cache_time = caches.self_k[0].shape[2]
         needed = int(positions.max()) + 1
         time = next((t for t in _TIME_BUCKETS if needed <= t <= cache_time), cache_time)
-        shape = StepShape(_power_of_two(n), _power_of_two(unique_count), _power_of_two(widest) + 1, time)
+        shape = StepShape(_power_of_two(n), _power_of_two(len(unique)), _power_of_two(int(counts.max())) + 1, time)
         graph = self._graphs.get(shape)
-        packed = _layout(shape, n, tokens, positions, slots, windows, caches.scratch)
+        packed = _layout(shape, tokens, positions, slots, unique, group, counts, caches.scratch)
         if graph is None:
             graph = self._graphs[shape] = self._build(shape, caches, packed)
         graph.inputs.copy_(torch.from_numpy(packed))
