@@ -44,8 +44,7 @@ class Transcriber:
                  windows_in_flight: int = 16, settings: EngineSettings | None = None) -> None:
         """`settings` brings the language model to fuse (CUSTOM_LANG_MODEL_PATH and its weights), if any, and
         ASYNC_ENGINE_CUDA_GRAPHS."""
-        cuda_graphs = bool(settings and settings.cuda_graphs and device.startswith("cuda"))
-        self.runtime = InferenceRuntime(model, device, int8=int8, step_graphs=cuda_graphs)
+        self.runtime = InferenceRuntime(model, device, int8=int8, step_graphs=bool(settings and settings.cuda_graphs))
         self.tokenizer = WhisperTokenizer(model.path / "tokenizer.json", model.dims.n_vocab)
         scorers = language_model_scorers(settings, self.tokenizer) if settings else ()
         terms = language_model_terms(settings, self.tokenizer) if settings else None
