@@ -98,6 +98,7 @@ class DomainTerms:
         kept = [t for t in terms if any(not self._common(w) for w in normalize_words(t))]
         self.terms = tuple(kept)
         self._spelled = [" " + " ".join(normalize_words(t)) + " " for t in kept]
+        self._rare_words = [frozenset(w for w in normalize_words(t) if not self._common(w)) for t in kept]
         self._term_letters = [_NOT_LETTER.sub("", t.lower()) for t in kept]
         self._limits = np.array([int(NEAR * len(t)) for t in self._term_letters], dtype=np.int32)
 
@@ -112,7 +113,9 @@ class DomainTerms:
         """Terms that one to four consecutive words of `text` nearly spell, but that `text` does not hold.
 
         A single word spelled as one token is ordinary English, not a mishearing, and is not compared;
-        nor a term whose closest likeness differs from it only in its last letters (_differs_early).
+        nor a term whose closest likeness differs from it only in its last letters (_differs_early), nor
+        a phrase whose rare words `text` already spells ("forty milligrams" is no near miss of "five
+        milligrams": the model heard the jargon, and the rest is ordinary speech).
         """
         words = normalize_words(text)
         if not words or not self.terms:
@@ -131,12 +134,18 @@ class DomainTerms:
                           score_cutoff=int(self._limits.max()), dtype=np.int32)
         near = (distances > 0) & (distances <= self._limits[None, :])
         spelled = " " + " ".join(words) + " "
+        heard = set(words)
         found = []
         for j in np.flatnonzero(near.any(axis=0)):
             closest = np.flatnonzero(distances[:, j] == distances[near[:, j], j].min())
-            if self._spelled[j] not in spelled and all(_differs_early(candidates[i], self._term_letters[j]) for i in closest):
+            if self._spelled[j] not in spelled and not self._rare_words[j] <= heard and all(_differs_early(candidates[i], self._term_letters[j]) for i in closest):
                 found.append(self.terms[j])
         return tuple(found[:MAX_TERMS_PER_WINDOW])
+
+    def spells_any(self, text: str, terms: Sequence[str]) -> bool:
+        """True when `text` spells one of `terms` (as near_misses compares: normalised words)."""
+        spelled = " " + " ".join(normalize_words(text)) + " "
+        return any(" " + " ".join(normalize_words(t)) + " " in spelled for t in terms)
 
 
 def _differs_early(candidate: str, term: str) -> bool:

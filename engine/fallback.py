@@ -9,8 +9,10 @@ openai/whisper's and faster-whisper's defaults.
 With a custom language model's terms (engine/domain_terms.py), a window whose decided text (the
 first attempt's, or the fallback's choice) nearly spells one of them is rechecked: decoded once
 more, at the schedule's first temperature, with the terms it nearly spelled added to the
-transcription's word_boost. The recheck's text replaces the decided one unless it is itself
-suspect or silence.
+transcription's word_boost. The recheck's text replaces the decided one only when it spells one
+of those terms (the recheck exists to let a term in; boosted, a window can also wander off into
+text the model does not believe, and without the term that is all it is) and is neither suspect
+nor silence.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class WindowDecode:
         self._options = options
         self._rechecking = False
         self._rechecked: SearchResult | None = None
+        self._missed: tuple[str, ...] = ()  # the terms the recheck boosted
         self._prompt = options.prompt_tokens(tokenizer)
         self._scorers = options.scorers(tokenizer)
         self._attempts: list[tuple[SearchResult, float]] = []
@@ -63,7 +66,7 @@ class WindowDecode:
         suspect = ratio > COMPRESSION_RATIO_THRESHOLD or result.avg_logprob < LOGPROB_THRESHOLD
         if self._rechecking:
             self._rechecking = False
-            if not suspect and not is_silence(result):
+            if not suspect and not is_silence(result) and self._config.domain_terms.spells_any(text, self._missed):
                 self._rechecked = result
             return None
         self._attempts.append((result, ratio))
@@ -86,6 +89,7 @@ class WindowDecode:
         if not missed:
             return None
         boosted = dataclasses.replace(self._options, word_boost=self._options.word_boost + missed)
+        self._missed = missed
         self._rechecking = True
         self.search = WindowSearch(self._config, self._seconds, self._temperatures[0],
                                    prompt=boosted.prompt_tokens(self._tokenizer), scorers=boosted.scorers(self._tokenizer))

@@ -16,7 +16,7 @@ MODEL_NAMES = ("tiny.en", "base", "small")
 DEFAULT_BEAM_SIZE = {"tiny.en": 5, "base": 5, "small": 5}
 # Shallow fusion with CUSTOM_LANG_MODEL_PATH (engine.fusion): tuned on the dev halves of
 # bench/domains and general speech (docs/LANGUAGE_MODEL.md).
-DEFAULT_LM_WEIGHT = "0.3"
+DEFAULT_LM_WEIGHT = "0.15"
 DEFAULT_LM_WORD_BONUS = "0.0"
 # Decoder steps replayed as CUDA graphs (engine/step_graphs.py): off until measured on a card.
 DEFAULT_CUDA_GRAPHS = "0"

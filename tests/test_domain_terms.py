@@ -7,9 +7,11 @@ tests/test_fusion.py; its WER on the domain sets and on general speech in bench/
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.domain_terms import DomainTerms, corpus_terms, load_domain_terms, terms_path, write_terms
@@ -60,3 +62,50 @@ def test_near_misses(tokenizer, text, expected):
     terms = DomainTerms(["Aligner", "Forced Aligner", "Montreal Forced Aligner", "lisinopril", "lowercased"],
                         tokenizer)
     assert set(terms.near_misses(text)) == expected
+
+
+def test_a_phrase_whose_rare_word_was_heard_is_no_near_miss(tokenizer):
+    """"forty milligrams" is one edit from "five milligrams" in letters, but the jargon was heard: no recheck."""
+    terms = DomainTerms(["five milligrams", "milligrams", "furosemide"], tokenizer)
+    assert terms.near_misses("Give forty milligrams by mouth.") == ()
+    assert terms.near_misses("Give forty miligrams by mouth.") == ("milligrams",)
+
+
+def test_spells_any_compares_normalised_words(tokenizer):
+    terms = DomainTerms(["lisinopril", "Forced Aligner"], tokenizer)
+    assert terms.spells_any("She takes Lisinopril.", ("lisinopril",))
+    assert terms.spells_any("the forced aligner, again", ("Forced Aligner",))
+    assert not terms.spells_any("She takes lysinopril.", ("lisinopril",))
+
+
+# --- the recheck's decision, on constructed logits (engine/fallback.py) -----------------------------------
+
+def _finish(search, vocab: int, tokens: list[int], eot: int) -> None:
+    """Drive a greedy search through `tokens` and then end-of-text, each chosen with certainty."""
+    for token in [*tokens, eot]:
+        row = np.zeros((search.rows, vocab), dtype=np.float32)
+        row[:, token] = 50.0
+        search.advance(row)
+    assert search.done
+
+
+@pytest.mark.parametrize(("recheck_says", "kept"), [
+    (" She takes lisinopril daily.", " She takes lisinopril daily."),  # the term came back: the recheck wins
+    (" She takes lemons daily.", " She takes lysinopril daily."),  # it did not: the decided text stays
+])
+def test_the_recheck_wins_only_when_it_spells_a_term(tokenizer, installed_model, recheck_says, kept):
+    from engine.fallback import WindowDecode
+    from engine.search import SearchConfig
+
+    config = json.loads((installed_model / "config.json").read_text())
+    vocab = config["dims"]["n_vocab"]
+    search_config = SearchConfig.for_model(tokenizer, config, beam_size=1)
+    search_config = dataclasses.replace(search_config, domain_terms=DomainTerms(["lisinopril"], tokenizer))
+    tb, eot = tokenizer.timestamp_begin, tokenizer.eot
+    window = WindowDecode(search_config, tokenizer, 5.0)
+    _finish(window.search, vocab, [tb, *tokenizer.encode(" She takes lysinopril daily."), tb + 100], eot)
+    recheck = window.retry()
+    assert recheck is not None and recheck is window.search  # a near miss: decoded once more
+    _finish(recheck, vocab, [tb, *tokenizer.encode(recheck_says), tb + 100], eot)
+    assert window.retry() is None
+    assert tokenizer.decode([t for t in window.result().tokens if t < eot]) == kept
