@@ -13,6 +13,7 @@ Caches live in slot tensors that grow on demand:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -41,6 +42,19 @@ def encoder_width(samples: int, n_frames: int) -> int:
     """Mel frames of a window to encode: its audio and the padding above, at most the model's window."""
     frames = samples // HOP_LENGTH + PADDING_FRAMES
     return min(n_frames, -(-frames // WIDTH_STEP_FRAMES) * WIDTH_STEP_FRAMES)
+
+
+@dataclass(frozen=True)
+class _CrossPlan:
+    """One cross-attention call: the step's rows whose windows were encoded at one width."""
+
+    rows: torch.Tensor | None  # the step's rows in this call (None: all of them, in order)
+    source: slice | torch.Tensor  # the window slots read, as a slice when they are dense
+    group: torch.Tensor  # each row's window among them
+    within: torch.Tensor  # each row's place among its window's rows
+    n_groups: int
+    width: int  # rows of the busiest window
+    limit: int  # encoder frames of these windows
 
 
 class SequenceTooLongError(RuntimeError):
@@ -214,12 +228,23 @@ class InferenceRuntime:
                 self._self_k[layer] = _grow(self._self_k[layer], 2, size)
                 self._self_v[layer] = _grow(self._self_v[layer], 2, size)
 
-    def _cross_groups(self, windows: np.ndarray) -> tuple[slice | torch.Tensor, torch.Tensor, torch.Tensor, int, int,
-                                                          int, torch.Tensor | None]:
-        """Lay rows out as [windows, rows per window] so cross-attention is one batched call.
+    def _cross_plans(self, windows: np.ndarray) -> list[_CrossPlan]:
+        """Lay rows out as [windows, rows per window] so cross-attention is one batched call per width.
 
-        Dense window slots are read through a slice (no copy); sparse ones are gathered.
+        Windows encoded at one width share a call: padded to the widest window in flight, every
+        12 s clip's rows would read 1500 frames of keys and values while one 30 s window is decoding
+        (in-process on the dev clips, such mixed calls were 15 % of all CPU time). Dense window
+        slots are read through a slice (no copy); sparse ones are gathered.
         """
+        frames = self._audio_frames[windows]
+        widths = np.unique(frames)
+        plans = []
+        for limit in widths.tolist():
+            rows = np.arange(len(windows)) if len(widths) == 1 else np.flatnonzero(frames == limit)
+            plans.append(self._cross_plan(windows[rows], rows, len(widths) == 1, int(limit)))
+        return plans
+
+    def _cross_plan(self, windows: np.ndarray, rows: np.ndarray, every_row: bool, limit: int) -> _CrossPlan:
         unique = np.unique(windows)
         span = int(unique[-1] - unique[0] + 1)
         if span <= 2 * len(unique):
@@ -235,14 +260,30 @@ class InferenceRuntime:
         for row, g in enumerate(group.tolist()):
             within[row] = seen.get(g, 0)
             seen[g] = within[row] + 1
-        width = int(within.max()) + 1
-        frames = self._audio_frames[unique[0] : unique[-1] + 1] if isinstance(source, slice) else self._audio_frames[unique]
-        limit = int(frames.max())
-        mask = None
-        if (frames < limit).any():
-            valid = np.arange(limit)[None, :] < np.maximum(frames, 1)[:, None]
-            mask = torch.as_tensor(valid, device=self.device)[:, None, None, :]
-        return source, torch.as_tensor(group, device=self.device), torch.as_tensor(within, device=self.device), n_groups, width, limit, mask
+        return _CrossPlan(None if every_row else torch.as_tensor(rows, device=self.device), source,
+                          torch.as_tensor(group, device=self.device), torch.as_tensor(within, device=self.device),
+                          n_groups, int(within.max()) + 1, max(limit, 1))
+
+    def _cross_attention(self, cq: torch.Tensor, layer: int, plans: list[_CrossPlan]) -> torch.Tensor:
+        """cq [rows, h, count, dh] -> attention over each row's window's encoder output, same shape."""
+        if len(plans) == 1:
+            return self._cross_call(cq, layer, plans[0])
+        out = torch.empty_like(cq)
+        for plan in plans:
+            out[plan.rows] = self._cross_call(torch.index_select(cq, 0, plan.rows), layer, plan)
+        return out
+
+    def _cross_call(self, q: torch.Tensor, layer: int, plan: _CrossPlan) -> torch.Tensor:
+        rows, h, count, dh = q.shape
+        grid = q.new_zeros(plan.n_groups, plan.width, count, h, dh)
+        grid[plan.group, plan.within] = q.transpose(1, 2)
+        attn = F.scaled_dot_product_attention(
+            grid.view(plan.n_groups, plan.width * count, h, dh).transpose(1, 2),
+            _rows(self._cross_k[layer][:, :, : plan.limit], plan.source),
+            _rows(self._cross_v[layer][:, :, : plan.limit], plan.source),
+        )
+        attn = attn.transpose(1, 2).reshape(plan.n_groups, plan.width, count, h, dh)[plan.group, plan.within]
+        return attn.transpose(1, 2)
 
     def step(self, sequences: Sequence[int], tokens: Sequence[int | Sequence[int]]) -> np.ndarray:
         """Feed each row its next token, or several at once; returns float32 logits [rows, n_vocab].
@@ -281,8 +322,7 @@ class InferenceRuntime:
         slot = torch.as_tensor(seqs, device=dev)
         pos = torch.as_tensor(start, device=dev)[:, None] + torch.arange(count, device=dev)  # [rows, count]
         mask = (torch.arange(t_max, device=dev)[None, None, :] <= pos[:, :, None])[:, None]
-        source, group, within, n_groups, width, limit, cross_mask = self._cross_groups(windows)
-        h, dh = self.dims.n_heads, self.dims.head_dim
+        plans = self._cross_plans(windows)
         x = self.net.embed(torch.as_tensor(np.asarray(feeds), device=dev), pos)
         for layer in range(self.dims.n_decoder_layers):
             q, k, v = self.net.self_qkv(x, layer)
@@ -293,16 +333,8 @@ class InferenceRuntime:
             keys = torch.index_select(cache_k[:, :, :t_max], 0, slot)
             values = torch.index_select(cache_v[:, :, :t_max], 0, slot)
             x = self.net.self_out(x, F.scaled_dot_product_attention(q, keys, values, attn_mask=mask), layer)
-            cq = self.net.cross_q(x, layer)
-            grid = cq.new_zeros(n_groups, width, count, h, dh)
-            grid[group, within] = cq.transpose(1, 2)
-            attn = F.scaled_dot_product_attention(
-                grid.view(n_groups, width * count, h, dh).transpose(1, 2),
-                _rows(self._cross_k[layer][:, :, :limit], source), _rows(self._cross_v[layer][:, :, :limit], source),
-                attn_mask=cross_mask,
-            )
-            attn = attn.transpose(1, 2).reshape(n_groups, width, count, h, dh)[group, within]
-            x = self.net.cross_out(x, attn.transpose(1, 2), layer)
+            attn = self._cross_attention(self.net.cross_q(x, layer), layer, plans)
+            x = self.net.cross_out(x, attn, layer)
             x = self.net.ffn(x, layer)
         self._length[seqs] += count
         return self.net.logits(x[:, -1]).float().cpu().numpy()
