@@ -8,6 +8,9 @@ from engine.audio import SAMPLE_RATE
 from synth import VOICE_B, silence, speak, tone, white_noise
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
+# The pangram is borderline for tiny.en: on an AVX2-only CPU its int8 path hears "the quick round-fark
+# stump" at 120 and 160 words a minute. This sentence's key words were heard at every rate from 120 to 175.
+CLEAR = "please send the weekly report to the finance team before friday"
 
 
 def _speech(text: str, voice: str = "en-us") -> np.ndarray:
@@ -25,10 +28,10 @@ def _assert_well_formed(transcript, audio_seconds: float) -> None:
 
 
 def test_generated_speech_is_transcribed_with_timed_words(transcriber):
-    audio = np.concatenate([silence(1.0, SAMPLE_RATE), _speech(SENTENCE), silence(1.0, SAMPLE_RATE)])
+    audio = np.concatenate([silence(1.0, SAMPLE_RATE), _speech(CLEAR), silence(1.0, SAMPLE_RATE)])
     transcript = transcriber.transcribe(audio)
     text = transcript.text.lower()
-    heard = [word for word in ("quick", "brown", "fox", "lazy", "dog") if word in text]
+    heard = [word for word in ("weekly", "report", "finance", "team", "friday") if word in text]
     assert len(heard) >= 4, f"only {heard} in {text!r}"  # synthetic speech: one slip is ASR, not a bug
     _assert_well_formed(transcript, len(audio) / SAMPLE_RATE)
     assert transcript.words[0].start_ms >= 500, "the first word starts within 0.5 s of the speech, after 1 s of silence"
@@ -101,7 +104,7 @@ def test_batched_files_match_one_by_one(transcriber):
 
 def test_windows_of_different_encoder_widths_share_a_batch(transcriber):
     """A 2 s, an 8 s and a 25 s window are encoded at three widths and decoded in one step loop; the
-    cross-attention mask must keep each row to its own window's frames (text and word times as alone)."""
+    cross-attention must keep each row to its own window's frames (text and word times as alone)."""
     short = _speech("call me")
     middle = _speech("please call me back after lunch, the quick brown fox jumps over the lazy dog", voice=VOICE_B)
     long = np.concatenate([middle, silence(1.0, SAMPLE_RATE), _speech(SENTENCE), silence(1.0, SAMPLE_RATE), middle])[: 25 * SAMPLE_RATE]
