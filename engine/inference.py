@@ -240,11 +240,11 @@ class InferenceRuntime:
         widths = np.unique(frames)
         plans = []
         for limit in widths.tolist():
-            rows = np.arange(len(windows)) if len(widths) == 1 else np.flatnonzero(frames == limit)
-            plans.append(self._cross_plan(windows[rows], rows, len(widths) == 1, int(limit)))
+            rows = None if len(widths) == 1 else np.flatnonzero(frames == limit)
+            plans.append(self._cross_plan(windows if rows is None else windows[rows], rows, int(limit)))
         return plans
 
-    def _cross_plan(self, windows: np.ndarray, rows: np.ndarray, every_row: bool, limit: int) -> _CrossPlan:
+    def _cross_plan(self, windows: np.ndarray, rows: np.ndarray | None, limit: int) -> _CrossPlan:
         unique = np.unique(windows)
         span = int(unique[-1] - unique[0] + 1)
         if span <= 2 * len(unique):
@@ -260,7 +260,7 @@ class InferenceRuntime:
         for row, g in enumerate(group.tolist()):
             within[row] = seen.get(g, 0)
             seen[g] = within[row] + 1
-        return _CrossPlan(None if every_row else torch.as_tensor(rows, device=self.device), source,
+        return _CrossPlan(None if rows is None else torch.as_tensor(rows, device=self.device), source,
                           torch.as_tensor(group, device=self.device), torch.as_tensor(within, device=self.device),
                           n_groups, int(within.max()) + 1, max(limit, 1))
 
@@ -274,7 +274,7 @@ class InferenceRuntime:
         return out
 
     def _cross_call(self, q: torch.Tensor, layer: int, plan: _CrossPlan) -> torch.Tensor:
-        rows, h, count, dh = q.shape
+        _, h, count, dh = q.shape
         grid = q.new_zeros(plan.n_groups, plan.width, count, h, dh)
         grid[plan.group, plan.within] = q.transpose(1, 2)
         attn = F.scaled_dot_product_attention(
