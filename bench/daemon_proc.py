@@ -125,7 +125,7 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
                 seen.append(requests.get(self.url + "/health", timeout=5).status_code)
             except requests.ConnectionError:
@@ -134,13 +134,18 @@ class Daemon:
                 self.startup_s = time.monotonic() - started
                 return seen
             time.sleep(0.1)
-        raise TimeoutError(f"daemon not healthy after {timeout} s:\n{self.log()}")
+        raise TimeoutError(f"daemon not healthy after {timeout} s:\n{self.log_tail()}")
 
     def transcribe(self, body: dict, timeout: float = 600) -> requests.Response:
         return requests.post(self.url + "/transcribe/url", json=body, timeout=timeout)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+        """The whole log: a test looking for a line must not miss it because later lines (health polls
+        on a slow machine) pushed it out of a tail. Error messages quote log_tail()."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self) -> str:
+        return self.log()[-6000:]
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM (drain), then SIGKILL if it hangs; returns the exit status."""

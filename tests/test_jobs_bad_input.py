@@ -401,7 +401,7 @@ def test_webhook_to_a_metadata_address(daemon, api, hook):
                          r"is in DOWNLOAD_DENY .*; next in 10 s")
     deadline = time.monotonic() + 15
     while not pattern.search(daemon.log_path.read_text(errors="replace")):
-        assert time.monotonic() < deadline, daemon.log()
+        assert time.monotonic() < deadline, daemon.log_tail()
         time.sleep(0.1)
     body = _get(api, daemon, job_id)
     assert (body["webhook_url"], body["webhook_status_code"]) == (hook, None)
