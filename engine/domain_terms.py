@@ -97,7 +97,7 @@ class DomainTerms:
         self._one_token: dict[str, bool] = {}
         kept = [t for t in terms if any(not self._common(w) for w in normalize_words(t))]
         self.terms = tuple(kept)
-        self._spelled = [" " + " ".join(normalize_words(t)) + " " for t in kept]
+        self._spelled = [_spaced(normalize_words(t)) for t in kept]
         self._rare_words = [frozenset(w for w in normalize_words(t) if not self._common(w)) for t in kept]
         self._term_letters = [_NOT_LETTER.sub("", t.lower()) for t in kept]
         self._limits = np.array([int(NEAR * len(t)) for t in self._term_letters], dtype=np.int32)
@@ -133,7 +133,7 @@ class DomainTerms:
         distances = cdist(candidates, self._term_letters, scorer=Levenshtein.distance,
                           score_cutoff=int(self._limits.max()), dtype=np.int32)
         near = (distances > 0) & (distances <= self._limits[None, :])
-        spelled = " " + " ".join(words) + " "
+        spelled = _spaced(words)
         heard = set(words)
         found = []
         for j in np.flatnonzero(near.any(axis=0)):
@@ -144,8 +144,13 @@ class DomainTerms:
 
     def spells_any(self, text: str, terms: Sequence[str]) -> bool:
         """True when `text` spells one of `terms` (as near_misses compares: normalised words)."""
-        spelled = " " + " ".join(normalize_words(text)) + " "
-        return any(" " + " ".join(normalize_words(t)) + " " in spelled for t in terms)
+        spelled = _spaced(normalize_words(text))
+        return any(_spaced(normalize_words(t)) in spelled for t in terms)
+
+
+def _spaced(words: Sequence[str]) -> str:
+    """Words joined with a space at each end, so that `in` matches whole words only."""
+    return " " + " ".join(words) + " "
 
 
 def _differs_early(candidate: str, term: str) -> bool:
