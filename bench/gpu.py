@@ -65,6 +65,7 @@ def _engine_steps(model: str, args: argparse.Namespace) -> list[str]:
 
     from engine.inference import InferenceRuntime
     from engine.model_store import load_stored_model
+    from engine.search import SearchConfig
     from engine.settings import EngineSettings
     from engine.transcriber import Transcriber
 
@@ -79,6 +80,9 @@ def _engine_steps(model: str, args: argparse.Namespace) -> list[str]:
     for graphs in (False, True):
         transcriber = Transcriber(stored, args.beam, device, int8=settings.compute_type == "int8", settings=settings)
         transcriber.runtime = InferenceRuntime(stored, device, int8=settings.compute_type == "int8", step_graphs=graphs)
+        # As the daemon's inference worker does: caches at full size from the start, so graphs captured
+        # in the warm-up stay valid.
+        transcriber.runtime.reserve(transcriber.windows_in_flight, max(args.beam, SearchConfig.best_of))
         transcriber.transcribe_many(audios[:4])  # warm-up: kernels chosen, first graphs captured
         figures = []
         for way, run in (("all at once", lambda: transcriber.transcribe_many(audios)),
@@ -90,8 +94,8 @@ def _engine_steps(model: str, args: argparse.Namespace) -> list[str]:
             wall = time.perf_counter() - started
             wer = score([c.reference for c in clips], texts).overall.wer * 100
             figures.append(f"{way} {wall:.2f} s ({audio_s / wall:.1f}x real time, WER {wer:.2f} %)")
-        graph_count = transcriber.runtime.step_graphs_captured
-        label = f"step graphs ({graph_count} captured)" if graphs else "eager steps"
+        buckets, captured = transcriber.runtime.step_graph_buckets
+        label = f"step graphs ({buckets} shapes, {captured} captured)" if graphs else "eager steps"
         notes.append(f"engine in-process on {device}, {label}: " + "; ".join(figures))
         print(notes[-1], flush=True)
     return notes

@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = engine_cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     serve = commands.add_parser("serve", help="run the HTTP server (settings from the environment)")
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(run=_serve, engine_settings=False)
     worker = commands.add_parser("worker", help="run a worker node: take jobs from Redis (REDIS_URL), no HTTP API")
-    worker.set_defaults(run=_worker)
+    worker.set_defaults(run=_worker, engine_settings=False)
     return engine_cli.run(parser.parse_args(argv))
 
 

@@ -183,9 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a parsed command; configuration and engine errors become one line and status 2."""
+    """Run a parsed command; configuration and engine errors become one line and status 2.
+
+    A command that reads its own settings (the daemon's `serve` and `worker`, whose devices come from
+    ASYNC_ENGINE_DEVICES) sets `engine_settings=False`: the single-device reading would judge it by
+    ASYNC_ENGINE_DEVICE instead (and refuse ASYNC_ENGINE_CUDA_GRAPHS=1 on a card as "cpu")."""
     try:
-        settings = EngineSettings.from_env()
+        settings = EngineSettings.from_env() if getattr(args, "engine_settings", True) else None
         return args.run(args, settings)
     except (SettingsError, EngineError) as error:
         print(f"async-engine: {error}", file=sys.stderr)

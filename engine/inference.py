@@ -137,9 +137,10 @@ class InferenceRuntime:
         return self._sequences.used
 
     @property
-    def step_graphs_captured(self) -> int:
-        """Fixed-shape step buckets built since the caches last moved (0 without step graphs)."""
-        return self._step_graphs.captured if self._step_graphs else 0
+    def step_graph_buckets(self) -> tuple[int, int]:
+        """Fixed-shape step buckets built since the caches last moved, and how many of them replay as CUDA
+        graphs ((0, 0) without step graphs)."""
+        return (self._step_graphs.buckets, self._step_graphs.captured) if self._step_graphs else (0, 0)
 
     @torch.inference_mode()
     def encode(self, mels: torch.Tensor, samples: Sequence[int] | None = None) -> list[int]:

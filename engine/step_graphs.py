@@ -138,8 +138,13 @@ class StepGraphs:
         self._pool = torch.cuda.graph_pool_handle() if capture else None
 
     @property
-    def captured(self) -> int:
+    def buckets(self) -> int:
         return len(self._graphs)
+
+    @property
+    def captured(self) -> int:
+        """Buckets replayed as CUDA graphs (none on the CPU, or after a capture failed)."""
+        return sum(graph.graph is not None for graph in self._graphs.values())
 
     def step(self, caches: Caches, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray,
              windows: np.ndarray) -> Tensor:
@@ -149,6 +154,9 @@ class StepGraphs:
         if layout != self._layout:
             self._graphs.clear()
             self._layout = layout
+            # The dropped graphs leave their pool with no users, and PyTorch refuses to capture into
+            # such a pool again (an internal assert in its caching allocator, seen on an H200).
+            self._pool = torch.cuda.graph_pool_handle() if self.capture else None
         unique, group = np.unique(windows, return_inverse=True)
         counts = np.bincount(group)
         cache_time = caches.self_k[0].shape[2]
