@@ -87,8 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     gpu.add_argument("--limit", type=int, default=60, help="first N clips of dev.tsv")
     gpu.add_argument("--concurrency", type=_int_list, default=[1, 2, 4, 8, 16, 32])
     gpu.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: check the script without a card")
-    gpu.add_argument("--cuda-graphs", choices=["0", "1"], default="1",
-                     help="the daemon's ASYNC_ENGINE_CUDA_GRAPHS (the in-process comparison runs both ways)")
+    gpu.add_argument("--cuda-graphs", choices=["auto", "0", "1"], default="auto",
+                     help="the daemon's ASYNC_ENGINE_CUDA_GRAPHS, auto (on for cards) as shipped "
+                          "(the in-process comparison runs both ways)")
     gpu.add_argument("--results", type=Path, default=RESULTS, help="markdown file the dated section is appended to")
     prof = sub.add_parser("profile", help="py-spy on every process of the daemon under K clients: where time goes")
     _common(prof)

@@ -18,8 +18,10 @@ DEFAULT_BEAM_SIZE = {"tiny.en": 5, "base": 5, "small": 5}
 # bench/domains and general speech (docs/LANGUAGE_MODEL.md).
 DEFAULT_LM_WEIGHT = "0.15"
 DEFAULT_LM_WORD_BONUS = "0.0"
-# Decoder steps replayed as CUDA graphs (engine/step_graphs.py): off until measured on a card.
-DEFAULT_CUDA_GRAPHS = "0"
+# Decoder steps replayed as CUDA graphs (engine/step_graphs.py): "auto" is on for a card, off on the CPU.
+# On an H200, tiny.en, 60 dev clips over HTTP: 2.0-3.6x the eager steps' throughput, same WER
+# (bench/RESULTS.md, 2026-11-28).
+DEFAULT_CUDA_GRAPHS = "auto"
 
 
 class SettingsError(ValueError):
@@ -82,7 +84,7 @@ class EngineSettings:
     language_model: Path | None = None  # CUSTOM_LANG_MODEL_PATH: a KenLM model fused in the beam search
     lm_weight: float = float(DEFAULT_LM_WEIGHT)
     lm_word_bonus: float = float(DEFAULT_LM_WORD_BONUS)
-    cuda_graphs: bool = False  # ASYNC_ENGINE_CUDA_GRAPHS: single-token decoder steps as CUDA graphs on cards
+    cuda_graphs: bool = False  # ASYNC_ENGINE_CUDA_GRAPHS: single-token decoder steps as CUDA graphs (cards only)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "EngineSettings":
@@ -101,8 +103,11 @@ class EngineSettings:
             raise SettingsError(
                 f"ASYNC_ENGINE_COMPUTE_TYPE must be one of {', '.join(allowed)} on {device}; got {compute_type!r}"
             )
-        cuda_graphs = parse_bool("ASYNC_ENGINE_CUDA_GRAPHS",
-                                 env.get("ASYNC_ENGINE_CUDA_GRAPHS", "").strip() or DEFAULT_CUDA_GRAPHS)
+        graphs = env.get("ASYNC_ENGINE_CUDA_GRAPHS", "").strip() or DEFAULT_CUDA_GRAPHS
+        if graphs not in ("auto", "True", "true", "1", "False", "false", "0"):
+            raise SettingsError(f"ASYNC_ENGINE_CUDA_GRAPHS must be auto or one of True, False, true, false, 1, 0; "
+                                f"got {graphs!r}")
+        cuda_graphs = device != "cpu" if graphs == "auto" else parse_bool("ASYNC_ENGINE_CUDA_GRAPHS", graphs)
         if cuda_graphs and device == "cpu":
             raise SettingsError("ASYNC_ENGINE_CUDA_GRAPHS=1 replays decoder steps on a CUDA card; the device here is "
                                 "cpu (set ASYNC_ENGINE_DEVICES / ASYNC_ENGINE_DEVICE to cuda:N, or unset it)")

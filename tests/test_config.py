@@ -49,6 +49,13 @@ def test_auto_takes_every_cuda_card(cuda_cards):
     assert config.devices == ("cuda:0", "cuda:1")
     assert config.windows_in_flight == 64
     assert config.engine.compute_type == "float16", "the engine's defaults follow the daemon's devices"
+    assert config.engine.cuda_graphs is True, "cards replay decoder steps as CUDA graphs by default"
+    assert DaemonConfig.from_env({"ASYNC_ENGINE_CUDA_GRAPHS": "0"}).engine.cuda_graphs is False
+
+
+def test_step_graphs_stay_off_on_a_cpu_host(cuda_cards):
+    assert DaemonConfig.from_env({}).engine.cuda_graphs is False
+    assert DaemonConfig.from_env({"ASYNC_ENGINE_CUDA_GRAPHS": "auto"}).engine.cuda_graphs is False
 
 
 def test_explicit_values(cuda_cards, tmp_path):
