@@ -27,6 +27,10 @@ SR = 16000
 # tiny.en hears eSpeak's "Montreal Forced Aligner" as "Montreal forced a liner", and its "metoprolol" as
 # "me to run out": jargon a domain LM or a boosted word should bring back.
 ALIGNER = "Montreal Forced Aligner, I hardly know her."
+# For the recheck, speech whose rare word itself is lost: tiny.en hears "Montreal Force to line around
+# every file". ALIGNER is borderline there: AVX2's int8 kernels hear "forced a liner" (a near miss),
+# AVX-512's "forest aligner", where only an ordinary word differs and by design no recheck is due.
+FAR_ALIGNER = "We ran the Montreal Forced Aligner on every file."
 DOMAIN_TEXT = ROOT / "bench" / "domains" / "forced_alignment" / "lm.txt"  # the benchmark's LM corpus
 DRUG = "Start the patient on metoprolol twice a day."
 CORPUS = """The Montreal Forced Aligner aligns a transcript with its recording.
@@ -81,7 +85,7 @@ def texts(tokenizer) -> tuple[str, ...]:
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory, installed_model) -> Path:
     root = tmp_path_factory.mktemp("jargon")
-    for name, sentence in (("aligner", ALIGNER), ("drug", DRUG)):
+    for name, sentence in (("aligner", ALIGNER), ("far_aligner", FAR_ALIGNER), ("drug", DRUG)):
         audio = np.concatenate([silence(0.3, SR), speak_at(sentence, SR), silence(0.3, SR)])
         sf.write(root / f"{name}.wav", audio, SR, subtype="PCM_16")
     return root
@@ -201,13 +205,13 @@ def test_fusion_turns_a_misheard_term_into_the_domain_s(transcriber, speech, ali
 
 
 def test_the_recheck_boosts_the_terms_a_window_nearly_spelled(transcriber, speech, aligner_lm):
-    """With the LM's terms and no fusion at all, "forced a liner" is a near miss of "Forced Aligner":
+    """With the LM's terms and no fusion at all, "Force to line" is a near miss of "Forced Aligner":
     the window is decoded again with it boosted and the recheck's text is the one kept."""
     import dataclasses
 
     from engine.domain_terms import load_domain_terms
 
-    audio = sf.read(speech / "aligner.wav", dtype="float32")[0]
+    audio = sf.read(speech / "far_aligner.wav", dtype="float32")[0]
     drug = sf.read(speech / "drug.wav", dtype="float32")[0]
     plain, plain_drug = transcriber.transcribe(audio).text, transcriber.transcribe(drug).text
     terms = load_domain_terms(aligner_lm, transcriber.tokenizer)
