@@ -14,6 +14,8 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from multiprocessing.queues import Queue
 
+import torch
+
 from daemon import logs
 from daemon.workers import messages as m
 from daemon.workers.lifeline import Heartbeat, ignore_stop_signals
@@ -155,6 +157,9 @@ def run_decoder(index: int, settings: EngineSettings, inbox: Queue, events: Queu
     ignore_stop_signals()
     logs.configure(log_level)
     heartbeat.start_pulse()
+    # A decoder is one core's worth of work (the pool has one per core left over): its only torch call,
+    # the beam's top-k, must not wake a second thread that spins against the inference process.
+    torch.set_num_threads(1)
     try:
         DecoderWorker(index, settings, inbox, events, inference_inboxes, heartbeat).run()
     except KeyboardInterrupt:
