@@ -92,7 +92,11 @@ class Node:
     cpus: str | None = None  # the cores it is pinned to (taskset), if any
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+        """The whole log, as Daemon.log(): a test looking for a line must not lose it to a tail."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self) -> str:
+        return self.log()[-6000:]
 
     def stop(self, timeout: float = 90.0) -> int:
         if self.process.poll() is None:
@@ -184,11 +188,11 @@ def wait_until(condition, timeout: float, node: Node | None = None, step: float 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if node is not None and node.process.poll() is not None:
-            raise RuntimeError(f"{node.kind} node exited with {node.process.returncode}:\n{node.log()}")
+            raise RuntimeError(f"{node.kind} node exited with {node.process.returncode}:\n{node.log_tail()}")
         if condition():
             return
         time.sleep(step)
-    raise TimeoutError(f"not within {timeout} s" + (f":\n{node.log()}" if node else ""))
+    raise TimeoutError(f"not within {timeout} s" + (f":\n{node.log_tail()}" if node else ""))
 
 
 def ready_nodes(api: Node) -> int:
