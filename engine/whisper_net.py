@@ -72,7 +72,9 @@ def _int8_linear(x: Tensor, packed: object, bias: Tensor | None) -> Tensor:
     """
     shape = x.shape
     rows = x.reshape(-1, shape[-1])
-    scale = rows.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12)  # not aminmax: 400x slower on small rows
+    # max(|x|) as max(max x, -min x): the same values without abs's temporary, which on the encoder's
+    # [6000, 1536] blocks cost 12 ms against 1 ms. Not aminmax: 400x slower on small rows.
+    scale = torch.maximum(rows.amax(dim=-1, keepdim=True), rows.amin(dim=-1, keepdim=True).neg_()).clamp_(min=1e-12)
     scaled = torch.empty(rows.shape[0] + 1, shape[-1], dtype=rows.dtype, device=rows.device)
     torch.div(rows, scale, out=scaled[:-1])
     scaled[-1] = _pin_row(shape[-1], rows.dtype)
