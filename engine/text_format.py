@@ -34,6 +34,8 @@ _CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "eur
 # "pound" is also a weight, so only dollars and euros become symbols in the written form.
 _WRITTEN_CURRENCY = {"dollar": "$", "dollars": "$", "euro": "€", "euros": "€"}
 _SCALES = {"hundred", "thousand", "million", "billion", "trillion"}
+_DIGIT_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
+MIN_DIGIT_RUN = 3  # "zero three five one" is an identifier; "seven eight years" more likely a range
 _MERIDIEM = {"a.m.", "p.m.", "am", "pm", "a.m", "p.m"}
 # Marks that belong to a word rather than punctuate it: apostrophes and hyphens inside words,
 # and the separators inside numbers ("3.5", "10:30", "1,000").
@@ -129,7 +131,7 @@ def _numbers_as_digits(words: list[Word]) -> list[Word]:
     found = find_numbers(tokens, "en") if words else []
     # A lone scale word is a word, not a number: "a million people", "$5 million".
     found = [o for o in found if o.end - o.start > 1 or tokens[o.start].text() not in _SCALES]
-    spans = _years_joined([(o.start, o.end, o.text, o.is_ordinal) for o in found], tokens)
+    spans = _digits_joined(_years_joined([(o.start, o.end, o.text, o.is_ordinal) for o in found], tokens), tokens)
     out: list[Word] = []
     i = 0
     for start, end, text, _ in spans:
@@ -148,6 +150,30 @@ def _years_joined(spans: list[tuple[int, int, str, bool]], tokens: list[_Token])
             previous = joined.pop()
             span = (previous[0], span[1], previous[2] + span[2], span[3])
         joined.append(span)
+    return joined
+
+
+def _digits_joined(spans: list[tuple[int, int, str, bool]], tokens: list[_Token]) -> list[tuple[int, int, str, bool]]:
+    """A run of digits said one by one is one identifier: text2num makes "zero three five one" 03, 5
+    and 1, and "five five five one two three four" seven numbers; written, they are 0351 and 5551234.
+    Only runs of at least MIN_DIGIT_RUN digit words with no pause or mark between them are joined."""
+    def spelled_digits(span: tuple[int, int, str, bool]) -> bool:
+        return not span[3] and all(tokens[i].text() in _DIGIT_WORDS for i in range(span[0], span[1]))
+
+    runs: list[list[tuple[int, int, str, bool]]] = []
+    for span in spans:
+        last = runs[-1][-1] if runs else None
+        if (last is not None and last[1] == span[0] and spelled_digits(last) and spelled_digits(span)
+                and not tokens[span[0]].nt_separated(tokens[span[0] - 1])):
+            runs[-1].append(span)
+        else:
+            runs.append([span])
+    joined = []
+    for run in runs:
+        if len(run) > 1 and run[-1][1] - run[0][0] >= MIN_DIGIT_RUN:
+            joined.append((run[0][0], run[-1][1], "".join(span[2] for span in run), False))
+        else:
+            joined.extend(run)
     return joined
 
 

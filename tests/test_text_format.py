@@ -49,6 +49,23 @@ def test_words_that_are_not_numbers_are_left_alone(kept):
     assert text(format_words(timed(kept), WRITTEN)) == kept
 
 
+@pytest.mark.parametrize(("spoken", "written"), [
+    ("zero three five one.", "0351."),  # text2num alone: "03 5 1."
+    ("My number is five five five one two three four.", "My number is 5551234."),
+    ("seven eight years old", "7 8 years old"),  # two digits: more likely a range than an identifier
+    ("call one two, three four five", "call 1 2, 345"),  # a mark ends a run
+    ("twenty five three", "25 3"),  # only digits said one by one
+])
+def test_digits_said_one_by_one_are_one_identifier(spoken, written):
+    assert text(format_words(timed(spoken), WRITTEN)) == written
+
+
+def test_a_pause_ends_a_run_of_digits():
+    words = timed("one two three four")
+    words[2:] = [Word(w.text, w.start_ms + 2000, w.end_ms + 2000, w.confidence) for w in words[2:]]
+    assert text(format_words(words, WRITTEN)) == "1 2 3 4"
+
+
 def test_punctuation_separates_spelled_numbers():
     assert text(format_words(timed("twenty, five"), WRITTEN)) == "20, 5"
 
