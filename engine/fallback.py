@@ -18,8 +18,8 @@ nor silence.
 from __future__ import annotations
 
 import dataclasses
-import zlib
 
+from engine.compression import compression_ratio
 from engine.decode_options import MAX_BOOST_PHRASES, DecodeOptions
 from engine.search import SearchConfig, SearchResult, WindowSearch
 from engine.tokenizer import WhisperTokenizer
@@ -27,11 +27,6 @@ from engine.tokenizer import WhisperTokenizer
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOGPROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
-
-
-def compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 def is_silence(result: SearchResult) -> bool:

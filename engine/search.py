@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from engine.logit_rules import (SECONDS_PER_TIMESTAMP, FirstToken, LogitRule, NoTimestampPastAudio, RepetitionGuard,
                                 Scorer, SuppressTokens, TimestampMass, TimestampPairing, logsumexp, repeated_tail)
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 
 def _top_tokens(rows: np.ndarray, count: int) -> np.ndarray:
     """The `count` highest logits' token ids of each row, in no particular order."""
-    import torch  # here, not at the top: the front imports this module (exports -> fallback) and loads no torch
-
     return torch.topk(torch.from_numpy(rows), count, dim=-1, sorted=False).indices.numpy()
 
 

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from engine import exports
-from engine.fallback import compression_ratio
+from engine.compression import compression_ratio
 
 WORD_MS, GAP_MS = 300, 100
 
