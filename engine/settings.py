@@ -33,13 +33,18 @@ def _default_models_dir() -> Path:
     return Path(data_home) / "async-engine" / "models"
 
 
-def parse_bool(name: str, value: str) -> bool:
-    """Accept the spellings API.md promises (True/False, true/false, 1/0) and nothing else."""
-    if value in ("True", "true", "1"):
+_TRUE, _FALSE = ("True", "true", "1"), ("False", "false", "0")
+
+
+def parse_bool(name: str, value: str, also: tuple[str, ...] = ()) -> bool:
+    """Accept the spellings API.md promises (True/False, true/false, 1/0) and nothing else; a caller that
+    gives a value of its own meaning (`also`, handled before this) is named in the error too."""
+    if value in _TRUE:
         return True
-    if value in ("False", "false", "0"):
+    if value in _FALSE:
         return False
-    raise SettingsError(f"{name} must be one of True, False, true, false, 1, 0; got {value!r}")
+    spellings = ", ".join((*also, *(s for pair in zip(_TRUE, _FALSE) for s in pair)))
+    raise SettingsError(f"{name} must be one of {spellings}; got {value!r}")
 
 
 def parse_float(name: str, value: str, minimum: float, maximum: float) -> float:
@@ -104,10 +109,7 @@ class EngineSettings:
                 f"ASYNC_ENGINE_COMPUTE_TYPE must be one of {', '.join(allowed)} on {device}; got {compute_type!r}"
             )
         graphs = env.get("ASYNC_ENGINE_CUDA_GRAPHS", "").strip() or DEFAULT_CUDA_GRAPHS
-        if graphs not in ("auto", "True", "true", "1", "False", "false", "0"):
-            raise SettingsError(f"ASYNC_ENGINE_CUDA_GRAPHS must be auto or one of True, False, true, false, 1, 0; "
-                                f"got {graphs!r}")
-        cuda_graphs = device != "cpu" if graphs == "auto" else parse_bool("ASYNC_ENGINE_CUDA_GRAPHS", graphs)
+        cuda_graphs = device != "cpu" if graphs == "auto" else parse_bool("ASYNC_ENGINE_CUDA_GRAPHS", graphs, ("auto",))
         if cuda_graphs and device == "cpu":
             raise SettingsError("ASYNC_ENGINE_CUDA_GRAPHS=1 replays decoder steps on a CUDA card; the device here is "
                                 "cpu (set ASYNC_ENGINE_DEVICES / ASYNC_ENGINE_DEVICE to cuda:N, or unset it)")
