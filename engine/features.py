@@ -17,6 +17,7 @@ HOP_LENGTH = 160
 WINDOW_SECONDS = 30
 WINDOW_SAMPLES = SAMPLE_RATE * WINDOW_SECONDS
 N_FRAMES = WINDOW_SAMPLES // HOP_LENGTH
+MIN_COMPUTED_FRAMES = 200
 
 
 def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
@@ -47,15 +48,29 @@ def mel_filters(n_mels: int) -> np.ndarray:
 
 
 def log_mel_windows(windows: list[np.ndarray], n_mels: int) -> torch.Tensor:
-    """Log-mel spectrograms [N, n_mels, 3000] of up-to-30 s windows, each zero-padded to 30 s."""
-    batch = torch.zeros(len(windows), WINDOW_SAMPLES, dtype=torch.float32)
+    """Log-mel spectrograms [N, n_mels, 3000] of up-to-30 s windows, each zero-padded to 30 s.
+
+    The STFT runs only over the longest window plus one FFT's worth of zeros: every frame after
+    that sees nothing but the padding, so its value is the one a frame of zeros gets, filled in
+    directly. A 3 s clip's features cost a tenth of a full window's, with the same values, which
+    matters because the inference process computes them between decoder steps.
+    """
+    longest = max((min(len(samples), WINDOW_SAMPLES) for samples in windows), default=0)
+    # frames up to `computed` may touch a sample; the reflected edge past the buffer is zeros too.
+    # At least MIN_COMPUTED_FRAMES: the mel product over a handful of frames takes another GEMM
+    # path (10 frames or fewer here), one that rounds differently.
+    computed = min(N_FRAMES, max(MIN_COMPUTED_FRAMES, -(-(longest + N_FFT) // HOP_LENGTH)))
+    length = min(WINDOW_SAMPLES, computed * HOP_LENGTH + N_FFT)
+    batch = torch.zeros(len(windows), length, dtype=torch.float32)
     for i, samples in enumerate(windows):
         n = min(len(samples), WINDOW_SAMPLES)
         batch[i, :n] = torch.from_numpy(np.ascontiguousarray(samples[:n], dtype=np.float32))
     stft = torch.stft(batch, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT), return_complex=True)
-    power = stft[..., :-1].abs() ** 2
+    power = stft[..., :computed].abs() ** 2
     mel = torch.from_numpy(mel_filters(n_mels)) @ power
     log_spec = torch.clamp(mel, min=1e-10).log10()
-    peak = log_spec.amax(dim=(1, 2), keepdim=True)
+    floor = torch.tensor(1e-10, dtype=torch.float32).log10()  # what a frame of zeros gets, as above
+    peak = torch.maximum(log_spec.amax(dim=(1, 2), keepdim=True), floor)
+    log_spec = torch.cat([log_spec, floor.expand(len(windows), n_mels, N_FRAMES - computed)], dim=2)
     log_spec = torch.maximum(log_spec, peak - 8.0)
     return (log_spec + 4.0) / 4.0

@@ -238,6 +238,31 @@ def test_log_mel_matches_faster_whisper(speech_16k, mels):
     assert diff.max() < 2e-4
 
 
+def _whole_window_log_mel(samples: np.ndarray) -> torch.Tensor:
+    """The plain definition: STFT over the whole zero-padded 30 s window."""
+    from engine.features import HOP_LENGTH, N_FFT, mel_filters
+
+    padded = torch.zeros(1, WINDOW_SAMPLES)
+    n = min(len(samples), WINDOW_SAMPLES)
+    padded[0, :n] = torch.from_numpy(samples[:n].astype(np.float32))
+    stft = torch.stft(padded, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT), return_complex=True)
+    log_spec = torch.clamp(torch.from_numpy(mel_filters(N_MELS)) @ stft[..., :-1].abs() ** 2, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+def test_log_mel_of_the_spoken_part_equals_the_whole_window(speech_16k):
+    """log_mel_windows runs the STFT over the longest window only and fills the rest as silence:
+    every value must be the whole window's, bit for bit, alone or batched with longer windows."""
+    long = np.tile(speech_16k, 7)  # over 30 s: cut to the window
+    cases = [speech_16k[:500], speech_16k[: 2 * SAMPLE_RATE], speech_16k, long, np.zeros(SAMPLE_RATE, np.float32)]
+    for samples in cases:
+        assert torch.equal(log_mel_windows([samples], N_MELS), _whole_window_log_mel(samples)), len(samples)
+    batched = log_mel_windows(cases, N_MELS)
+    for row, samples in zip(batched, cases):
+        assert torch.equal(row, _whole_window_log_mel(samples)[0]), len(samples)
+
+
 # --------------------------------------------------------------------------- (c) greedy tokens
 
 
