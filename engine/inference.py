@@ -116,7 +116,6 @@ class InferenceRuntime:
         d, h, dh = self.dims, self.dims.n_heads, self.dims.head_dim
         empty = lambda *shape: torch.zeros(*shape, device=self.device, dtype=self.dtype)  # noqa: E731
         self._windows = _SlotPool()
-        self._audio = empty(0, d.n_audio_ctx, d.d_model)
         self._audio_frames = np.zeros(0, dtype=np.int64)  # encoder frames computed for each window slot
         self._cross_k = [empty(0, h, d.n_audio_ctx, dh) for _ in range(d.n_decoder_layers)]
         self._cross_v = [empty(0, h, d.n_audio_ctx, dh) for _ in range(d.n_decoder_layers)]
@@ -164,8 +163,6 @@ class InferenceRuntime:
             frames = audio.shape[1]
             slots, capacity = self._windows.take(len(rows))
             index = torch.tensor(slots, device=self.device)
-            self._audio = _grow(self._audio, 0, capacity)
-            self._audio[index, :frames] = audio
             self._audio_frames = _grow_array(self._audio_frames, capacity)
             self._audio_frames[slots] = frames
             for layer in range(self.dims.n_decoder_layers):
@@ -187,7 +184,6 @@ class InferenceRuntime:
         configuration fails at start instead of in the middle of a request.
         """
         d = self.dims
-        self._audio = _grow(self._audio, 0, windows)
         self._audio_frames = _grow_array(self._audio_frames, windows)
         for layer in range(d.n_decoder_layers):
             self._cross_k[layer] = _grow(self._cross_k[layer], 0, windows)
@@ -396,7 +392,8 @@ class InferenceRuntime:
         limit = int(frames.max())
         valid = torch.as_tensor(np.arange(limit)[None, :] < frames[:, None], device=self.device)
         windows = torch.as_tensor(slots, device=self.device)
-        scores = self.net.alignment_scores(batch.to(self.device), self._audio[windows, :limit], self.alignment_heads,
-                                           valid)
+        layers = range(max(layer for layer, _ in self.alignment_heads) + 1)
+        cross = [(self._cross_k[i][windows, :, :limit], self._cross_v[i][windows, :, :limit]) for i in layers]
+        scores = self.net.alignment_scores(batch.to(self.device), cross, self.alignment_heads, valid)
         scores = scores.float().cpu().numpy()
         return [scores[row, :, : len(tokens)] for row, (_, tokens) in enumerate(requests)]

@@ -182,12 +182,14 @@ class WhisperNet:
             return _int8_linear(x, self._packed["decoder/projection"], None)
         return F.linear(x, self.w["decoder/embeddings/weight"])
 
-    def alignment_scores(self, tokens: Tensor, audio: Tensor, heads: list[tuple[int, int]],
+    def alignment_scores(self, tokens: Tensor, cross: list[tuple[Tensor, Tensor]], heads: list[tuple[int, int]],
                          valid: Tensor | None = None) -> Tensor:
         """Teacher-forced pass returning raw cross-attention scores of the alignment heads.
 
-        tokens [B, T] (right-padded; causal attention keeps padding out of real positions),
-        audio [B, 1500, D] -> [B, len(heads), T, 1500], scaled by 1/sqrt(Dh) as in the model.
+        tokens [B, T] (right-padded; causal attention keeps padding out of real positions); cross[layer]
+        is that layer's cross-attention (keys, values), each [B, H, frames, Dh], as cross_kv made them
+        when the windows were encoded (not made again here: for a 12 s window that was a third of the
+        pass) -> [B, len(heads), T, frames], scaled by 1/sqrt(Dh) as in the model.
         """
         t = tokens.shape[1]
         x = self.embed(tokens, torch.arange(t, device=tokens.device))
@@ -198,7 +200,7 @@ class WhisperNet:
             q, k, v = self.self_qkv(x, i)
             x = self.self_out(x, F.scaled_dot_product_attention(q, k, v, is_causal=True), i)
             cq = self.cross_q(x, i)
-            ck, cv = self.cross_kv(audio, i)
+            ck, cv = cross[i]
             if i in wanted_layers:
                 qk = (cq @ ck.transpose(-1, -2)) * self.dims.head_dim ** -0.5
                 if mask is not None:
