@@ -188,8 +188,9 @@ class WhisperNet:
 
         tokens [B, T] (right-padded; causal attention keeps padding out of real positions); cross[layer]
         is that layer's cross-attention (keys, values), each [B, H, frames, Dh], as cross_kv made them
-        when the windows were encoded (not made again here: for a 12 s window that was a third of the
-        pass) -> [B, len(heads), T, frames], scaled by 1/sqrt(Dh) as in the model.
+        when the windows were encoded (the runtime keeps them; projecting the encoder output again
+        would cost one GEMM over every frame per layer) -> [B, len(heads), T, frames], scaled by
+        1/sqrt(Dh) as in the model.
         """
         t = tokens.shape[1]
         x = self.embed(tokens, torch.arange(t, device=tokens.device))
