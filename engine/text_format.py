@@ -163,8 +163,7 @@ def _digits_joined(spans: list[tuple[int, int, str, bool]], tokens: list[_Token]
     runs: list[list[tuple[int, int, str, bool]]] = []
     for span in spans:
         last = runs[-1][-1] if runs else None
-        if (last is not None and last[1] == span[0] and spelled_digits(last) and spelled_digits(span)
-                and not tokens[span[0]].nt_separated(tokens[span[0] - 1])):
+        if last is not None and _adjacent(last, span, tokens) and spelled_digits(last) and spelled_digits(span):
             runs[-1].append(span)
         else:
             runs.append([span])
@@ -177,10 +176,14 @@ def _digits_joined(spans: list[tuple[int, int, str, bool]], tokens: list[_Token]
     return joined
 
 
+def _adjacent(first: tuple[int, int, str, bool], second: tuple[int, int, str, bool], tokens: list[_Token]) -> bool:
+    """The second number follows the first with no word, pause or mark between them."""
+    return first[1] == second[0] and not tokens[second[0]].nt_separated(tokens[first[1] - 1])
+
+
 def _is_year(first: tuple[int, int, str, bool], second: tuple[int, int, str, bool], tokens: list[_Token]) -> bool:
-    adjacent = first[1] == second[0] and not tokens[second[0]].nt_separated(tokens[first[1] - 1])
     century, rest = first[2], second[2]
-    return (adjacent and not first[3] and not second[3] and century.isdigit() and rest.isdigit()
+    return (_adjacent(first, second, tokens) and not first[3] and not second[3] and century.isdigit() and rest.isdigit()
             and 11 <= int(century) <= 20 and len(rest) == 2 and int(rest) >= 10)
 
 
