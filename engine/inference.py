@@ -104,13 +104,14 @@ def _grow_array(a: np.ndarray, size: int) -> np.ndarray:
 
 class InferenceRuntime:
     def __init__(self, model: StoredModel, device: str = "cpu", int8: bool = False, encode_batch: int = 8,
-                 step_graphs: bool = False) -> None:
+                 step_graphs: bool = False, bf16: bool = False) -> None:
         """`step_graphs`: single-token steps of fixed shape (engine/step_graphs.py), captured as CUDA graphs
-        on a card (ASYNC_ENGINE_CUDA_GRAPHS); on the CPU they run uncaptured, for the tests that compare them."""
+        on a card (ASYNC_ENGINE_CUDA_GRAPHS); on the CPU they run uncaptured, for the tests that compare them.
+        `bf16`: the network and its caches in bfloat16 (WhisperNet), from float32 weights."""
         self.dims = model.dims
         self.device = torch.device(device)
-        self.dtype = next(iter(model.weights.values())).dtype
-        self.net = WhisperNet(model.weights, model.dims, int8=int8)
+        self.dtype = torch.bfloat16 if bf16 else next(iter(model.weights.values())).dtype
+        self.net = WhisperNet(model.weights, model.dims, int8=int8, bf16=bf16)
         self.alignment_heads = [tuple(h) for h in model.config["alignment_heads"]]
         self.encode_batch = encode_batch
         d, h, dh = self.dims, self.dims.n_heads, self.dims.head_dim

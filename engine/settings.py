@@ -24,6 +24,25 @@ DEFAULT_LM_WORD_BONUS = "0.0"
 DEFAULT_CUDA_GRAPHS = "auto"
 
 
+def cpu_has_bf16_matrix_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware tiles (Intel AMX, flag amx_bf16).
+
+    There, bfloat16 layers beat int8 (engine/whisper_net.py); elsewhere (AVX-512 or AVX2 alone, as
+    on AMD EPYC) bfloat16 is emulated with float32 arithmetic and int8 stays the faster choice.
+    """
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "amx_bf16" in flags
+
+
+def default_cpu_compute_type() -> str:
+    """ASYNC_ENGINE_COMPUTE_TYPE's default on the CPU: bfloat16 with AMX, int8 otherwise."""
+    return "bfloat16" if cpu_has_bf16_matrix_units() else "int8"
+
+
 class SettingsError(ValueError):
     """An environment variable has a value the engine cannot use."""
 
@@ -102,8 +121,9 @@ class EngineSettings:
         device = env.get("ASYNC_ENGINE_DEVICE", "cpu")
         if not (device == "cpu" or device.startswith("cuda")):
             raise SettingsError(f"ASYNC_ENGINE_DEVICE must be cpu or cuda[:N]; got {device!r}")
-        compute_type = env.get("ASYNC_ENGINE_COMPUTE_TYPE") or ("int8" if device == "cpu" else "float16")
-        allowed = ("int8", "float32") if device == "cpu" else ("float16", "float32")
+        compute_type = env.get("ASYNC_ENGINE_COMPUTE_TYPE") or (default_cpu_compute_type() if device == "cpu"
+                                                                else "float16")
+        allowed = ("int8", "bfloat16", "float32") if device == "cpu" else ("float16", "float32")
         if compute_type not in allowed:
             raise SettingsError(
                 f"ASYNC_ENGINE_COMPUTE_TYPE must be one of {', '.join(allowed)} on {device}; got {compute_type!r}"

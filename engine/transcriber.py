@@ -41,10 +41,11 @@ class _ActiveWindow:
 
 class Transcriber:
     def __init__(self, model: StoredModel, beam_size: int, device: str = "cpu", int8: bool = False,
-                 windows_in_flight: int = 16, settings: EngineSettings | None = None) -> None:
+                 windows_in_flight: int = 16, settings: EngineSettings | None = None, bf16: bool = False) -> None:
         """`settings` brings the language model to fuse (CUSTOM_LANG_MODEL_PATH and its weights), if any, and
         ASYNC_ENGINE_CUDA_GRAPHS."""
-        self.runtime = InferenceRuntime(model, device, int8=int8, step_graphs=bool(settings and settings.cuda_graphs))
+        self.runtime = InferenceRuntime(model, device, int8=int8, step_graphs=bool(settings and settings.cuda_graphs),
+                                        bf16=bf16)
         self.tokenizer = WhisperTokenizer(model.path / "tokenizer.json", model.dims.n_vocab)
         scorers = language_model_scorers(settings, self.tokenizer) if settings else ()
         terms = language_model_terms(settings, self.tokenizer) if settings else None
@@ -62,7 +63,8 @@ class Transcriber:
         dtype = {"float16": torch.float16}.get(settings.compute_type, torch.float32)
         stored = load_stored_model(settings.models_dir, name, settings.device, dtype)
         beam = beam_size or (settings.beam_size if name == settings.model else DEFAULT_BEAM_SIZE[name])
-        return cls(stored, beam, settings.device, int8=settings.compute_type == "int8", settings=settings)
+        return cls(stored, beam, settings.device, int8=settings.compute_type == "int8", settings=settings,
+                   bf16=settings.compute_type == "bfloat16")
 
     def transcribe(self, audio: np.ndarray, progress: Callable[[int, int], None] | None = None,
                    options: DecodeOptions = DecodeOptions()) -> Transcript:

@@ -8,6 +8,8 @@ import pytest
 
 from daemon import config as config_module
 from daemon.config import ConfigError, DaemonConfig, default_decoders, parse_devices
+from engine import settings as settings_module
+from engine.settings import cpu_has_bf16_matrix_units, default_cpu_compute_type
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def test_defaults_on_a_cpu_host(cuda_cards, monkeypatch):
     assert (config.download.connect_timeout, config.download.read_timeout) == (5.0, 30.0)
     assert (config.download.max_bytes, config.download.max_redirects) == (500_000_000, 5)
     assert (config.max_audio_seconds, config.request_timeout_seconds) == (14400, 3600)
-    assert config.engine.model == "tiny.en" and config.engine.compute_type == "int8"
+    assert config.engine.model == "tiny.en" and config.engine.compute_type == default_cpu_compute_type()
     assert config.api_key is None and config.worker_stall_seconds == 300
     assert config.download.addresses.allow.empty
     assert [str(n) for n in config.download.addresses.deny.networks] == [
@@ -51,6 +53,32 @@ def test_auto_takes_every_cuda_card(cuda_cards):
     assert config.engine.compute_type == "float16", "the engine's defaults follow the daemon's devices"
     assert config.engine.cuda_graphs is True, "cards replay decoder steps as CUDA graphs by default"
     assert DaemonConfig.from_env({"ASYNC_ENGINE_CUDA_GRAPHS": "0"}).engine.cuda_graphs is False
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ("fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8", True),  # Intel with AMX
+    ("fpu sse2 avx512f avx512_bf16 avx512_vnni", False),  # AMD EPYC: bfloat16 instructions, no tiles
+    ("fpu sse2 avx2", False),
+])
+def test_bf16_matrix_units_are_read_from_cpuinfo(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert cpu_has_bf16_matrix_units(cpuinfo) is expected
+    assert cpu_has_bf16_matrix_units(tmp_path / "absent") is False
+
+
+@pytest.mark.parametrize(("amx", "expected"), [(True, "bfloat16"), (False, "int8")])
+def test_the_cpu_compute_type_follows_the_matrix_units(cuda_cards, monkeypatch, amx, expected):
+    monkeypatch.setattr(settings_module, "cpu_has_bf16_matrix_units", lambda: amx)
+    assert DaemonConfig.from_env({}).engine.compute_type == expected
+    for chosen in ("int8", "bfloat16", "float32"):  # an operator's choice wins on any CPU
+        assert DaemonConfig.from_env({"ASYNC_ENGINE_COMPUTE_TYPE": chosen}).engine.compute_type == chosen
+
+
+def test_bfloat16_is_a_cpu_compute_type(cuda_cards):
+    cuda_cards(1)
+    with pytest.raises(ConfigError, match="ASYNC_ENGINE_COMPUTE_TYPE"):
+        DaemonConfig.from_env({"ASYNC_ENGINE_COMPUTE_TYPE": "bfloat16"})
 
 
 def test_step_graphs_stay_off_on_a_cpu_host(cuda_cards):

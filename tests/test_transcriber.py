@@ -1,5 +1,7 @@
 """End-to-end transcription in one process with the real tiny.en model."""
 
+import os
+
 import numpy as np
 import pytest
 import soxr
@@ -36,6 +38,21 @@ def test_generated_speech_is_transcribed_with_timed_words(transcriber):
     _assert_well_formed(transcript, len(audio) / SAMPLE_RATE)
     assert transcript.words[0].start_ms >= 500, "the first word starts within 0.5 s of the speech, after 1 s of silence"
     assert transcript.duration == pytest.approx(len(audio) / SAMPLE_RATE)
+
+
+@pytest.mark.parametrize("compute_type", ["int8", "bfloat16", "float32"])
+def test_every_cpu_compute_type_hears_the_sentence(models_dir, compute_type):
+    """The default follows the CPU (bfloat16 with AMX, int8 without), so the suite on one machine
+    would exercise only one of them through the transcriber; each is checked here on any CPU."""
+    from engine.settings import EngineSettings
+    from engine.transcriber import Transcriber
+
+    settings = EngineSettings.from_env({**os.environ, "ASYNC_ENGINE_COMPUTE_TYPE": compute_type})
+    transcriber = Transcriber.load("tiny.en", settings=settings)
+    assert transcriber.runtime.net.bf16 is (compute_type == "bfloat16")
+    text = transcriber.transcribe(_speech(CLEAR)).text.lower()
+    heard = [word for word in ("weekly", "report", "finance", "team", "friday") if word in text]
+    assert len(heard) >= 4, f"{compute_type}: only {heard} in {text!r}"
 
 
 def test_word_times_follow_the_speech_offset(transcriber):

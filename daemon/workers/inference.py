@@ -54,7 +54,7 @@ class InferenceWorker:
         dtype = {"float16": torch.float16}.get(settings.compute_type, torch.float32)
         model = load_stored_model(settings.models_dir, settings.model, device, dtype)
         self.runtime = InferenceRuntime(model, device, int8=settings.compute_type == "int8",
-                                        step_graphs=settings.cuda_graphs)
+                                        step_graphs=settings.cuda_graphs, bf16=settings.compute_type == "bfloat16")
         self.vocab = model.dims.n_vocab
         self.n_mels = model.dims.n_mels
         self.max_rows = max(settings.beam_size, SearchConfig.best_of)
