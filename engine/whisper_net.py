@@ -51,14 +51,20 @@ class ModelDims:
         )
 
 
-def _prepack_int8(weight: Tensor) -> object:
-    """Per-output-channel symmetric int8 weights, packed for fbgemm's dynamic-quantized GEMM."""
+def _prepack_int8(weight: Tensor, engine: str = "x86") -> object:
+    """Per-output-channel symmetric int8 weights, packed for a dynamic-quantized GEMM: fbgemm's by
+    default, oneDNN's with engine="onednn" (the packing decides which library every call runs)."""
     scales = (weight.abs().amax(dim=1).double() / 127.0).clamp(min=1e-12)
     zero = torch.zeros(weight.shape[0], dtype=torch.long)
+    before = torch.backends.quantized.engine
     with warnings.catch_warnings():  # deprecated upstream in favour of torchao; torch is pinned
         warnings.simplefilter("ignore", UserWarning)
         quantized = torch.quantize_per_channel(weight.float(), scales, zero, 0, torch.qint8)
-    return torch.ops.quantized.linear_prepack(quantized, None)
+        try:
+            torch.backends.quantized.engine = engine
+            return torch.ops.quantized.linear_prepack(quantized, None)
+        finally:
+            torch.backends.quantized.engine = before
 
 
 def _int8_linear(x: Tensor, packed: object, bias: Tensor | None) -> Tensor:
@@ -121,7 +127,8 @@ class WhisperNet:
                     self._packed[name[: -len("/weight")]] = _prepack_int8(tensor)
                     del self.w[name]  # the packed int8 copy replaces it: a quarter of the memory
         if int8 or bf16:
-            self._packed["decoder/projection"] = _prepack_int8(weights["decoder/embeddings/weight"])
+            self._packed["decoder/projection"] = _prepack_int8(weights["decoder/embeddings/weight"],
+                                                               "onednn" if bf16 else "x86")
 
     def _ln(self, x: Tensor, prefix: str) -> Tensor:
         return F.layer_norm(x, (x.shape[-1],), self.w[prefix + "/gamma"], self.w[prefix + "/beta"], 1e-5)
