@@ -40,10 +40,17 @@ def command_line() -> str:
 
 
 def environment() -> str:
-    """Machine and library versions: speed numbers mean nothing without them."""
+    """Machine and library versions: speed numbers mean nothing without them. The engine's CPU compute
+    type follows the CPU (bfloat16 with AMX, int8 otherwise) unless the environment sets it, so it is
+    named too."""
+    from engine.settings import cpu_has_bf16_matrix_units, default_cpu_compute_type
+
     versions = ", ".join(f"{d} {_version(d)}" for d in ("faster-whisper", "ctranslate2", "torch"))
+    chosen = os.environ.get("ASYNC_ENGINE_COMPUTE_TYPE")
+    compute = (f"ASYNC_ENGINE_COMPUTE_TYPE={chosen}" if chosen else
+               f"{default_cpu_compute_type()} by default ({'' if cpu_has_bf16_matrix_units() else 'no '}AMX-BF16)")
     return (f"{os.cpu_count()} cores ({_cpu_model()}), Python {platform.python_version()}; "
-            f"{versions}")
+            f"{versions}; engine on the CPU: {compute}")
 
 
 def main_table(runs: list[Run]) -> str:
