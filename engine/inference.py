@@ -98,6 +98,19 @@ def _rows(t: torch.Tensor, source: slice | torch.Tensor) -> torch.Tensor:
     return t[source] if isinstance(source, slice) else torch.index_select(t, 0, source)
 
 
+def _attended_length(longest: int) -> int:
+    """Cache positions a step's self-attention reads: the longest row's length rounded up to 16.
+
+    A row attends only to its own prefix (a mask), but torch's CPU attention kernel rounds a row
+    differently while the positions it reads end inside the 16-position block holding the row's last
+    one; from the end of that block on, the row's result is the same for any length. Rounded up, every
+    row of every step is past its own block, so a row's result no longer depends on how long the other
+    rows of its step are (other jobs' windows): in float32 it moved by an ulp, in bfloat16 by one of
+    bfloat16's, enough to change words between a file served alone and one served beside others.
+    """
+    return -(-longest // 16) * 16
+
+
 def _grow_array(a: np.ndarray, size: int) -> np.ndarray:
     return a if len(a) >= size else np.concatenate([a, np.zeros(size - len(a), a.dtype)])
 
@@ -308,7 +321,7 @@ class InferenceRuntime:
         start = self._length[seqs]
         if start.max() + count > self.dims.n_text_ctx:
             raise SequenceTooLongError(f"a sequence reached {self.dims.n_text_ctx} tokens")
-        t_max = int(start.max()) + count
+        t_max = _attended_length(int(start.max()) + count)
         self._ensure_time(t_max)
         self._flush_reorders()
         windows = self._window_of[seqs]
