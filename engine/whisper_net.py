@@ -91,6 +91,35 @@ def _int8_linear(x: Tensor, packed: object, bias: Tensor | None) -> Tensor:
     return out.reshape(*shape[:-1], out.shape[-1])
 
 
+# oneDNN's bfloat16 GEMM rounds a row the same whatever the batch's row count only up to 384 inputs
+# (checked for 1-200 and 600-2400 rows); from 512 on, some rows round differently with the row count.
+_SLICE = 384
+
+
+def _input_slices(weight: Tensor) -> Tensor:
+    """[out, in] -> [slices, in / slices, out]: the weight cut into the fewest equal input slices of at
+    most _SLICE, laid out for one batched GEMM."""
+    out_features, in_features = weight.shape
+    count = next(n for n in range(-(-in_features // _SLICE), in_features + 1) if in_features % n == 0)
+    return weight.t().reshape(count, in_features // count, out_features).contiguous()
+
+
+def _sliced_linear(x: Tensor, slices: Tensor, bias: Tensor | None) -> Tensor:
+    """A bfloat16 linear with more inputs than _SLICE, computed so a row's result never depends on its batch.
+
+    Over all inputs at once, a window's row would round differently with the number of other
+    requests' rows beside it, enough to change words between a file served alone and beside others.
+    Each slice's product is one row-independent GEMM (one batched call for all slices); the slices are
+    summed in float32. Measured: a relative error of 0.24 % against float32, 0.17 % in one GEMM.
+    """
+    count, width, out_features = slices.shape
+    rows = x.reshape(-1, count, width).transpose(0, 1)
+    total = torch.bmm(rows, slices).float().sum(0)
+    if bias is not None:
+        total += bias.float()
+    return total.to(x.dtype).reshape(*x.shape[:-1], out_features)
+
+
 @functools.lru_cache(maxsize=8)
 def _pin_row(width: int, dtype: torch.dtype) -> Tensor:
     pin = torch.zeros(width, dtype=dtype)
@@ -129,6 +158,13 @@ class WhisperNet:
         if int8 or bf16:
             self._packed["decoder/projection"] = _prepack_int8(weights["decoder/embeddings/weight"],
                                                                "onednn" if bf16 else "x86")
+        self._slices: dict[str, Tensor] = {}
+        if bf16:
+            for name in list(self.w):
+                tensor = self.w[name]
+                if name.endswith("/weight") and tensor.ndim == 2 and "/linear_" in name and tensor.shape[1] > _SLICE:
+                    self._slices[name[: -len("/weight")]] = _input_slices(tensor)
+                    del self.w[name]
 
     def _ln(self, x: Tensor, prefix: str) -> Tensor:
         return F.layer_norm(x, (x.shape[-1],), self.w[prefix + "/gamma"], self.w[prefix + "/beta"], 1e-5)
@@ -137,6 +173,9 @@ class WhisperNet:
         packed = self._packed.get(prefix)
         if packed is not None:
             return _int8_linear(x, packed, self.w.get(prefix + "/bias"))
+        slices = self._slices.get(prefix)
+        if slices is not None:
+            return _sliced_linear(x, slices, self.w.get(prefix + "/bias"))
         return F.linear(x, self.w[prefix + "/weight"], self.w.get(prefix + "/bias"))
 
     def _heads(self, x: Tensor) -> Tensor:

@@ -55,26 +55,6 @@ def test_every_cpu_compute_type_hears_the_sentence(models_dir, compute_type):
     assert len(heard) >= 4, f"{compute_type}: only {heard} in {text!r}"
 
 
-def test_int8_words_do_not_depend_on_the_windows_beside_them(models_dir):
-    """A server decodes each request's windows in steps shared with other requests' windows, so a
-    transcript must not depend on what else is in flight. With int8 every kernel of the step treats a
-    row on its own (row-scaled GEMMs, attention read past the 16-position block of the longest row:
-    engine/inference.py `_attended_length`), so words, times and confidences are identical whether
-    each file's windows are decoded alone or beside longer and shorter ones."""
-    from engine.settings import EngineSettings
-    from engine.transcriber import Transcriber
-
-    settings = EngineSettings.from_env({**os.environ, "ASYNC_ENGINE_COMPUTE_TYPE": "int8"})
-    transcriber = Transcriber.load("tiny.en", settings=settings)
-    audios = [_speech(CLEAR), _speech("hello there"), _speech(SENTENCE, voice=VOICE_B),
-              _speech("our meeting moved to the afternoon, please call me back after lunch")]
-    transcriber.windows_in_flight = 1
-    alone = [t.words for t in transcriber.transcribe_many(audios)]
-    transcriber.windows_in_flight = len(audios)
-    together = [t.words for t in transcriber.transcribe_many(audios)]
-    assert all(alone) and together == alone
-
-
 def test_word_times_follow_the_speech_offset(transcriber):
     speech = _speech("hello there")
     late = np.concatenate([silence(20.0, SAMPLE_RATE), speech])
