@@ -41,6 +41,12 @@ def audios() -> list[np.ndarray]:
             speak_at("our meeting moved to the afternoon, please call me back after lunch", SAMPLE_RATE)]
 
 
+def _skip_bfloat16_without_amx(compute_type: str) -> None:
+    if compute_type == "bfloat16" and not cpu_has_bf16_matrix_units():
+        pytest.skip("bfloat16 serves only on CPUs with AMX (amx_bf16), where its kernels' row independence "
+                    "is measured; this CPU has none")
+
+
 def _logits_of_first_window(runtime: InferenceRuntime, audios: list[np.ndarray], beside: bool) -> np.ndarray:
     """The first window's 5 rows after its prompt and two tokens, alone or with BESIDE copies of the second
     window's rows in the same steps."""
@@ -59,9 +65,7 @@ def _logits_of_first_window(runtime: InferenceRuntime, audios: list[np.ndarray],
 
 @pytest.mark.parametrize("compute_type", ["int8", "bfloat16"])  # float32's GEMMs round rows by batch size
 def test_a_windows_logits_do_not_depend_on_the_rows_beside_it(stored, audios, compute_type):
-    if compute_type == "bfloat16" and not cpu_has_bf16_matrix_units():
-        pytest.skip("bfloat16 serves only on CPUs with AMX (amx_bf16), where its kernels' row independence "
-                    "is measured; this CPU has none")
+    _skip_bfloat16_without_amx(compute_type)
     make = lambda: InferenceRuntime(stored, "cpu", int8=compute_type == "int8",  # noqa: E731
                                     bf16=compute_type == "bfloat16")
     alone = _logits_of_first_window(make(), audios, beside=False)
@@ -74,9 +78,7 @@ def test_a_windows_logits_do_not_depend_on_the_rows_beside_it(stored, audios, co
 def test_a_windows_encoding_does_not_depend_on_the_windows_encoded_with_it(stored, audios, compute_type):
     """Windows of one encoder width are encoded in one batch: the first window's logits must be the same
     when it is encoded alone and when it is the last of a batch of four."""
-    if compute_type == "bfloat16" and not cpu_has_bf16_matrix_units():
-        pytest.skip("bfloat16 serves only on CPUs with AMX (amx_bf16), where its kernels' row independence "
-                    "is measured; this CPU has none")
+    _skip_bfloat16_without_amx(compute_type)
     short = audios[0]
     others = [speak_at(text, SAMPLE_RATE) for text in ("call me back", "the report is late", "send it today")]
     widths = {encoder_width(len(a), N_FRAMES) for a in [*others, short]}
