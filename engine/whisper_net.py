@@ -91,6 +91,12 @@ def _int8_linear(x: Tensor, packed: object, bias: Tensor | None) -> Tensor:
     return out.reshape(*shape[:-1], out.shape[-1])
 
 
+def _is_linear_weight(name: str, tensor: Tensor) -> bool:
+    """A linear layer's [out, in] weight (CTranslate2 names them .../linear_N/weight): what int8 packs and
+    bfloat16 slices; embeddings, convolutions and norms stay as they are."""
+    return name.endswith("/weight") and tensor.ndim == 2 and "/linear_" in name
+
+
 # oneDNN's bfloat16 GEMM rounds a row the same whatever the batch's row count only up to 384 inputs
 # (checked for 1-200 and 600-2400 rows); from 512 on, some rows round differently with the row count.
 _SLICE = 384
@@ -152,7 +158,7 @@ class WhisperNet:
         self._packed: dict[str, object] = {}
         if int8:
             for name, tensor in weights.items():
-                if name.endswith("/weight") and tensor.ndim == 2 and "/linear_" in name:
+                if _is_linear_weight(name, tensor):
                     self._packed[name[: -len("/weight")]] = _prepack_int8(tensor)
                     del self.w[name]  # the packed int8 copy replaces it: a quarter of the memory
         if int8 or bf16:
@@ -162,7 +168,7 @@ class WhisperNet:
         if bf16:
             for name in list(self.w):
                 tensor = self.w[name]
-                if name.endswith("/weight") and tensor.ndim == 2 and "/linear_" in name and tensor.shape[1] > _SLICE:
+                if _is_linear_weight(name, tensor) and tensor.shape[1] > _SLICE:
                     self._slices[name[: -len("/weight")]] = _input_slices(tensor)
                     del self.w[name]
 
