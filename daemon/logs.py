@@ -29,13 +29,14 @@ def configure(level: str) -> None:
 
 
 def request_line(uid: str, method: str, path: str, status: int, code: int | None, audio_seconds: float | None,
-                 wall_seconds: float, description: str | None) -> None:
-    """uid, request, status, error code, audio and wall seconds, and the error's description if any."""
+                 wall_seconds: float, description: str | None, redecoded: int = 0) -> None:
+    """uid, request, status, error code, audio and wall seconds, the windows decoded again whole (when any)
+    and the error's description (if any)."""
     level = logging.DEBUG if path == "/health" and status < 500 else logging.INFO
-    requests_log.log(level, "uid=%s %s %s status=%d code=%s audio_s=%s wall_s=%.3f%s", uid, _cut(method),
+    requests_log.log(level, "uid=%s %s %s status=%d code=%s audio_s=%s wall_s=%.3f%s%s", uid, _cut(method),
                      _cut(path), status, code if code is not None else "-",
                      f"{audio_seconds:.3f}" if audio_seconds is not None else "-", wall_seconds,
-                     f" error={description!r}" if description else "")
+                     f" redecoded={redecoded}" if redecoded else "", f" error={description!r}" if description else "")
 
 
 def _cut(text: str | None, limit: int = 200) -> str:

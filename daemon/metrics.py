@@ -77,6 +77,9 @@ class _Metrics:
                                      buckets=_SECONDS_BUCKETS)
         self.real_time_factor = Histogram("async_engine_real_time_factor", "Wall time over audio duration of "
                                           "completed jobs (lower is faster)", buckets=_RTF_BUCKETS)
+        self.redecoded_windows = Counter("async_engine_redecoded_windows", "Speech windows decoded again with "
+                                         "a whole 30 s encoder window because the shortened one said a phrase "
+                                         "twice back to back (docs/DESIGN.md \"Encoder width\")")
         self.worker_restarts = Counter("async_engine_worker_restarts", "Times the supervisor restarted its "
                                        "inference and decoder processes (one of them died or stalled)")
 
@@ -106,6 +109,8 @@ _METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"
 def job_ended(job: Job, wall_seconds: float) -> None:
     metrics = _metrics()
     metrics.jobs.labels(job.origin.value, job.status.value, str(job.error.code) if job.error else "").inc()
+    if job.redecoded:
+        metrics.redecoded_windows.inc(job.redecoded)
     duration = (job.result or {}).get("duration")
     if duration:
         metrics.audio_seconds.inc(duration)

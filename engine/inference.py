@@ -21,27 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from engine.decode_options import MAX_PROMPT_TOKENS
-from engine.features import HOP_LENGTH
+from engine.encoder_width import encoder_width, shortens_windows
 from engine.model_store import StoredModel
 from engine.step_graphs import Caches, StepGraphs
 from engine.whisper_net import WhisperNet
 
 _TIME_CHUNK = 64
-# A window shorter than 30 s is encoded at its own length plus at least 8 s of the silence padding
-# Whisper was trained on, rounded up to 2 s so that windows of similar length share a batch. With
-# 1 s of padding tiny.en loops on short clips (WER 11.90 -> 21.36 % on the dev set); from about 6 s
-# on, WER is that of whole windows or better, and the dev set runs 1.4-1.6x faster in-process
-# (`python -m bench encoder-width`, docs/DESIGN.md "Encoder width"). On a card the encoder is a
-# small part of the time (the decoder step's kernel launches dominate) and the one measurement
-# there, float16 on an H100, lost 0.8 WER points on 60 clips with it: cards keep whole windows.
-PADDING_FRAMES = 800
-WIDTH_STEP_FRAMES = 200
-
-
-def encoder_width(samples: int, n_frames: int) -> int:
-    """Mel frames of a window to encode: its audio and the padding above, at most the model's window."""
-    frames = samples // HOP_LENGTH + PADDING_FRAMES
-    return min(n_frames, -(-frames // WIDTH_STEP_FRAMES) * WIDTH_STEP_FRAMES)
 
 
 @dataclass(frozen=True)
@@ -156,17 +141,19 @@ class InferenceRuntime:
         return (self._step_graphs.buckets, self._step_graphs.captured) if self._step_graphs else (0, 0)
 
     @torch.inference_mode()
-    def encode(self, mels: torch.Tensor, samples: Sequence[int] | None = None) -> list[int]:
+    def encode(self, mels: torch.Tensor, samples: Sequence[int | None] | None = None) -> list[int]:
         """Encode [N, n_mels, 3000] log-mel windows holding samples[i] of audio each; one handle per row.
 
         Without `samples`, or on a card, every window is encoded whole, as openai/whisper and
         CTranslate2 do (the tests that compare against them do so); on the CPU, serving passes them
-        and gets encoder_width's saving.
+        and gets encoder_width's saving, except for the windows whose entry is None (a window the
+        decode loop asked to decode again whole, engine/window.py).
         """
         handles = [0] * mels.shape[0]
         full = mels.shape[2]
-        whole = samples is None or self.device.type != "cpu"
-        widths = [full] * mels.shape[0] if whole else [encoder_width(n, full) for n in samples]
+        if samples is None or not shortens_windows(str(self.device)):
+            samples = [None] * mels.shape[0]
+        widths = [full if n is None else encoder_width(n, full) for n in samples]
         order = sorted(range(len(widths)), key=lambda i: widths[i])
         groups = [[i for i in order if widths[i] == w] for w in sorted(set(widths))]
         batches = [g[first : first + self.encode_batch] for g in groups for first in range(0, len(g), self.encode_batch)]

@@ -21,6 +21,7 @@ class Word:
 class Transcript:
     words: list[Word]
     duration: float  # seconds of audio transcribed
+    redecoded: int = 0  # windows decoded again whole after their shortened encoding repeated itself
 
     @property
     def text(self) -> str:

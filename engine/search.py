@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from engine.encoder_width import shortens_windows
 from engine.logit_rules import (SECONDS_PER_TIMESTAMP, FirstToken, LogitRule, NoTimestampPastAudio, RepetitionGuard,
                                 Scorer, SuppressTokens, TimestampMass, TimestampPairing, logsumexp, repeated_tail)
 from engine.tokenizer import WhisperTokenizer
@@ -50,12 +51,18 @@ class SearchConfig:
     best_of: int = 5  # rows sampled per window at a fallback temperature
     scorers: tuple[Scorer, ...] = ()  # every window's bonuses on beam candidates' ranking (language model)
     domain_terms: "DomainTerms | None" = None  # the language model's rare terms: a window nearly spelling one is rechecked
+    # The runtime shortens windows (engine/encoder_width.py): a shortened window whose text says a phrase twice
+    # back to back is decoded again whole (engine/window.py).
+    redo_repeats_whole: bool = False
 
     @classmethod
     def for_model(cls, tokenizer: WhisperTokenizer, model_config: dict, beam_size: int,
-                  scorers: tuple[Scorer, ...] = (), domain_terms: "DomainTerms | None" = None) -> "SearchConfig":
+                  scorers: tuple[Scorer, ...] = (), domain_terms: "DomainTerms | None" = None,
+                  device: str = "cpu") -> "SearchConfig":
+        """`device`: where the windows are encoded (its runtime may shorten them)."""
         suppress = sorted(set(model_config["suppress_ids"]) | set(tokenizer.non_speech_specials))
         return cls(
+            redo_repeats_whole=shortens_windows(device),
             scorers=scorers,
             domain_terms=domain_terms,
             beam_size=beam_size,

@@ -6,7 +6,7 @@ and inference workers) need numpy, not the VAD model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,6 +28,9 @@ class SpeechWindow:
     # The VAD's speech segments inside the pieces, in file samples: word timings are kept inside
     # them, since alignment alone lets a word stretch over a pause.
     speech: tuple[tuple[int, int], ...] = ()
+    # Encode at Whisper's whole 30 s even where the runtime shortens windows (engine/encoder_width.py):
+    # this window is being decoded again because its shortened encoding said its text twice.
+    encode_whole: bool = False
 
     @property
     def start(self) -> int:
@@ -68,6 +71,14 @@ class SpeechWindow:
     def speech_seconds(self) -> list[tuple[float, float]]:
         """The VAD's speech segments in seconds of the joined audio."""
         return [(self.window_offset(s) / SAMPLE_RATE, self.window_offset(e) / SAMPLE_RATE) for s, e in self.speech]
+
+    def whole(self) -> "SpeechWindow":
+        """The same window, to be encoded whole."""
+        return replace(self, encode_whole=True)
+
+    def encoded_samples(self) -> int | None:
+        """What InferenceRuntime.encode takes for this window: its length, or None to encode it whole."""
+        return None if self.encode_whole else self.samples
 
     def after(self, offset: int) -> "SpeechWindow":
         """The rest of the window from a position in the joined audio."""

@@ -49,7 +49,7 @@ class Transcriber:
         self.tokenizer = WhisperTokenizer(model.path / "tokenizer.json", model.dims.n_vocab)
         scorers = language_model_scorers(settings, self.tokenizer) if settings else ()
         terms = language_model_terms(settings, self.tokenizer) if settings else None
-        self.search_config = SearchConfig.for_model(self.tokenizer, model.config, beam_size, scorers, terms)
+        self.search_config = SearchConfig.for_model(self.tokenizer, model.config, beam_size, scorers, terms, device)
         self.vad = VoiceActivityDetector()
         self.n_mels = model.dims.n_mels
         self.windows_in_flight = windows_in_flight
@@ -79,6 +79,7 @@ class Transcriber:
         tasks = deque((i, span) for i, audio in enumerate(audios) for span in self.vad.windows(audio))
         total = len(tasks)
         words: list[list[Word]] = [[] for _ in audios]
+        redecoded = [0] * len(audios)
         active: list[_ActiveWindow] = []
         done = 0
         while tasks or active:
@@ -93,20 +94,22 @@ class Transcriber:
             for (window, _), window_words in zip(ended, found):
                 words[window.file].extend(window_words)
             tasks.extendleft(redo)
+            for file, span in redo:
+                redecoded[file] += span.encode_whole
             total += len(redo)
             done += len(ended)
             if progress and ended:
                 progress(done, total)
         return [
-            Transcript(sorted(w, key=lambda x: (x.start_ms, x.end_ms)), len(a) / SAMPLE_RATE)
-            for w, a in zip(words, audios)
+            Transcript(sorted(w, key=lambda x: (x.start_ms, x.end_ms)), len(a) / SAMPLE_RATE, again)
+            for w, a, again in zip(words, audios, redecoded)
         ]
 
     def _start(self, batch: list[tuple[int, SpeechWindow]], audios: Sequence[np.ndarray],
                options: DecodeOptions) -> list[_ActiveWindow]:
         jobs = [WindowJob(self.search_config, self.tokenizer, span, options) for _, span in batch]
         chunks = [job.span.gather(audios[file]) for (file, _), job in zip(batch, jobs)]
-        handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels), [len(c) for c in chunks])
+        handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels), [job.span.encoded_samples() for job in jobs])
         started = []
         for (file, _), job, handle in zip(batch, jobs, handles):
             sequences = self.runtime.open_sequences(handle, job.decode.search.rows)

@@ -10,7 +10,9 @@ from engine.alignment import fit_to_speech, word_timings
 from engine.audio import SAMPLE_RATE
 from engine.decode_options import DecodeOptions
 from engine.fallback import WindowDecode, is_silence
-from engine.features import WINDOW_SAMPLES
+from engine.encoder_width import encoder_width
+from engine.features import N_FRAMES, WINDOW_SAMPLES
+from engine.repeats import repeated_phrase
 from engine.result import Word
 from engine.logit_rules import SECONDS_PER_TIMESTAMP
 from engine.search import SearchConfig, SearchResult
@@ -28,6 +30,7 @@ class WindowJob:
                  options: DecodeOptions = DecodeOptions()) -> None:
         self.span = span.first(WINDOW_SAMPLES)
         self.tokenizer = tokenizer
+        self._config = config
         self.decode = WindowDecode(config, tokenizer, self.samples / SAMPLE_RATE, options)
         self._result: SearchResult | None = None
         self._text: list[int] = []
@@ -41,11 +44,15 @@ class WindowJob:
         """Settle the result once the last search is done.
 
         Returns the tokens to run the alignment pass on (None when there is no text), and sets
-        `redo`: the span to decode again when the model left its last segment open or skipped speech. The
+        `redo`: the span to decode again when the model left its last segment open or skipped speech,
+        or the whole window, to be encoded whole, when its shortened encoding repeated itself. The
         alignment tokens never include the prompt: openai/whisper and faster-whisper align the
         text after the bare SOT sequence too, whatever prompt steered the decode.
         """
         result = self.decode.result()
+        if self._repeats_itself_shortened(result):
+            self._result, self._text, self.redo = result, [], self.span.whole()
+            return None
         redo = None
         if result.complete_seconds is not None:
             resume = int(result.complete_seconds * SAMPLE_RATE)
@@ -61,6 +68,22 @@ class WindowJob:
         if redo is None:
             self.redo = self._skipped_speech(result)
         return [*self.tokenizer.sot_sequence, self.tokenizer.no_timestamps, *self._text, eot]
+
+    def _repeats_itself_shortened(self, result: SearchResult) -> bool:
+        """A window encoded short whose text says a phrase twice back to back: decode it again whole.
+
+        Whisper decoding a short clip from a shortened encoder window now and then says the clip's
+        sentence twice, the second copy squeezed by the alignment into the window's last instant;
+        the same clip encoded whole comes back once. Such a repeat is rare in speech and cheap to
+        spot in the text, and decoding the few windows that show one again whole costs far less
+        than encoding every short window whole (docs/DESIGN.md "Encoder width"). The whole
+        decode's text stands, repeat or not: it is what Whisper itself would say.
+        """
+        if not self._config.redo_repeats_whole or self.span.encode_whole:
+            return False
+        if encoder_width(self.samples) >= N_FRAMES or is_silence(result):
+            return False
+        return repeated_phrase(self.tokenizer.decode([t for t in result.tokens if t < self.tokenizer.eot])) is not None
 
     def _skipped_speech(self, result: SearchResult) -> SpeechWindow | None:
         """The rest of the window, when the model closed its text before speech the VAD heard.

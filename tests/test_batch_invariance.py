@@ -16,7 +16,8 @@ import torch
 
 from engine.audio import SAMPLE_RATE
 from engine.features import N_FRAMES, log_mel_windows
-from engine.inference import InferenceRuntime, encoder_width
+from engine.encoder_width import encoder_width
+from engine.inference import InferenceRuntime
 from engine.model_store import load_stored_model
 from engine.settings import cpu_has_bf16_matrix_units
 from synth import speak_at

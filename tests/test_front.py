@@ -19,6 +19,7 @@ from falcon import testing
 
 from daemon.config import DaemonConfig
 from daemon.http.app import create_app
+from daemon.jobs.client import Transcribed
 from daemon.jobs.scheduler import Scheduler
 from daemon.jobs.sqlite_store import SqliteJobStore
 from daemon_support import audio_server
@@ -38,13 +39,13 @@ class StandIn:
         self.entered = threading.Semaphore(0)
         self.shapes: list[tuple[int, ...]] = []
 
-    def submit(self, uid: str, pcm: np.ndarray, timeout: float, options=None) -> list[list[Word]]:
+    def submit(self, uid: str, pcm: np.ndarray, timeout: float, options=None) -> Transcribed:
         assert pcm.dtype == np.float32 and uid.startswith("t_")
         self.shapes.append(pcm.shape)
         self.entered.release()
         if self.gate is not None:
             assert self.gate.wait(10)
-        return [list(words) for words in self.channels[: pcm.shape[0]]]
+        return Transcribed([list(words) for words in self.channels[: pcm.shape[0]]])
 
     def health(self) -> tuple[bool, dict]:
         state = "ready" if self.ready else "starting"

@@ -27,6 +27,7 @@ from daemon.errors import ERROR_TABLE, NO_SUCH_ENDPOINT
 from daemon.http import request, v1, v2
 from daemon.http.app import create_app
 from daemon.http.openapi import openapi_document
+from daemon.jobs.client import Transcribed
 from daemon.jobs.scheduler import Scheduler
 from daemon.jobs.sqlite_store import SqliteJobStore
 from daemon_support import audio_server
@@ -40,8 +41,8 @@ _PARAMETER = re.compile(r"\{[^/}]+\}")
 class Workers:
     """Stand-in workers: each channel says "Hello, world." (as much as the file has channels)."""
 
-    def submit(self, uid: str, pcm: np.ndarray, timeout: float, options=None) -> list[list[Word]]:
-        return [[Word("Hello,", 0, 440, 0.9), Word("world.", 500, 900, 0.8)] for _ in range(pcm.shape[0])]
+    def submit(self, uid: str, pcm: np.ndarray, timeout: float, options=None) -> Transcribed:
+        return Transcribed([[Word("Hello,", 0, 440, 0.9), Word("world.", 500, 900, 0.8)] for _ in range(pcm.shape[0])])
 
     def health(self) -> tuple[bool, dict]:
         return True, {"status": "ok", "workers": [{"name": "inference-0", "kind": "inference", "state": "ready",

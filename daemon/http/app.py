@@ -62,6 +62,7 @@ class _RequestLog:
         arrived = req.env.get(ARRIVED_KEY)  # the server queued it until a thread was free: that counts
         req.context.started = time.monotonic() - (max(0.0, time.time() - arrived) if arrived else 0.0)
         req.context.audio_seconds = None
+        req.context.redecoded = 0  # windows decoded again whole (engine/window.py), set by transcribing routes
         req.context.error = None  # (code, description): never the exception, whose traceback holds the request
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
@@ -69,7 +70,7 @@ class _RequestLog:
         code, description = req.context.error or (None, None)
         seconds = time.monotonic() - req.context.started
         logs.request_line(req.context.uid, req.method, req.path, resp.status_code, code, req.context.audio_seconds,
-                          seconds, description)
+                          seconds, description, req.context.redecoded)
         metrics.request_answered(req.uri_template, req.method, resp.status_code, code, seconds)
 
 

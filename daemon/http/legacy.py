@@ -32,6 +32,7 @@ class TranscribeUrl:
         deadline = req.context.started + self.config.request_timeout_seconds
         job = self.scheduler.run_now(Job.new(Origin.TRANSCRIBE_URL, options, req.context.uid), deadline)
         req.context.audio_seconds = job.result["duration"]
+        req.context.redecoded = job.redecoded
         resp.media = job.result
 
 

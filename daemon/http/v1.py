@@ -92,6 +92,7 @@ class _Transcriptions:
         del audio
         result = job.result
         req.context.audio_seconds = result["duration"]
+        req.context.redecoded = job.redecoded
         if response_format == "json":
             resp.media = exports.openai_json(result)
         elif response_format == "verbose_json":

@@ -7,6 +7,7 @@ embedded Scheduler (one host) and by an API node's SharedScheduler (Redis).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -17,11 +18,19 @@ from daemon.metrics import Load
 from engine.result import Word
 
 
+@dataclass(frozen=True)
+class Transcribed:
+    """What the workers made of a job's audio."""
+
+    channels: list[list[Word]]  # one word list per channel, times in ms from the start of the audio
+    redecoded: int = 0  # windows decoded again whole after their shortened encoding repeated itself
+
+
 class WorkerPool(Protocol):
     def submit(self, uid: str, pcm: np.ndarray, timeout: float, options: DecodeOptions = DecodeOptions()
-               ) -> list[list[Word]]:
-        """pcm: float32 [channels, samples] at 16 kHz (1 channel, or 2 for dual_channel). Blocks until done;
-        returns one word list per channel, times in ms from the start of pcm. Raises ApiError on failure."""
+               ) -> Transcribed:
+        """pcm: float32 [channels, samples] at 16 kHz (1 channel, or 2 for dual_channel). Blocks until done.
+        Raises ApiError on failure."""
 
     def health(self) -> tuple[bool, dict]:
         """(ready, body): body has at least "status" and "workers", a list of {"name","kind","state","pid"}."""

@@ -88,6 +88,9 @@ class Job:
     webhook_status_code: int | None = None  # the last answer of webhook_url (None: none yet)
     webhook_pending: bool = False  # a delivery is owed (survives restarts)
     deleted: bool = False  # DELETE removed its text and audio; the record stays, as AssemblyAI's does
+    # Windows the run that finished it decoded again whole (their shortened encoding repeated itself): for that
+    # run's log line and metrics only, so no store keeps it.
+    redecoded: int = 0
 
     @classmethod
     def new(cls, origin: Origin, options: Options, job_id: str | None = None) -> "Job":

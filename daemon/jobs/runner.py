@@ -51,8 +51,9 @@ class JobRunner:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise request_timed_out(self.config.request_timeout_seconds)
-            channels = self.workers.submit(job.id, pcm, remaining, self._decode_options(job))
+            transcribed = self.workers.submit(job.id, pcm, remaining, self._decode_options(job))
             del pcm
+            channels = transcribed.channels
             enabled = self.config.enable_auto_punctuation
             text = TextOptions(written=options.format_text, punctuation=options.punctuate and enabled, casing=enabled)
             result = response_body(channels, duration, offset_ms, text, options.dual_channel, job.id)
@@ -61,7 +62,7 @@ class JobRunner:
                 raise  # it stays processing, and runs again (the next start, another node)
             self._ended(self.store.finish(job.id, error=JobError(error.code, error.description)), started)
             raise
-        job = self.store.finish(job.id, result=result)
+        job = self.store.finish(job.id, result=result).with_(redecoded=transcribed.redecoded)
         self._ended(job, started)
         return job
 
@@ -83,9 +84,10 @@ class JobRunner:
                                                            f"report job {job.id} to the server's operator"))
             self._ended(job, started)
         audio = job.result.get("duration") if job.result else None
-        log.info("job=%s origin=%s status=%s code=%s audio_s=%s wall_s=%.3f attempt=%d%s", job.id, job.origin.value,
-                 job.status.value, job.error.code if job.error else "-", f"{audio:.3f}" if audio is not None else "-",
-                 time.monotonic() - started, job.attempts, f" error={job.error.description!r}" if job.error else "")
+        log.info("job=%s origin=%s status=%s code=%s audio_s=%s wall_s=%.3f attempt=%d redecoded=%d%s", job.id,
+                 job.origin.value, job.status.value, job.error.code if job.error else "-",
+                 f"{audio:.3f}" if audio is not None else "-", time.monotonic() - started, job.attempts, job.redecoded,
+                 f" error={job.error.description!r}" if job.error else "")
         return job
 
     def _ended(self, job: Job, started: float) -> None:

@@ -54,7 +54,7 @@ class DecoderWorker:
         self.tokenizer = WhisperTokenizer(tokenizer_path, config["dims"]["n_vocab"])
         self.search_config = SearchConfig.for_model(self.tokenizer, config, settings.beam_size,
                                                     language_model_scorers(settings, self.tokenizer),
-                                                    language_model_terms(settings, self.tokenizer))
+                                                    language_model_terms(settings, self.tokenizer), settings.device)
         self.vad = VoiceActivityDetector()
         self.shm = Attachments()
         self.windows: dict[int, _Live] = {}

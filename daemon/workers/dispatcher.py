@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from daemon.jobs.client import Transcribed
 from daemon.workers import messages as m
 from daemon.config import DaemonConfig
 from daemon.errors import request_timed_out, service_not_ready, worker_failed
@@ -26,7 +27,6 @@ from daemon.workers.lifeline import UNRESPONSIVE_AFTER_SECONDS
 from daemon.workers.shm import OwnedBlock
 from daemon.workers.entry import supervisor_process
 from engine.decode_options import DecodeOptions
-from engine.result import Word
 
 log = logging.getLogger("async_engine.dispatcher")
 
@@ -63,7 +63,7 @@ class Dispatcher:
         self._supervisor.start()
 
     def submit(self, uid: str, pcm: np.ndarray, timeout: float, options: DecodeOptions = DecodeOptions()
-               ) -> list[list[Word]]:
+               ) -> Transcribed:
         if self._draining.is_set():
             raise service_not_ready("the server is shutting down; retry on another instance")
         block = OwnedBlock(f"{self.prefix}pcm_{uid[2:]}", pcm.nbytes)
@@ -82,7 +82,7 @@ class Dispatcher:
             block.close()
         answer = pending.answer
         if isinstance(answer, m.JobDone):
-            return answer.channels
+            return Transcribed(answer.channels, answer.redecoded)
         if isinstance(answer, m.JobFailed):
             raise worker_failed(answer.message)
         raise service_not_ready()

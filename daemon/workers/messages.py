@@ -42,6 +42,7 @@ class Stop:
 class JobDone:
     uid: str
     channels: list[list[Word]]
+    redecoded: int = 0  # windows decoded again whole after their shortened encoding repeated itself
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class WindowDone:
     uid: str
     channel: int
     words: list[Word]
-    redo: SpeechWindow | None  # the unfinished tail to decode again
+    redo: SpeechWindow | None  # the unfinished tail to decode again, or the whole window (redo.encode_whole)
 
 
 @dataclass(frozen=True)

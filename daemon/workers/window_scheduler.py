@@ -33,6 +33,7 @@ class _Job:
     outstanding: int = 0
     attempts: int = 1
     plan_sent: bool = False
+    redecoded: int = 0
 
 
 class WindowScheduler:
@@ -74,7 +75,7 @@ class WindowScheduler:
             else:
                 job.attempts += 1
                 job.words = [[] for _ in job.words]
-                job.unplanned, job.outstanding, job.plan_sent = len(job.words), 0, False
+                job.unplanned, job.outstanding, job.plan_sent, job.redecoded = len(job.words), 0, False, 0
 
     def fail_all(self, message: str) -> None:
         for uid in list(self.jobs):
@@ -98,6 +99,7 @@ class WindowScheduler:
         job.outstanding -= 1
         job.words[message.channel].extend(message.words)
         if message.redo is not None and generation is not None:
+            job.redecoded += message.redo.encode_whole
             self._dispatch(job, message.channel, message.redo, generation)
         self._maybe_done(job)
 
@@ -129,7 +131,7 @@ class WindowScheduler:
             del self.jobs[job.uid]
             log.debug("uid=%s done", job.uid)
             channels = [sorted(words, key=lambda w: (w.start_ms, w.end_ms)) for words in job.words]
-            self.results.put(m.JobDone(job.uid, channels))
+            self.results.put(m.JobDone(job.uid, channels, job.redecoded))
 
     def _forget_windows(self, uid: str, generation: Generation | None) -> None:
         decoders = set()
