@@ -1,4 +1,4 @@
-"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak|jobs|scale|idle|profile|gpu --model tiny.en --beam 5 [...]`.
+"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak|jobs|scale|idle|profile|gpu|repeats --model tiny.en --beam 5 [...]`.
 
 One run measures every system on the same decoded audio, in one process on one
 machine, so the ratios between them are trustworthy even if absolute speeds drift.
@@ -103,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     width.add_argument("--limit", type=int, help="first N clips of dev.tsv only")
     width.add_argument("--padding", type=lambda text: text.split(","), default=["whole", "300", "600", "800"],
                        help="comma-separated paddings in mel frames (100 = 1 s), or whole")
+    rep = sub.add_parser("repeats", help="doubled sentences, WER and in-process speed of short, whole and "
+                                         "short + re-decode encoder windows, on dev and on short clips cut from it")
+    _common(rep)
+    rep.add_argument("--no-fw", action="store_true", help="leave faster-whisper's WER and repeats out")
     domain = sub.add_parser("domain-lm", help="WER with and without a custom LM and word_boost, per domain")
     domain.add_argument("--model", default="tiny.en")
     domain.add_argument("--eval-dir", type=Path, default=dataset.default_eval_dir())
@@ -221,7 +225,7 @@ def accuracy(args: argparse.Namespace) -> None:
 # Commands whose module is named after them (- as _) and holds a function of the same name; imported only
 # when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
 _MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu", "encoder-width",
-                    "domain-lm")
+                    "domain-lm", "repeats")
 
 
 def main() -> None:
