@@ -109,7 +109,8 @@ class Transcriber:
                options: DecodeOptions) -> list[_ActiveWindow]:
         jobs = [WindowJob(self.search_config, self.tokenizer, span, options) for _, span in batch]
         chunks = [job.span.gather(audios[file]) for (file, _), job in zip(batch, jobs)]
-        handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels), [job.span.encoded_samples() for job in jobs])
+        handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels),
+                                      [job.span.encoded_samples() for job in jobs])
         started = []
         for (file, _), job, handle in zip(batch, jobs, handles):
             sequences = self.runtime.open_sequences(handle, job.decode.search.rows)

@@ -148,7 +148,8 @@ class InferenceWorker:
         if not batch:
             return
         try:
-            handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels), [o.span.encoded_samples() for o in batch])
+            handles = self.runtime.encode(log_mel_windows(chunks, self.n_mels),
+                                          [o.span.encoded_samples() for o in batch])
         except Exception as error:  # a bad window must not take the device down with it
             log.exception("encoding failed")
             for o in batch:
