@@ -129,10 +129,6 @@ def repeats(args: argparse.Namespace) -> None:
             texts = [runner.transcribe(a) for a in tqdm(audios[name], desc=f"faster-whisper {name}", unit="clip")]
             wer = score([c.reference for c in clips], texts).overall.wer
             passes.append(Pass(report.BASELINE, name, texts, wer, len(_repeats(clips, texts)), 0))
-    for p in passes:
-        clips = sets[p.data]
-        for i in _repeats(clips, p.texts):
-            print(f"repeat, {p.rule}, {clips[i].path.name}: {p.texts[i]!r} (reference {clips[i].reference!r})")
     short_set = sets["short clips"]
     notes = [f"dev: {args.eval_dir}/dev.tsv ({len(sets['dev'])} clips, {audio_s['dev']:.1f} s); short clips: "
              f"{len(short_set)} single sentences of {short_clips.MIN_SECONDS:g}-{short_clips.MAX_SECONDS:g} s cut "

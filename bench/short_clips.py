@@ -133,7 +133,7 @@ def build(eval_dir: Path, model: str = "tiny.en", beam: int = 5) -> Path:
     clips = dataset.load_manifest(eval_dir)
     transcriber = Transcriber.load(model, beam_size=beam)
     kept = engine.encoder_width.PADDING_FRAMES
-    engine.encoder_width.PADDING_FRAMES = 3000  # whole windows: the cut points must not depend on the short encoder
+    engine.encoder_width.PADDING_FRAMES = engine.encoder_width.N_FRAMES  # whole windows: cuts must not depend on the rule
     CACHE.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
