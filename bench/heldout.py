@@ -81,7 +81,7 @@ def heldout(args: argparse.Namespace) -> None:
     """Engine, faster-whisper and the daemon on the held-out stereo file; print and append."""
     from bench.engine_runner import EngineRunner
     from bench.peers import FasterWhisperRunner
-    from engine.audio import decode_audio
+    from engine.audio.files import decode_audio
 
     path, reference = _reference(args.eval_dir)
     channels = decode_audio(str(path), keep_channels=True)

@@ -8,11 +8,11 @@ the same decoded audio:
   code before the re-decode);
 - "whole": every window encoded at 30 s, as openai/whisper and faster-whisper do;
 - "short + re-decode": the shipped rule: short, and a window whose text says a phrase twice back
-  to back decoded again whole (engine/window.py).
+  to back decoded again whole (engine/decoding/window.py).
 
 Each rule transcribes each set twice: all clips in one transcribe_many call, and one clip at a
 time. A transcript counts as a repeat when it says a phrase of 3 or more words twice back to back
-and its reference does not (engine/repeats.py). faster-whisper (same weights, one clip at a time)
+and its reference does not (engine/decoding/repeats.py). faster-whisper (same weights, one clip at a time)
 is scored beside them for reference; its speed is not the point here and is left out.
 """
 
@@ -45,17 +45,17 @@ class Pass:
 
 
 def _repeats(clips: list[dataset.Clip], texts: list[str]) -> list[int]:
-    from engine.repeats import adds_repeat
+    from engine.decoding.repeats import adds_repeat
 
     return [i for i, (c, t) in enumerate(zip(clips, texts)) if adds_repeat(c.reference, t)]
 
 
 def _set_rule(transcriber, rule: str, shipped, padding: int) -> None:
     """Point the in-process transcriber at one rule (this process only); `shipped`: its own search config and
-    `padding`: engine.encoder_width's, as loaded."""
-    import engine.encoder_width
+    `padding`: engine.model.encoder_width's, as loaded."""
+    import engine.model.encoder_width
 
-    engine.encoder_width.PADDING_FRAMES = engine.encoder_width.N_FRAMES if rule == "whole" else padding
+    engine.model.encoder_width.PADDING_FRAMES = engine.model.encoder_width.N_FRAMES if rule == "whole" else padding
     transcriber.search_config = dataclasses.replace(shipped, redo_repeats_whole=rule == "short + re-decode")
 
 
@@ -101,7 +101,7 @@ def _table(passes: list[Pass], audio_s: dict[str, float]) -> str:
 
 def repeats(args: argparse.Namespace) -> None:
     """Every rule on both sets; print and append the section."""
-    import engine.encoder_width
+    import engine.model.encoder_width
     from engine.transcriber import Transcriber
 
     sets = {"dev": dataset.load_manifest(args.eval_dir),
@@ -110,7 +110,7 @@ def repeats(args: argparse.Namespace) -> None:
               for name, clips in sets.items()}
     audio_s = {name: sum(len(a) for a in auds) / dataset.SAMPLE_RATE for name, auds in audios.items()}
     transcriber = Transcriber.load(args.model, beam_size=args.beam)
-    shipped, padding = transcriber.search_config, engine.encoder_width.PADDING_FRAMES
+    shipped, padding = transcriber.search_config, engine.model.encoder_width.PADDING_FRAMES
     transcriber.transcribe_many(audios["dev"][:4])  # warm-up
     passes: list[Pass] = []
     try:
@@ -119,7 +119,7 @@ def repeats(args: argparse.Namespace) -> None:
                 _set_rule(transcriber, rule, shipped, padding)
                 passes.append(_one_pass(transcriber, rule, name, clips, audios[name]))
     finally:
-        engine.encoder_width.PADDING_FRAMES = padding
+        engine.model.encoder_width.PADDING_FRAMES = padding
         transcriber.search_config = shipped
     if not args.no_fw:
         from bench.peers import FasterWhisperRunner
@@ -135,9 +135,9 @@ def repeats(args: argparse.Namespace) -> None:
              f"from the dev recordings ({audio_s['short clips']:.1f} s; bench/short_clips.py), each at 16 kHz, 8 kHz "
              "and 8 kHz 20 dB quieter",
              f"engine in-process on the CPU, model {args.model}, beam {args.beam}; short = "
-             f"{padding / 100:g} s of padding (engine/encoder_width.py); WER and repeats from the all-at-once pass",
+             f"{padding / 100:g} s of padding (engine/model/encoder_width.py); WER and repeats from the all-at-once pass",
              "repeats: transcripts saying a phrase of 3+ words twice back to back that the reference does not "
-             "(engine/repeats.py); vs short: that rule's throughput over short's (higher is faster)"]
+             "(engine/decoding/repeats.py); vs short: that rule's throughput over short's (higher is faster)"]
     notes += [f"repeat, {p.rule}, {sets[p.data][i].path.name}: \"{p.texts[i]}\""
               for p in passes for i in _repeats(sets[p.data], p.texts)]
     text = report.dated_section(f"{args.model} beam {args.beam}, repeated sentences and the encoder width", notes,

@@ -127,13 +127,13 @@ def build(eval_dir: Path, model: str = "tiny.en", beam: int = 5) -> Path:
     import soxr
     from tqdm import tqdm
 
-    import engine.encoder_width
+    import engine.model.encoder_width
     from engine.transcriber import Transcriber
 
     clips = dataset.load_manifest(eval_dir)
     transcriber = Transcriber.load(model, beam_size=beam)
-    kept = engine.encoder_width.PADDING_FRAMES
-    engine.encoder_width.PADDING_FRAMES = engine.encoder_width.N_FRAMES  # whole windows: cuts must not depend on the rule
+    kept = engine.model.encoder_width.PADDING_FRAMES
+    engine.model.encoder_width.PADDING_FRAMES = engine.model.encoder_width.N_FRAMES  # whole windows: cuts must not depend on the rule
     CACHE.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
@@ -148,7 +148,7 @@ def build(eval_dir: Path, model: str = "tiny.en", beam: int = 5) -> Path:
                     sf.write(str(CACHE / name), data * gain, rate, subtype="PCM_16")
                     rows.append(f"{name}\t{text}\t{clip.source}@{variant}")
     finally:
-        engine.encoder_width.PADDING_FRAMES = kept
+        engine.model.encoder_width.PADDING_FRAMES = kept
     manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
     stamp.write_text(f"{SET_VERSION} {eval_dir.resolve()}")
     return manifest

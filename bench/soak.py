@@ -297,7 +297,7 @@ def plan(n: int, warmup: int, fx: Fixtures, seed: int, parallel: int = 1) -> lis
 def _fixtures(root: Path, gen_base: str, hostile_base: str, eval_dir: Path, eval_base: str,
               clips: list[dataset.Clip], max_clip_s: float, seed: int) -> Fixtures:
     """Write the generated files into `root` (served at gen_base) and pick the short dev clips."""
-    from engine.audio import decode_audio
+    from engine.audio.files import decode_audio
     from engine.errors import AudioDecodeError
     from tests.synth import two_party_call
 

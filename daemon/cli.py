@@ -15,7 +15,7 @@ def _config():
 
     config = DaemonConfig.from_env()
     if config.engine.language_model is not None and not config.skip_decoder:
-        from engine.lm_toolkit import load_language_model
+        from engine.lm.toolkit import load_language_model
 
         load_language_model(config.engine.language_model)
     return config

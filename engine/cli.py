@@ -10,16 +10,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.decode_options import BOOST_PARAMS, MAX_PROMPT_TOKENS, DecodeOptions
+from engine.decoding.options import BOOST_PARAMS, MAX_PROMPT_TOKENS, DecodeOptions
 from engine.errors import EngineError
-from engine.lm_toolkit import DEFAULT_ORDER, MAX_ORDER, build_model, load_for_info, perplexity
+from engine.lm.toolkit import DEFAULT_ORDER, MAX_ORDER, build_model, load_for_info, perplexity
 from engine.settings import MODEL_NAMES, EngineSettings, SettingsError
 
 LONG_FILE_SECONDS = 60.0
 
 
 def _models_install(args: argparse.Namespace, settings: EngineSettings) -> int:
-    from engine.model_store import install_model
+    from engine.model.store import install_model
 
     path = install_model(args.name, settings.models_dir, force=args.force)
     print(f"{args.name} installed in {path}")
@@ -27,7 +27,7 @@ def _models_install(args: argparse.Namespace, settings: EngineSettings) -> int:
 
 
 def _models_list(args: argparse.Namespace, settings: EngineSettings) -> int:
-    from engine.model_store import installed_models
+    from engine.model.store import installed_models
 
     installed = set(installed_models(settings.models_dir))
     for name in MODEL_NAMES:
@@ -37,9 +37,9 @@ def _models_list(args: argparse.Namespace, settings: EngineSettings) -> int:
 
 
 def _transcribe(args: argparse.Namespace, settings: EngineSettings) -> int:
-    from engine.audio import SAMPLE_RATE, read_span
-    from engine.response import response_body
-    from engine.text_format import TextOptions
+    from engine.audio.files import SAMPLE_RATE, read_span
+    from engine.text.response import response_body
+    from engine.text.format import TextOptions
     from engine.transcriber import Transcriber
 
     audio, offset_ms = read_span(args.file, dual_channel=args.dual_channel, start_ms=args.start_ms,
@@ -103,7 +103,7 @@ def _lm_order(value: str) -> int:
 
 def _lm_path(path: Path) -> Path:
     """--lm is checked where CUSTOM_LANG_MODEL_PATH would be, and loading it names --lm when it fails."""
-    from engine.lm_toolkit import load_language_model
+    from engine.lm.toolkit import load_language_model
 
     load_language_model(path, variable="--lm")
     return path

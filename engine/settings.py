@@ -14,11 +14,11 @@ from typing import Mapping
 
 MODEL_NAMES = ("tiny.en", "base", "small")
 DEFAULT_BEAM_SIZE = {"tiny.en": 5, "base": 5, "small": 5}
-# Shallow fusion with CUSTOM_LANG_MODEL_PATH (engine.fusion): tuned on the dev halves of
+# Shallow fusion with CUSTOM_LANG_MODEL_PATH (engine.lm.fusion): tuned on the dev halves of
 # bench/domains and general speech (docs/LANGUAGE_MODEL.md).
 DEFAULT_LM_WEIGHT = "0.15"
 DEFAULT_LM_WORD_BONUS = "0.0"
-# Decoder steps replayed as CUDA graphs (engine/step_graphs.py): "auto" is on for a card, off on the CPU.
+# Decoder steps replayed as CUDA graphs (engine/model/step_graphs.py): "auto" is on for a card, off on the CPU.
 # On an H200, tiny.en, 60 dev clips over HTTP: 2.0-3.6x the eager steps' throughput, same WER
 # (bench/RESULTS.md, 2026-11-28).
 DEFAULT_CUDA_GRAPHS = "auto"
@@ -27,7 +27,7 @@ DEFAULT_CUDA_GRAPHS = "auto"
 def cpu_has_bf16_matrix_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware tiles (Intel AMX, flag amx_bf16).
 
-    There, bfloat16 layers beat int8 (engine/whisper_net.py); elsewhere (AVX-512 or AVX2 alone, as
+    There, bfloat16 layers beat int8 (engine/model/whisper_net.py); elsewhere (AVX-512 or AVX2 alone, as
     on AMD EPYC) bfloat16 is emulated with float32 arithmetic and int8 stays the faster choice.
     """
     try:

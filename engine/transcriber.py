@@ -15,20 +15,20 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from engine.audio import SAMPLE_RATE
-from engine.decode_loop import Align, Feed, Instruction, apply_instruction, next_instruction
-from engine.decode_options import DecodeOptions
-from engine.features import log_mel_windows
-from engine.fusion import language_model_scorers, language_model_terms
-from engine.inference import InferenceRuntime
-from engine.model_store import StoredModel, load_stored_model
+from engine.audio.files import SAMPLE_RATE
+from engine.decoding.loop import Align, Feed, Instruction, apply_instruction, next_instruction
+from engine.decoding.options import DecodeOptions
+from engine.audio.features import log_mel_windows
+from engine.lm.fusion import language_model_scorers, language_model_terms
+from engine.model.runtime import InferenceRuntime
+from engine.model.store import StoredModel, load_stored_model
 from engine.result import Transcript, Word
-from engine.search import SearchConfig
+from engine.decoding.search import SearchConfig
 from engine.settings import DEFAULT_BEAM_SIZE, EngineSettings
-from engine.tokenizer import WhisperTokenizer
-from engine.speech_window import SpeechWindow
-from engine.vad import VoiceActivityDetector
-from engine.window import WindowJob
+from engine.text.tokenizer import WhisperTokenizer
+from engine.audio.speech_window import SpeechWindow
+from engine.audio.vad import VoiceActivityDetector
+from engine.decoding.window import WindowJob
 
 @dataclass
 class _ActiveWindow:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.model_store import install_model
+from engine.model.store import install_model
 from engine.settings import EngineSettings
 
 

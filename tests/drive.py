@@ -6,9 +6,9 @@ from typing import Callable
 
 import torch
 
-from engine.decode_loop import Continue, apply_instruction
-from engine.inference import InferenceRuntime
-from engine.search import SearchResult, WindowSearch
+from engine.decoding.loop import Continue, apply_instruction
+from engine.model.runtime import InferenceRuntime
+from engine.decoding.search import SearchResult, WindowSearch
 
 
 def decode_window(runtime: InferenceRuntime, mels: torch.Tensor, search: WindowSearch,

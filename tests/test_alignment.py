@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from engine.alignment import _SORT_7, MEDIAN_FILTER_WIDTH, _median_filter
+from engine.decoding.alignment import _SORT_7, MEDIAN_FILTER_WIDTH, _median_filter
 
 
 def test_the_network_sorts_every_input():

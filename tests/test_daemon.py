@@ -148,7 +148,7 @@ def test_sigterm_finishes_the_request_in_flight_and_leaves_no_shared_memory(tmp_
 def test_http_wer_equals_in_process_wer_on_real_speech(daemon, transcriber, eval_dir):
     """Same model, same beam: the process tree must not change what is recognised."""
     from bench.wer import count_errors
-    from engine.audio import decode_audio
+    from engine.audio.files import decode_audio
 
     rows = [line.rstrip("\n").split("\t") for line in (eval_dir / "dev.tsv").read_text().splitlines()]
     picked = [r for r in rows if r[0].startswith(("jfk/", "librispeech_1089/", "hifitts_6097_whispercpp/"))][:12]

@@ -141,9 +141,9 @@ def test_auto_punctuation_off_overrides_the_request(tmp_path, origin):
 def test_real_two_channel_recording_scores_as_its_channels_alone(daemon, transcriber, eval_dir):
     """../shared/eval/mfa_stereo_twochannel: dual_channel must not change what each channel says."""
     from bench.wer import count_errors
-    from engine.audio import decode_audio
-    from engine.response import response_body
-    from engine.text_format import TextOptions
+    from engine.audio.files import decode_audio
+    from engine.text.response import response_body
+    from engine.text.format import TextOptions
 
     folder = eval_dir / "mfa_stereo_twochannel"
     name, reference = (folder / "refs.tsv").read_text(encoding="utf-8").splitlines()[0].split("\t", 1)

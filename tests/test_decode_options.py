@@ -1,4 +1,4 @@
-"""engine/decode_options.py: Whisper's initial prompt and the temperature schedule, on the real tiny.en.
+"""engine/decoding/options.py: Whisper's initial prompt and the temperature schedule, on the real tiny.en.
 
 A prompt must steer the decode the way Whisper's does (same tokens as CTranslate2 given the same
 prompt, a spelling learnt from it) without ever reaching the result; the schedule must decide
@@ -15,13 +15,13 @@ import soxr
 import torch
 
 from drive import decode_window
-from engine.audio import SAMPLE_RATE
-from engine.decode_options import MAX_PROMPT_TOKENS, TEMPERATURES, DecodeOptions
-from engine.features import log_mel_windows
-from engine.inference import InferenceRuntime
-from engine.model_store import load_stored_model
-from engine.search import SearchConfig, WindowSearch
-from engine.window import WindowJob
+from engine.audio.files import SAMPLE_RATE
+from engine.decoding.options import MAX_PROMPT_TOKENS, TEMPERATURES, DecodeOptions
+from engine.audio.features import log_mel_windows
+from engine.model.runtime import InferenceRuntime
+from engine.model.store import load_stored_model
+from engine.decoding.search import SearchConfig, WindowSearch
+from engine.decoding.window import WindowJob
 from synth import speak
 
 ZYLOTECH = "Please call Zylotech tomorrow."  # tiny.en hears "Nylotech" without help

@@ -14,7 +14,7 @@ import pytest
 
 from bench import domain_data
 from bench.domain_data import (CLINIC_DIR, FA_DIR, DomainClip, check_held_out, read_lines, split)
-from engine.lm_text import corpus_sentences, normalize_words
+from engine.lm.text import corpus_sentences, normalize_words
 
 
 def _corpus_text(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""A language model's rare terms (engine/domain_terms.py): what `lm build` keeps, and which texts
+"""A language model's rare terms (engine/lm/domain_terms.py): what `lm build` keeps, and which texts
 nearly spell a term, so that only those windows are decoded again with it boosted.
 
 The recheck's effect on real speech, through the in-process engine and the daemon, is in
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.domain_terms import DomainTerms, corpus_terms, load_domain_terms, terms_path, write_terms
-from engine.lm_text import corpus_sentences
-from engine.tokenizer import WhisperTokenizer
+from engine.lm.domain_terms import DomainTerms, corpus_terms, load_domain_terms, terms_path, write_terms
+from engine.lm.text import corpus_sentences
+from engine.text.tokenizer import WhisperTokenizer
 
 RAW = """The Montreal Forced Aligner aligns speech. We ran the Montreal Forced Aligner again.
 The Montreal Forced Aligner wrote a TextGrid. The patient takes lisinopril daily.
@@ -78,7 +78,7 @@ def test_spells_any_compares_normalised_words(tokenizer):
     assert not terms.spells_any("She takes lysinopril.", ("lisinopril",))
 
 
-# --- the recheck's decision, on constructed logits (engine/fallback.py) -----------------------------------
+# --- the recheck's decision, on constructed logits (engine/decoding/fallback.py) -----------------------------------
 
 def _finish(search, vocab: int, tokens: list[int], eot: int) -> None:
     """Drive a greedy search through `tokens` and then end-of-text, each chosen with certainty."""
@@ -94,8 +94,8 @@ def _finish(search, vocab: int, tokens: list[int], eot: int) -> None:
     (" She takes lemons daily.", " She takes lysinopril daily."),  # it did not: the decided text stays
 ])
 def test_the_recheck_wins_only_when_it_spells_a_term(tokenizer, installed_model, recheck_says, kept):
-    from engine.fallback import WindowDecode
-    from engine.search import SearchConfig
+    from engine.decoding.fallback import WindowDecode
+    from engine.decoding.search import SearchConfig
 
     config = json.loads((installed_model / "config.json").read_text())
     vocab = config["dims"]["n_vocab"]

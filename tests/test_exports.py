@@ -1,4 +1,4 @@
-"""The transcript views in engine/exports.py, on hand-built transcripts (no model, no daemon).
+"""The transcript views in engine/text/exports.py, on hand-built transcripts (no model, no daemon).
 
 Shapes are checked against the official assemblyai and openai SDK models, so the HTTP layer can
 hand these dicts out as they are.
@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from engine import exports
-from engine.compression import compression_ratio
+from engine.text import exports
+from engine.text.compression import compression_ratio
 
 WORD_MS, GAP_MS = 300, 100
 

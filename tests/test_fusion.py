@@ -17,10 +17,10 @@ import requests
 import soundfile as sf
 
 from daemon_support import ROOT, audio_server, running_daemon
-from engine.decode_options import MAX_BOOST_PHRASES, DecodeOptions, check_word_boost
-from engine.fusion import LanguageModelFusion, WordBoost
-from engine.lm_toolkit import build_model, find_tool, load_language_model
-from engine.lm_text import normalize_words
+from engine.decoding.options import MAX_BOOST_PHRASES, DecodeOptions, check_word_boost
+from engine.lm.fusion import LanguageModelFusion, WordBoost
+from engine.lm.toolkit import build_model, find_tool, load_language_model
+from engine.lm.text import normalize_words
 from synth import silence, speak_at
 
 SR = 16000
@@ -71,7 +71,7 @@ def aligner_lm(tmp_path_factory) -> Path:
 def tokenizer(installed_model: Path):
     import json
 
-    from engine.tokenizer import WhisperTokenizer
+    from engine.text.tokenizer import WhisperTokenizer
 
     config = json.loads((installed_model / "config.json").read_text())
     return WhisperTokenizer(installed_model / "tokenizer.json", config["dims"]["n_vocab"])
@@ -209,7 +209,7 @@ def test_the_recheck_boosts_the_terms_a_window_nearly_spelled(transcriber, speec
     the window is decoded again with it boosted and the recheck's text is the one kept."""
     import dataclasses
 
-    from engine.domain_terms import load_domain_terms
+    from engine.lm.domain_terms import load_domain_terms
 
     audio = sf.read(speech / "far_aligner.wav", dtype="float32")[0]
     drug = sf.read(speech / "drug.wav", dtype="float32")[0]

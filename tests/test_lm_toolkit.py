@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import EngineError
-from engine.lm_text import corpus_sentences
-from engine.lm_toolkit import LanguageModelError, _run_tool, find_tool, load_language_model
+from engine.lm.text import corpus_sentences
+from engine.lm.toolkit import LanguageModelError, _run_tool, find_tool, load_language_model
 from engine.settings import SettingsError
 
 CLI = [sys.executable, "-m", "engine.cli"]
@@ -84,7 +84,7 @@ def test_build_writes_a_memory_mappable_binary(built):
     assert re.match(rf"{re.escape(str(model))}: order 3, \d+ 1-grams, \d+ 2-grams, \d+ 3-grams$", done.stdout.strip())
     for stage in ("lmplz: 3-gram model of 2[0-9] sentences", "lmplz: done", "build_binary: done"):
         assert re.search(stage, done.stderr), done.stderr
-    # no work files left; the terms for the recheck beside the model (engine/domain_terms.py)
+    # no work files left; the terms for the recheck beside the model (engine/lm/domain_terms.py)
     assert sorted(p.name for p in model.parent.iterdir()) == ["corpus.txt", "domain.klm", "domain.klm.terms"]
     assert load_language_model(model).order == 3
     terms = dict(line.split("\t")[::-1] for line in (model.parent / "domain.klm.terms").read_text().splitlines())

@@ -15,12 +15,12 @@ import soxr
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon_support import audio_server, running_daemon
-from engine.audio import SAMPLE_RATE, decode_audio
-from engine.repeats import adds_repeat, repeated_phrase
-from engine.search import SearchResult
+from engine.audio.files import SAMPLE_RATE, decode_audio
+from engine.decoding.repeats import adds_repeat, repeated_phrase
+from engine.decoding.search import SearchResult
 from engine.settings import EngineSettings
-from engine.speech_window import SpeechWindow
-from engine.window import WindowJob
+from engine.audio.speech_window import SpeechWindow
+from engine.decoding.window import WindowJob
 
 # A dev recording, cut by nothing: one 2.9 s sentence. At 8 kHz and 20 dB quieter (a quiet telephone line),
 # tiny.en in int8 with the shortened encoder window said it twice ("... diligently. So that he had to seek his

@@ -1,4 +1,4 @@
-"""engine/search.py: Whisper's decoding rules and the beam, on constructed and on real logits.
+"""engine/decoding/search.py: Whisper's decoding rules and the beam, on constructed and on real logits.
 
 Constructed logits pin each rule down exactly (a logits row that strongly prefers a forbidden token
 must not get it); the real tiny.en model checks the same rules hold on a real decode and that beam
@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine.audio import SAMPLE_RATE, decode_audio
-from engine.features import log_mel_windows
-from engine.inference import InferenceRuntime
-from engine.model_store import load_stored_model
-from engine.logit_rules import SECONDS_PER_TIMESTAMP, repeated_tail
-from engine.search import SearchConfig, SearchResult, WindowSearch
-from engine.tokenizer import WhisperTokenizer
+from engine.audio.files import SAMPLE_RATE, decode_audio
+from engine.audio.features import log_mel_windows
+from engine.model.runtime import InferenceRuntime
+from engine.model.store import load_stored_model
+from engine.decoding.rules import SECONDS_PER_TIMESTAMP, repeated_tail
+from engine.decoding.search import SearchConfig, SearchResult, WindowSearch
+from engine.text.tokenizer import WhisperTokenizer
 from drive import decode_window
 from synth import speak, write_wav
 
@@ -257,7 +257,7 @@ def test_a_scorer_reranks_beam_candidates_and_leaves_confidences_alone(tokenizer
 
 
 def test_rules_are_the_search_s_objects_in_whisper_s_order(greedy_cfg):
-    from engine import logit_rules as r
+    from engine.decoding import rules as r
 
     kinds = [type(rule) for rule in WindowSearch(greedy_cfg, 30.0).rules]
     assert kinds == [r.SuppressTokens, r.NoTimestampPastAudio, r.FirstToken, r.RepetitionGuard,

@@ -1,4 +1,4 @@
-"""Fixed-shape decoder steps (engine/step_graphs.py) compute what the eager step computes.
+"""Fixed-shape decoder steps (engine/model/step_graphs.py) compute what the eager step computes.
 
 On a card they are captured as CUDA graphs; the capture replays exactly these kernels, so proving
 the fixed-shape step here, eagerly on the CPU, with padding rows, several windows of different
@@ -14,11 +14,11 @@ import pytest
 import soxr
 import torch
 
-from engine.audio import SAMPLE_RATE
-from engine.features import log_mel_windows
-from engine.inference import InferenceRuntime
-from engine.model_store import load_stored_model
-from engine.tokenizer import WhisperTokenizer
+from engine.audio.files import SAMPLE_RATE
+from engine.audio.features import log_mel_windows
+from engine.model.runtime import InferenceRuntime
+from engine.model.store import load_stored_model
+from engine.text.tokenizer import WhisperTokenizer
 from synth import speak
 
 TEXTS = ("the quick brown fox jumps over the lazy dog", "send the invoice to accounts payable by friday")

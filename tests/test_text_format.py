@@ -1,11 +1,11 @@
-"""format_text, punctuate and ENABLE_AUTO_PUNCTUATION on timed words (engine/text_format.py)."""
+"""format_text, punctuate and ENABLE_AUTO_PUNCTUATION on timed words (engine/text/format.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from engine.result import Word
-from engine.text_format import TextOptions, format_words, strip_punctuation
+from engine.text.format import TextOptions, format_words, strip_punctuation
 
 WRITTEN = TextOptions()
 SPOKEN = TextOptions(written=False)

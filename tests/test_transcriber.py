@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soxr
 
-from engine.audio import SAMPLE_RATE
+from engine.audio.files import SAMPLE_RATE
 from synth import VOICE_B, silence, speak, tone, white_noise
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
@@ -126,8 +126,8 @@ def test_windows_of_different_encoder_widths_share_a_batch(transcriber):
     middle = _speech("please call me back after lunch, the quick brown fox jumps over the lazy dog", voice=VOICE_B)
     long = np.concatenate([middle, silence(1.0, SAMPLE_RATE), _speech(SENTENCE), silence(1.0, SAMPLE_RATE), middle])[: 25 * SAMPLE_RATE]
     audios = [short, middle, long]
-    from engine.features import N_FRAMES
-    from engine.encoder_width import encoder_width
+    from engine.audio.features import N_FRAMES
+    from engine.model.encoder_width import encoder_width
 
     widths = {encoder_width(len(a), N_FRAMES) for a in audios}
     assert len(widths) == 3 and max(widths) <= N_FRAMES
@@ -140,8 +140,8 @@ def test_windows_of_different_encoder_widths_share_a_batch(transcriber):
 
 
 def test_encoder_width_keeps_eight_seconds_of_padding_within_the_window():
-    from engine.features import HOP_LENGTH, N_FRAMES
-    from engine.encoder_width import PADDING_FRAMES, WIDTH_STEP_FRAMES, encoder_width
+    from engine.audio.features import HOP_LENGTH, N_FRAMES
+    from engine.model.encoder_width import PADDING_FRAMES, WIDTH_STEP_FRAMES, encoder_width
 
     for seconds in (0.1, 1.0, 3.3, 7.9, 12.0, 21.9, 22.1, 29.99, 30.0):
         samples = int(seconds * SAMPLE_RATE)

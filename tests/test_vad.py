@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soxr
 
-from engine.audio import SAMPLE_RATE
-from engine.vad import SpeechWindow, VoiceActivityDetector
+from engine.audio.files import SAMPLE_RATE
+from engine.audio.vad import SpeechWindow, VoiceActivityDetector
 from synth import VOICE_A, VOICE_B, silence, speak, tone, white_noise
 
 SR = SAMPLE_RATE

@@ -62,7 +62,7 @@ class _RequestLog:
         arrived = req.env.get(ARRIVED_KEY)  # the server queued it until a thread was free: that counts
         req.context.started = time.monotonic() - (max(0.0, time.time() - arrived) if arrived else 0.0)
         req.context.audio_seconds = None
-        req.context.redecoded = 0  # windows decoded again whole (engine/window.py), set by transcribing routes
+        req.context.redecoded = 0  # windows decoded again whole (engine/decoding/window.py), set by transcribing routes
         req.context.error = None  # (code, description): never the exception, whose traceback holds the request
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,

@@ -25,9 +25,9 @@ from daemon.http.server import MAX_HEADER_BYTES
 from daemon.http.v1 import ALIAS, FORMATS
 from daemon.http.v2 import DEFAULT_PAGE, MAX_CHARS_PER_CAPTION, MAX_PAGE
 from daemon.jobs.record import Status
-from engine.audio import MAX_SPAN_MS
-from engine.decode_options import BOOST_PARAMS, MAX_BOOST_CHARS, MAX_BOOST_PHRASES, MAX_BOOST_WORDS
-from engine.exports import DEFAULT_CHARS_PER_CAPTION
+from engine.audio.files import MAX_SPAN_MS
+from engine.decoding.options import BOOST_PARAMS, MAX_BOOST_CHARS, MAX_BOOST_PHRASES, MAX_BOOST_WORDS
+from engine.text.exports import DEFAULT_CHARS_PER_CAPTION
 
 _NAMES = {kind.code: kind.name for kind in ERROR_TABLE}
 _STATUSES = [status.value for status in Status]

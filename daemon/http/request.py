@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 
 from daemon.errors import INVALID_PARAMETER, MALFORMED_REQUEST, ApiError
-from engine.audio import MAX_SPAN_MS
-from engine.decode_options import BOOST_PARAMS, check_word_boost
+from engine.audio.files import MAX_SPAN_MS
+from engine.decoding.options import BOOST_PARAMS, check_word_boost
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from daemon.errors import AUDIO_TOO_LARGE, INVALID_PARAMETER, UNSUPPORTED_CONTEN
 from daemon.jobs.record import Job, Options, Origin
 from daemon.jobs.client import Jobs
 from daemon.http.request import word_boost_fields
-from engine import exports
+from engine.text import exports
 
 ALIAS = "whisper-1"  # the name OpenAI's examples and most clients send
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")

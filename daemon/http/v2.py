@@ -30,7 +30,7 @@ from daemon.jobs.download import check_url
 from daemon.jobs.record import Job, Options, Origin, Status
 from daemon.jobs.client import Jobs
 from daemon.jobs.store import JobStore
-from engine import exports
+from engine.text import exports
 
 _UPLOAD_PATH = re.compile(r"/v2/upload/([0-9a-f]{32})")
 _ENGLISH = ("en", "en_us", "en_uk", "en_au")

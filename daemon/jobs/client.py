@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.decode_options import DecodeOptions
+from engine.decoding.options import DecodeOptions
 from daemon.jobs.record import Job
 from daemon.metrics import Load
 from engine.result import Word

@@ -19,11 +19,11 @@ from daemon.jobs.client import WorkerPool
 from daemon.jobs.download import fetch
 from daemon.jobs.record import Job, JobError
 from daemon.jobs.store import JobStore
-from engine.audio import SAMPLE_RATE, read_span
-from engine.decode_options import DecodeOptions
+from engine.audio.files import SAMPLE_RATE, read_span
+from engine.decoding.options import DecodeOptions
 from engine.errors import EngineError
-from engine.response import response_body
-from engine.text_format import TextOptions
+from engine.text.response import response_body
+from engine.text.format import TextOptions
 
 log = logging.getLogger("async_engine.jobs")
 

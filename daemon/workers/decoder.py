@@ -1,6 +1,6 @@
 """Decoder process: voice-activity planning, the searches of its windows, and their words.
 
-It owns the decoder-side state of every window the supervisor gives it (engine.window.WindowJob)
+It owns the decoder-side state of every window the supervisor gives it (engine.decoding.window.WindowJob)
 and talks to the inference processes in batches: one message per inference process per round,
 holding every window's next rows, restarts and alignment requests.
 """
@@ -21,14 +21,14 @@ from daemon.workers import messages as m
 from daemon.workers.lifeline import Heartbeat, ignore_stop_signals
 from daemon.malloc import release_free_memory
 from daemon.workers.shm import Attachments, BlockGone
-from engine.decode_loop import Finish, next_instruction
-from engine.fusion import language_model_scorers, language_model_terms
-from engine.model_store import model_path, read_model_config
-from engine.search import SearchConfig
+from engine.decoding.loop import Finish, next_instruction
+from engine.lm.fusion import language_model_scorers, language_model_terms
+from engine.model.store import model_path, read_model_config
+from engine.decoding.search import SearchConfig
 from engine.settings import EngineSettings
-from engine.tokenizer import WhisperTokenizer
-from engine.vad import VoiceActivityDetector
-from engine.window import WindowJob
+from engine.text.tokenizer import WhisperTokenizer
+from engine.audio.vad import VoiceActivityDetector
+from engine.decoding.window import WindowJob
 
 log = logging.getLogger("async_engine.decoder")
 

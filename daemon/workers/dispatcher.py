@@ -25,8 +25,8 @@ from daemon.workers.ipc import TreeContext, release
 from daemon.workers.leftovers import remove_tree_names, tree_prefix
 from daemon.workers.lifeline import UNRESPONSIVE_AFTER_SECONDS
 from daemon.workers.shm import OwnedBlock
-from daemon.workers.entry import supervisor_process
-from engine.decode_options import DecodeOptions
+from daemon.workers import entry
+from engine.decoding.options import DecodeOptions
 
 log = logging.getLogger("async_engine.dispatcher")
 
@@ -57,8 +57,8 @@ class Dispatcher:
         self._results = self.ctx.Queue()
         self._queues_named = True  # until the supervisor has opened them: see daemon/workers/ipc.py
         self._supervisor = self.ctx.Process(
-            target=supervisor_process, name="async-engine-supervisor",
-            args=(self.config, self._jobs, self._results, self.prefix),
+            target=entry.start, name="async-engine-supervisor",
+            args=(entry.SUPERVISOR, self.config, self._jobs, self._results, self.prefix),
         )
         self._supervisor.start()
 

@@ -17,7 +17,7 @@ from multiprocessing.queues import Queue
 
 from daemon.config import DaemonConfig, usable_cores
 from daemon.workers import messages as m
-from daemon.workers.entry import decoder_process, inference_process
+from daemon.workers import entry
 from daemon.workers.ipc import TreeContext, release
 from daemon.workers.lifeline import UNRESPONSIVE_AFTER_SECONDS, Heartbeat
 
@@ -67,17 +67,17 @@ class Generation:
         for index, device in enumerate(config.devices):
             heartbeat = Heartbeat(ctx)
             process = ctx.Process(
-                target=inference_process, name=f"async-engine-inference-{index}", daemon=True,
-                args=(index, device, config.engine, config.windows_in_flight, threads, inference_inboxes[index],
-                      generation.events, decoder_inboxes, prefix, heartbeat, config.log_level),
+                target=entry.start, name=f"async-engine-inference-{index}", daemon=True,
+                args=(entry.INFERENCE, index, device, config.engine, config.windows_in_flight, threads,
+                      inference_inboxes[index], generation.events, decoder_inboxes, prefix, heartbeat, config.log_level),
             )
             generation.inference.append(Worker("inference", index, process, inference_inboxes[index], heartbeat))
         for index in range(config.decoders):
             heartbeat = Heartbeat(ctx)
             process = ctx.Process(
-                target=decoder_process, name=f"async-engine-decoder-{index}", daemon=True,
-                args=(index, config.engine, decoder_inboxes[index], generation.events, inference_inboxes,
-                      heartbeat, config.log_level),
+                target=entry.start, name=f"async-engine-decoder-{index}", daemon=True,
+                args=(entry.DECODER, index, config.engine, decoder_inboxes[index], generation.events,
+                      inference_inboxes, heartbeat, config.log_level),
             )
             generation.decoders.append(Worker("decoder", index, process, decoder_inboxes[index], heartbeat))
         for worker in generation.workers:

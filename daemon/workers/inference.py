@@ -22,11 +22,11 @@ from daemon.workers import messages as m
 from daemon.workers.lifeline import Heartbeat, ignore_stop_signals
 from daemon.malloc import release_free_memory
 from daemon.workers.shm import Attachments, BlockGone, OwnedBlock
-from engine.decode_loop import Align, apply_instruction
-from engine.features import log_mel_windows
-from engine.inference import InferenceRuntime
-from engine.model_store import load_stored_model
-from engine.search import SearchConfig
+from engine.decoding.loop import Align, apply_instruction
+from engine.audio.features import log_mel_windows
+from engine.model.runtime import InferenceRuntime
+from engine.model.store import load_stored_model
+from engine.decoding.search import SearchConfig
 from engine.settings import EngineSettings
 
 log = logging.getLogger("async_engine.inference")

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from daemon.workers.shm import ArrayRef
-from engine.decode_options import DecodeOptions
+from engine.decoding.options import DecodeOptions
 from engine.result import Word
-from engine.speech_window import SpeechWindow
+from engine.audio.speech_window import SpeechWindow
 
 if TYPE_CHECKING:  # the front imports these messages and must not import the engine's torch-side modules
-    from engine.decode_loop import Instruction
+    from engine.decoding.loop import Instruction
 
 
 # front -> supervisor
@@ -90,7 +90,7 @@ class Open:
 
 @dataclass(frozen=True)
 class Step:
-    """What the window's search decided after its last logits (engine.decode_loop), for the inference
+    """What the window's search decided after its last logits (engine.decoding.loop), for the inference
     process to apply to the window's rows."""
 
     wid: int

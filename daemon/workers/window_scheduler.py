@@ -16,9 +16,9 @@ from multiprocessing.queues import Queue
 from daemon.errors import WORKER_FAILURE_CODE
 from daemon.workers import messages as m
 from daemon.workers.generation import Generation
-from engine.decode_options import DecodeOptions
+from engine.decoding.options import DecodeOptions
 from engine.result import Word
-from engine.speech_window import SpeechWindow
+from engine.audio.speech_window import SpeechWindow
 
 log = logging.getLogger("async_engine.supervisor")
 

@@ -7,7 +7,7 @@ rewarding their spelling, but named on every window it costs ordinary speech abo
 So a custom LM brings its terms along and uses them only where a window asks for them: a window
 whose unbiased text comes within a few edits of spelling it (NEAR below; "a liner" for
 "aligner", "lysinopril" for "lisinopril"), without spelling it, is decoded once more with the
-terms it nearly spelled boosted (engine/fallback.py). Ordinary speech rarely comes that close to a
+terms it nearly spelled boosted (engine/decoding/fallback.py). Ordinary speech rarely comes that close to a
 drug name, so it is rarely decoded twice and almost never changed.
 
 `lm build` writes the terms beside the model (MODEL.terms, "count<TAB>term" per line): the
@@ -29,10 +29,10 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
-from engine.lm_text import normalize_words
+from engine.lm.text import normalize_words
 
 if TYPE_CHECKING:
-    from engine.tokenizer import WhisperTokenizer
+    from engine.text.tokenizer import WhisperTokenizer
 
 TERMS_SUFFIX = ".terms"
 MIN_WORD_LETTERS = 7  # shorter words are too often one edit away from ordinary ones

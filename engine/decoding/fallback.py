@@ -6,7 +6,7 @@ temperature of the transcription's schedule (DecodeOptions.temperatures: rising 
 when every attempt is suspect, the most probable one that does not loop wins. The thresholds are
 openai/whisper's and faster-whisper's defaults.
 
-With a custom language model's terms (engine/domain_terms.py), a window whose decided text (the
+With a custom language model's terms (engine/lm/domain_terms.py), a window whose decided text (the
 first attempt's, or the fallback's choice) nearly spells one of them is rechecked: decoded once
 more, at the schedule's first temperature, with the terms it nearly spelled added to the
 transcription's word_boost. The recheck's text replaces the decided one only when it spells one
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.compression import compression_ratio
-from engine.decode_options import MAX_BOOST_PHRASES, DecodeOptions
-from engine.search import SearchConfig, SearchResult, WindowSearch
-from engine.tokenizer import WhisperTokenizer
+from engine.text.compression import compression_ratio
+from engine.decoding.options import MAX_BOOST_PHRASES, DecodeOptions
+from engine.decoding.search import SearchConfig, SearchResult, WindowSearch
+from engine.text.tokenizer import WhisperTokenizer
 
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOGPROB_THRESHOLD = -1.0

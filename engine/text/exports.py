@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
-from engine.compression import compression_ratio
+from engine.text.compression import compression_ratio
 
 # Captions. 32 characters is the width of a broadcast caption line (CEA-608) and the value
 # AssemblyAI's documentation passes as chars_per_caption; short cues stay readable on phones.

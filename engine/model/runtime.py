@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.decode_options import MAX_PROMPT_TOKENS
-from engine.encoder_width import encoder_width, shortens_windows
-from engine.model_store import StoredModel
-from engine.step_graphs import Caches, StepGraphs
-from engine.whisper_net import WhisperNet
+from engine.decoding.options import MAX_PROMPT_TOKENS
+from engine.model.encoder_width import encoder_width, shortens_windows
+from engine.model.store import StoredModel
+from engine.model.step_graphs import Caches, StepGraphs
+from engine.model.whisper_net import WhisperNet
 
 _TIME_CHUNK = 64
 
@@ -103,7 +103,7 @@ def _grow_array(a: np.ndarray, size: int) -> np.ndarray:
 class InferenceRuntime:
     def __init__(self, model: StoredModel, device: str = "cpu", int8: bool = False, encode_batch: int = 8,
                  step_graphs: bool = False, bf16: bool = False) -> None:
-        """`step_graphs`: single-token steps of fixed shape (engine/step_graphs.py), captured as CUDA graphs
+        """`step_graphs`: single-token steps of fixed shape (engine/model/step_graphs.py), captured as CUDA graphs
         on a card (ASYNC_ENGINE_CUDA_GRAPHS); on the CPU they run uncaptured, for the tests that compare them.
         `bf16`: the network and its caches in bfloat16 (WhisperNet), from float32 weights."""
         self.dims = model.dims
@@ -147,7 +147,7 @@ class InferenceRuntime:
         Without `samples`, or on a card, every window is encoded whole, as openai/whisper and
         CTranslate2 do (the tests that compare against them do so); on the CPU, serving passes them
         and gets encoder_width's saving, except for the windows whose entry is None (a window the
-        decode loop asked to decode again whole, engine/window.py).
+        decode loop asked to decode again whole, engine/decoding/window.py).
         """
         handles = [0] * mels.shape[0]
         full = mels.shape[2]

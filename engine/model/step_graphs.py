@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.whisper_net import WhisperNet
+from engine.model.whisper_net import WhisperNet
 
 Tensor = torch.Tensor
 log = logging.getLogger("async_engine.step_graphs")

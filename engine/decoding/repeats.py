@@ -4,7 +4,7 @@ A short window encoded with too little padding can come back with its sentence t
 the previous message. Press 4 for the previous message."), the second copy squeezed by the
 alignment into the window's last instant. People do repeat a word ("no, no") and, rarely, a short
 phrase; a phrase of three words or more said twice in a row is almost always the decoder's. The
-window's decode loop (engine/window.py) and the benchmarks ask the same question here, so a
+window's decode loop (engine/decoding/window.py) and the benchmarks ask the same question here, so a
 benchmark's count of repeats is the count of what the decode loop reacts to.
 """
 

@@ -1,7 +1,7 @@
 """Custom language models: `async-engine lm build` and `lm info`, and the loader the decoders use.
 
 A model is built from a customer's own text by KenLM's lmplz (modified Kneser-Ney) and build_binary,
-after the text has gone through engine.lm_text, the normaliser fusion looks words up with, so that the
+after the text has gone through engine.lm.text, the normaliser fusion looks words up with, so that the
 model's words are spelled as the decoder's. Counts are read from the model's own header (the ARPA
 `\\data\\` section or the binary file's fixed header), so `lm info` works on any KenLM model, not only on
 ones built here, and nothing beside the model can go stale. docs/LANGUAGE_MODEL.md has the details.
@@ -25,9 +25,9 @@ from typing import BinaryIO, Iterator
 import kenlm
 from tqdm import tqdm
 
-from engine.domain_terms import terms_path, write_terms
+from engine.lm.domain_terms import terms_path, write_terms
 from engine.errors import EngineError
-from engine.lm_text import corpus_sentences
+from engine.lm.text import corpus_sentences
 from engine.settings import SettingsError
 
 # Trigrams: domain corpora are small (thousands of sentences), where 4- and 5-grams are mostly seen
@@ -207,7 +207,7 @@ def build_model(corpus: Path, out: Path, order: int = DEFAULT_ORDER, progress: b
         terms = Path(work, "model.terms")
         with text.open(encoding="utf-8") as normalised, corpus.open(encoding="utf-8", errors="replace") as raw:
             count = write_terms((line.rstrip("\n") for line in normalised), raw, terms)
-        _stage(f"terms: {count} rare words and phrases for the recheck (engine/domain_terms.py)", progress)
+        _stage(f"terms: {count} rare words and phrases for the recheck (engine/lm/domain_terms.py)", progress)
         binary.replace(out)
         terms.replace(terms_path(out))
     return info

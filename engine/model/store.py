@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.ct2_reader import CT2FormatError, read_ct2_model
+from engine.model.ct2_reader import CT2FormatError, read_ct2_model
 from engine.errors import ModelNotInstalledError
-from engine.whisper_net import ModelDims
+from engine.model.whisper_net import ModelDims
 
 FORMAT_VERSION = 1
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.tokenizer import WhisperTokenizer
+from engine.text.tokenizer import WhisperTokenizer
 
 FRAMES_PER_SECOND = 50  # encoder frames: one per 20 ms
 MEDIAN_FILTER_WIDTH = 7

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE
+from engine.audio.files import SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class SpeechWindow:
     # The VAD's speech segments inside the pieces, in file samples: word timings are kept inside
     # them, since alignment alone lets a word stretch over a pause.
     speech: tuple[tuple[int, int], ...] = ()
-    # Encode at Whisper's whole 30 s even where the runtime shortens windows (engine/encoder_width.py):
+    # Encode at Whisper's whole 30 s even where the runtime shortens windows (engine/model/encoder_width.py):
     # this window is being decoded again because its shortened encoding said its text twice.
     encode_whole: bool = False
 

@@ -9,13 +9,13 @@ part of the time (the decoder step's kernel launches dominate) and the one measu
 float16 on an H100, lost 0.8 WER points with it: cards keep whole windows.
 
 The shortened window has one failure of its own: now and then a short clip comes back with its
-sentence said twice. The decode loop (engine/window.py) then decodes that window again whole,
+sentence said twice. The decode loop (engine/decoding/window.py) then decodes that window again whole,
 which is why it needs to know whether a window was shortened.
 """
 
 from __future__ import annotations
 
-from engine.features import HOP_LENGTH, N_FRAMES
+from engine.audio.features import HOP_LENGTH, N_FRAMES
 
 PADDING_FRAMES = 800
 WIDTH_STEP_FRAMES = 200

@@ -1,7 +1,7 @@
 """Whisper's compression ratio: how well a text gzips. A decoding loop repeats itself and compresses
 too well; the temperature fallback tests it, and OpenAI-shaped segments report it.
 
-Its own module so that the front (engine/exports.py) reaches it without importing the search.
+Its own module so that the front (engine/text/exports.py) reaches it without importing the search.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine.result import Transcript, Word, new_uid
-from engine.text_format import TextOptions, format_words
+from engine.text.format import TextOptions, format_words
 
 UTTERANCE_PAUSE_MS = 1500  # a longer pause within one channel starts a new utterance
 

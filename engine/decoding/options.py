@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.tokenizer import WhisperTokenizer
+    from engine.text.tokenizer import WhisperTokenizer
 
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -41,7 +41,7 @@ class DecodeOptions:
         samples `best_of` rows); a suspect result is decoded again at each next one in turn.
         A single temperature decodes each window once, at that temperature.
     word_boost: words or phrases the beam search is drawn toward (AssemblyAI's word_boost): they
-        lead the prompt, and a hypothesis is rewarded as it spells one (engine.fusion.WordBoost)
+        lead the prompt, and a hypothesis is rewarded as it spells one (engine.lm.fusion.WordBoost)
         with `boost_param`'s strength.
     """
 
@@ -75,7 +75,7 @@ class DecodeOptions:
         """This transcription's own beam scorers (search.WindowSearch's `scorers`)."""
         if not self.word_boost:
             return ()
-        from engine.fusion import word_boost
+        from engine.lm.fusion import word_boost
 
         return (word_boost(self.word_boost, tokenizer, self.boost_param),)
 

@@ -6,18 +6,18 @@ processes. The inference side only ever sees rows of tokens, logits and alignmen
 
 from __future__ import annotations
 
-from engine.alignment import fit_to_speech, word_timings
-from engine.audio import SAMPLE_RATE
-from engine.decode_options import DecodeOptions
-from engine.fallback import WindowDecode, is_silence
-from engine.encoder_width import encoder_width
-from engine.features import N_FRAMES, WINDOW_SAMPLES
-from engine.repeats import repeated_phrase
+from engine.decoding.alignment import fit_to_speech, word_timings
+from engine.audio.files import SAMPLE_RATE
+from engine.decoding.options import DecodeOptions
+from engine.decoding.fallback import WindowDecode, is_silence
+from engine.model.encoder_width import encoder_width
+from engine.audio.features import N_FRAMES, WINDOW_SAMPLES
+from engine.decoding.repeats import repeated_phrase
 from engine.result import Word
-from engine.logit_rules import SECONDS_PER_TIMESTAMP
-from engine.search import SearchConfig, SearchResult
-from engine.tokenizer import WhisperTokenizer
-from engine.speech_window import SpeechWindow
+from engine.decoding.rules import SECONDS_PER_TIMESTAMP
+from engine.decoding.search import SearchConfig, SearchResult
+from engine.text.tokenizer import WhisperTokenizer
+from engine.audio.speech_window import SpeechWindow
 
 MIN_REDO_SECONDS = 1.0  # an unfinished tail shorter than this is kept rather than decoded again
 # Speech the VAD found this long, starting this far after the model's last timestamp, was skipped.

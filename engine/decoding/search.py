@@ -8,7 +8,7 @@ torch.topk: 0.3 ms on 5 rows of 51,864 logits against argpartition's 3.6 ms, a f
 on long files (docs/DESIGN.md); decoders load torch anyway, through silero-vad.
 
 Whisper's rules (openai/whisper decoding.py, faster-whisper) are the logit rules of
-engine/logit_rules.py: suppressed tokens, blank suppression at the start, timestamp pairing and
+engine/decoding/rules.py: suppressed tokens, blank suppression at the start, timestamp pairing and
 monotonicity, a cap on the first timestamp, no timestamp past the window's audio, the timestamp-mass
 rule, plus a repetition guard. The config's scorers add to the ranking of beam candidates.
 """
@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from engine.encoder_width import shortens_windows
-from engine.logit_rules import (SECONDS_PER_TIMESTAMP, FirstToken, LogitRule, NoTimestampPastAudio, RepetitionGuard,
+from engine.model.encoder_width import shortens_windows
+from engine.decoding.rules import (SECONDS_PER_TIMESTAMP, FirstToken, LogitRule, NoTimestampPastAudio, RepetitionGuard,
                                 Scorer, SuppressTokens, TimestampMass, TimestampPairing, logsumexp, repeated_tail)
-from engine.tokenizer import WhisperTokenizer
+from engine.text.tokenizer import WhisperTokenizer
 
 if TYPE_CHECKING:
-    from engine.domain_terms import DomainTerms
+    from engine.lm.domain_terms import DomainTerms
 
 
 def _top_tokens(rows: np.ndarray, count: int) -> np.ndarray:
@@ -51,8 +51,8 @@ class SearchConfig:
     best_of: int = 5  # rows sampled per window at a fallback temperature
     scorers: tuple[Scorer, ...] = ()  # every window's bonuses on beam candidates' ranking (language model)
     domain_terms: "DomainTerms | None" = None  # the language model's rare terms: a window nearly spelling one is rechecked
-    # The runtime shortens windows (engine/encoder_width.py): a shortened window whose text says a phrase twice
-    # back to back is decoded again whole (engine/window.py).
+    # The runtime shortens windows (engine/model/encoder_width.py): a shortened window whose text says a phrase twice
+    # back to back is decoded again whole (engine/decoding/window.py).
     redo_repeats_whole: bool = False
 
     @classmethod

@@ -21,8 +21,8 @@ from silero_vad.utils_vad import get_speech_timestamps_from_probs  # noqa: E402
 
 torch.set_num_threads(_threads)
 
-from engine.audio import SAMPLE_RATE
-from engine.speech_window import SpeechWindow
+from engine.audio.files import SAMPLE_RATE
+from engine.audio.speech_window import SpeechWindow
 
 _MODEL_FILE = "silero_vad_16k_sequence.onnx"
 

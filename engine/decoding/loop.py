@@ -18,8 +18,8 @@ from typing import Union
 
 import numpy as np
 
-from engine.inference import InferenceRuntime
-from engine.window import WindowJob
+from engine.model.runtime import InferenceRuntime
+from engine.decoding.window import WindowJob
 
 Feed = list[Union[int, tuple[int, ...]]]  # a row's next token, or (a search's first step) its prompt tokens
 

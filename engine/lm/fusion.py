@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Sequence
 
-from engine.lm_text import normalize_words
-from engine.tokenizer import lower_text
+from engine.lm.text import normalize_words
+from engine.text.tokenizer import lower_text
 
 if TYPE_CHECKING:
-    from engine.domain_terms import DomainTerms
+    from engine.lm.domain_terms import DomainTerms
     from engine.settings import EngineSettings
-    from engine.tokenizer import WhisperTokenizer
+    from engine.text.tokenizer import WhisperTokenizer
 
 LN10 = math.log(10.0)
 
@@ -190,7 +190,7 @@ def language_model_terms(settings: "EngineSettings", tokenizer: "WhisperTokenize
     """The rare terms `lm build` wrote beside CUSTOM_LANG_MODEL_PATH, for the recheck; None without them."""
     if settings.language_model is None:
         return None
-    from engine.domain_terms import load_domain_terms
+    from engine.lm.domain_terms import load_domain_terms
 
     return load_domain_terms(settings.language_model, tokenizer)
 
@@ -199,7 +199,7 @@ def language_model_scorers(settings: "EngineSettings", tokenizer: "WhisperTokeni
     """The fusion scorer of CUSTOM_LANG_MODEL_PATH, loaded (memory-mapped) once per process; () without one."""
     if settings.language_model is None:
         return ()
-    from engine.lm_toolkit import load_language_model
+    from engine.lm.toolkit import load_language_model
 
     model = load_language_model(settings.language_model)
     return (LanguageModelFusion(model, tokenizer.token_texts, settings.lm_weight, settings.lm_word_bonus),)

@@ -1,0 +1,1 @@
+"""Custom language models: the toolkit that builds them, shallow fusion, word_boost and domain terms."""

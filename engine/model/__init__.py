@@ -1,0 +1,1 @@
+"""The network: weight reading and conversion, the Whisper net, the inference runtime and its step graphs."""

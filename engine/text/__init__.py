@@ -1,0 +1,1 @@
+"""Text out: the tokenizer, formatting of words, the response body and its exports."""
