@@ -9,7 +9,7 @@ and the alignment pass that yields word timings.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 from engine.audio.files import SAMPLE_RATE
 from engine.decoding.loop import Align, Feed, Instruction, apply_instruction, next_instruction
 from engine.decoding.options import DecodeOptions
+from engine.decoding.reduce import RowRules
 from engine.audio.features import log_mel_windows
 from engine.lm.fusion import language_model_scorers, language_model_terms
 from engine.model.runtime import InferenceRuntime
@@ -36,7 +37,8 @@ class _ActiveWindow:
     job: WindowJob
     handle: int
     sequences: list[int]
-    feed: Feed | None = field(default_factory=list)  # None once the window's search has ended
+    feed: Feed | None  # None once the window's search has ended
+    rules: RowRules | None  # what its next step is reduced with
 
 
 class Transcriber:
@@ -50,6 +52,7 @@ class Transcriber:
         scorers = language_model_scorers(settings, self.tokenizer) if settings else ()
         terms = language_model_terms(settings, self.tokenizer) if settings else None
         self.search_config = SearchConfig.for_model(self.tokenizer, model.config, beam_size, scorers, terms, device)
+        self.reducer = self.search_config.reducer(model.dims.n_vocab, device)
         self.vad = VoiceActivityDetector()
         self.n_mels = model.dims.n_mels
         self.windows_in_flight = windows_in_flight
@@ -114,22 +117,21 @@ class Transcriber:
         started = []
         for (file, _), job, handle in zip(batch, jobs, handles):
             sequences = self.runtime.open_sequences(handle, job.decode.search.rows)
-            started.append(_ActiveWindow(file, job, handle, sequences, job.decode.search.first_tokens()))
+            search = job.decode.search
+            started.append(_ActiveWindow(file, job, handle, sequences, search.first_tokens(), search.rules()))
         return started
 
     def _step(self, active: list[_ActiveWindow]) -> list[tuple[_ActiveWindow, Instruction]]:
         """One decoder step for every row in flight; returns the windows whose search ended."""
-        logits = self.runtime.step(
+        logits = self.runtime.step_logits(
             [s for w in active for s in w.sequences], [t for w in active for t in w.feed]
         )
+        reduced = self.reducer.reduce(logits, [w.rules for w in active])
         ended = []
-        row = 0
-        for window in active:
-            rows = logits[row : row + len(window.sequences)]
-            row += len(window.sequences)
+        for window, rows in zip(active, reduced):
             instruction = next_instruction(window.job, rows)
-            window.sequences, window.feed = apply_instruction(self.runtime, window.handle, window.sequences,
-                                                              instruction)
+            window.sequences, window.feed, window.rules = apply_instruction(self.runtime, window.handle,
+                                                                            window.sequences, instruction)
             if window.feed is None:
                 ended.append((window, instruction))
         return ended

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from drive import advance
 from engine.lm.domain_terms import DomainTerms, corpus_terms, load_domain_terms, terms_path, write_terms
 from engine.lm.text import corpus_sentences
 from engine.text.tokenizer import WhisperTokenizer
@@ -85,7 +86,7 @@ def _finish(search, vocab: int, tokens: list[int], eot: int) -> None:
     for token in [*tokens, eot]:
         row = np.zeros((search.rows, vocab), dtype=np.float32)
         row[:, token] = 50.0
-        search.advance(row)
+        advance(search, row)
     assert search.done
 
 

@@ -91,7 +91,7 @@ class DecoderWorker:
             self._plan(message)
         elif isinstance(message, m.Window):
             self._open(message, outgoing)
-        elif isinstance(message, m.Logits):
+        elif isinstance(message, m.Reduced):
             self._advance(message, outgoing)
         elif isinstance(message, m.Scores):
             self._words(message, outgoing)
@@ -127,10 +127,11 @@ class DecoderWorker:
         ref = message.pcm
         channel = replace(ref, shape=(ref.shape[1],), offset=ref.offset + message.channel * ref.shape[1] * 4)
         outgoing[message.inference].append(
-            m.Open(message.wid, self.index, channel, job.span, job.decode.search.first_tokens())
+            m.Open(message.wid, self.index, channel, job.span, job.decode.search.first_tokens(),
+                   job.decode.search.rules())
         )
 
-    def _advance(self, message: m.Logits, outgoing: dict[int, list]) -> None:
+    def _advance(self, message: m.Reduced, outgoing: dict[int, list]) -> None:
         live = self.windows.get(message.wid)
         if live is None:  # cancelled while the step was in flight
             return

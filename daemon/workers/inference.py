@@ -3,7 +3,9 @@
 Each round it takes in what the decoders sent (new windows, next tokens, restarts, alignment
 requests, releases), encodes new windows in one batch, runs the alignment passes, then advances
 every window that has its next tokens in ONE decoder step (continuous batching across jobs), and
-writes the logits into its shared-memory block for the decoders to read.
+reduces each row's logits where they were made (engine/decoding/reduce.py: Whisper's rules, the
+best candidates, the log-probabilities the decoders asked for) and writes only those, a few dozen
+floats a row, into its shared-memory block for the decoders to read.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from daemon.workers.lifeline import Heartbeat, ignore_stop_signals
 from daemon.malloc import release_free_memory
 from daemon.workers.shm import Attachments, BlockGone, OwnedBlock
 from engine.decoding.loop import Align, apply_instruction
+from engine.decoding.reduce import MAX_REQUESTED, RowRules, step_width
 from engine.audio.features import log_mel_windows
 from engine.model.runtime import InferenceRuntime
 from engine.model.store import load_stored_model
+from engine.text.tokenizer import WhisperTokenizer
 from engine.decoding.search import SearchConfig
 from engine.settings import EngineSettings
 
@@ -39,6 +43,7 @@ class _Window:
     frames: int  # encoder frames that hold audio
     sequences: list[int]
     feed: list[int] | None
+    rules: RowRules | None  # what its next step is reduced with
 
 
 class InferenceWorker:
@@ -55,14 +60,17 @@ class InferenceWorker:
         model = load_stored_model(settings.models_dir, settings.model, device, dtype)
         self.runtime = InferenceRuntime(model, device, int8=settings.compute_type == "int8",
                                         step_graphs=settings.cuda_graphs, bf16=settings.compute_type == "bfloat16")
-        self.vocab = model.dims.n_vocab
         self.n_mels = model.dims.n_mels
         self.max_rows = max(settings.beam_size, SearchConfig.best_of)
+        tokenizer = WhisperTokenizer(model.path / "tokenizer.json", model.dims.n_vocab)
+        search = SearchConfig.for_model(tokenizer, model.config, settings.beam_size, device=device)
+        self.reducer = search.reducer(model.dims.n_vocab, device)
+        self.row_bytes = step_width(search.candidates, MAX_REQUESTED) * 4  # a reduced row at its widest
         self.runtime.reserve(windows_in_flight, self.max_rows)
         self.heads = len(model.config["alignment_heads"])
         self.align_slot = self.heads * model.dims.n_text_ctx * model.dims.n_audio_ctx * 4
         name = f"{prefix}inf{index}_{os.getpid()}"
-        self.logits = OwnedBlock(name + "_logits", windows_in_flight * self.max_rows * self.vocab * 4)
+        self.steps = OwnedBlock(name + "_steps", windows_in_flight * self.max_rows * self.row_bytes)
         self.scores = OwnedBlock(name + "_align", windows_in_flight * self.align_slot)
         self.pcm = Attachments()
         self.windows: dict[int, _Window] = {}
@@ -92,7 +100,7 @@ class InferenceWorker:
 
     def close(self) -> None:
         self.pcm.close()
-        self.logits.close()
+        self.steps.close()
         self.scores.close()
 
     def _busy(self) -> bool:
@@ -120,8 +128,8 @@ class InferenceWorker:
             window = self.windows.get(message.wid)
             if window is None:
                 return
-            window.sequences, window.feed = apply_instruction(self.runtime, window.handle, window.sequences,
-                                                              message.instruction)
+            window.sequences, window.feed, window.rules = apply_instruction(self.runtime, window.handle,
+                                                                            window.sequences, message.instruction)
             if isinstance(message.instruction, Align):
                 self.aligning.append((message.wid, message.instruction.tokens))
         elif isinstance(message, m.Release):
@@ -163,7 +171,7 @@ class InferenceWorker:
         for o, handle in zip(batch, handles):
             sequences = self.runtime.open_sequences(handle, len(o.tokens))
             frames = min(self.runtime.dims.n_audio_ctx, o.span.samples // 320 + 1)
-            self.windows[o.wid] = _Window(o.decoder, handle, frames, sequences, o.tokens)
+            self.windows[o.wid] = _Window(o.decoder, handle, frames, sequences, o.tokens, o.rules)
 
     def _align(self, outgoing: dict[int, list]) -> None:
         if not self.aligning:
@@ -183,23 +191,21 @@ class InferenceWorker:
         if not ready:
             return
         try:
-            logits = self.runtime.step(
+            logits = self.runtime.step_logits(
                 [s for _, w in ready for s in w.sequences], [t for _, w in ready for t in w.feed]
             )
+            reduced = self.reducer.reduce(logits, [w.rules for _, w in ready])
         except Exception as error:
             log.exception("decoder step failed")
             for wid, window in ready:
                 outgoing[window.decoder].append(m.WindowError(wid, f"decoder step failed: {error}"))
                 self._release(wid)
             return
-        row = 0
-        for wid, window in ready:
-            count = len(window.sequences)
-            offset = window.handle * self.max_rows * self.vocab * 4
-            self.logits.array((count, self.vocab), "float32", offset)[:] = logits[row : row + count]
-            outgoing[window.decoder].append(m.Logits(wid, self.logits.ref((count, self.vocab), "float32", offset)))
+        for (wid, window), rows in zip(ready, reduced):
+            offset = window.handle * self.max_rows * self.row_bytes
+            self.steps.array(rows.shape, "float32", offset)[:] = rows
+            outgoing[window.decoder].append(m.Reduced(wid, self.steps.ref(rows.shape, "float32", offset)))
             window.feed = None
-            row += count
 
 
 def run_inference(index: int, device: str, settings: EngineSettings, windows_in_flight: int, threads: int,

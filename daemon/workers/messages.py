@@ -16,6 +16,7 @@ from engine.audio.speech_window import SpeechWindow
 
 if TYPE_CHECKING:  # the front imports these messages and must not import the engine's torch-side modules
     from engine.decoding.loop import Instruction
+    from engine.decoding.reduce import RowRules
 
 
 # front -> supervisor
@@ -86,6 +87,7 @@ class Open:
     pcm: ArrayRef  # one channel of the file
     span: SpeechWindow
     tokens: list[int]  # first token of every row
+    rules: "RowRules"  # what the first step is reduced with
 
 
 @dataclass(frozen=True)
@@ -111,9 +113,11 @@ class Batch:
 
 # inference -> decoder
 @dataclass(frozen=True)
-class Logits:
+class Reduced:
+    """A step's rows of one window, reduced to their best candidates (engine/decoding/reduce.py)."""
+
     wid: int
-    rows: ArrayRef  # float32 [rows, n_vocab]
+    rows: ArrayRef  # float32 [rows, reduce.step_width(K, requested)]
 
 
 @dataclass(frozen=True)

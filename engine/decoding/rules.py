@@ -1,31 +1,41 @@
-"""Whisper's decoding rules as small objects over a [rows, vocab] logits block (openai/whisper's LogitFilter).
+"""Whisper's decoding rules (openai/whisper's LogitFilter), each written once, in two halves that meet at three ints.
 
-Each mask rule sets what a row may not emit next to -inf, in place, given the hypotheses the rows
-belong to; WindowSearch applies them in order and then ranks what is left. A scorer is the other
-kind of hook: it leaves the model's probabilities alone and adds a bonus to a candidate's ranking
-score (a language model's shallow fusion, a boosted word), so confidences stay the model's own.
+A rule decides what a hypothesis may say next from its own tokens; applying it means setting
+columns of that row's logits to -inf. The tokens live in the decoder process, the logits where the
+network makes them (a card, or the CPU inference process), and a logits row is 207 KB (51,864
+float32) while what the rules make of a hypothesis's history fits in three column bounds. So:
+
+- decoder side, `row_bounds`: a row's history -> (below, ts_from, last), per hypothesis, in Python
+  (bookkeeping over a few rows, as openai/whisper and CTranslate2 keep it on the host);
+- device side, `mask_rows`: every row of a step masked by its bounds in a handful of batched tensor
+  operations, then the timestamp-mass test, which needs the whole row and so only runs there.
+
+The rows' masks compose as one: a column is masked when it is below `below`, a timestamp before
+`ts_from`, past `last`, or a suppressed token. Every rule of openai/whisper's ApplyTimestampRules,
+SuppressTokens and SuppressBlank (plus the repetition guard) is one such bound:
+
+| rule | bound |
+|---|---|
+| suppressed tokens (the model's list and the non-speech specials) | the static column mask |
+| no timestamp past the window's audio | last <= the audio's last timestamp |
+| first token: a timestamp, never blank nor text, at most max_initial_timestamp | below = timestamp_begin, last <= the cap |
+| a looping row may only end (repetition guard) | below = last = eot |
+| timestamps in pairs: after a closing one, only a timestamp or the end | below = eot |
+| after a pair, no timestamp | last = timestamp_begin - 1 |
+| timestamps never go back | ts_from = the last timestamp (+1 once its pair is closed) |
+| the timestamps' total probability beats every text token's: a timestamp | device, after the bounds |
+
+The first-token rule's SuppressBlank tokens (the model's suppress_ids_begin: the blank and eot) lie
+below timestamp_begin, so `below` covers them; SearchConfig checks that this holds for the model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-import numpy as np
+import torch
 
-NEG_INF = -np.inf
 SECONDS_PER_TIMESTAMP = 0.02
-
-
-class HasTokens(Protocol):
-    """What a rule reads of a live hypothesis (search.Hypothesis has it)."""
-
-    tokens: list[int]
-
-
-class LogitRule(Protocol):
-    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
-        """Mask, in place, what each row (live[i]'s next token) may not be."""
 
 
 class Scorer(Protocol):
@@ -45,13 +55,6 @@ class Scorer(Protocol):
         """For each of `tokens` continuing the hypothesis in `state`: its bonus (log domain) and next state."""
 
 
-def logsumexp(x: np.ndarray) -> np.ndarray:
-    peak = x.max(axis=-1)
-    safe = np.where(np.isfinite(peak), peak, 0.0)
-    with np.errstate(divide="ignore"):  # a fully suppressed range has log-mass -inf, correctly
-        return safe + np.log(np.exp(x - safe[..., None]).sum(axis=-1))
-
-
 def repeated_tail(text_tokens: list[int]) -> int:
     """Length of the tail that only repeats the n-gram before it, once it loops; 0 if it does not.
 
@@ -68,95 +71,51 @@ def repeated_tail(text_tokens: list[int]) -> int:
     return 0
 
 
-@dataclass(frozen=True)
-class SuppressTokens:
-    """Tokens never emitted: the model's suppress list and the non-speech specials."""
+def row_bounds(tokens: Sequence[int], eot: int, timestamp_begin: int, last_timestamp: int,
+               first_last_timestamp: int) -> tuple[int, int, int]:
+    """(below, ts_from, last): the columns a hypothesis with `tokens` may not take next are those below
+    `below`, the timestamps before `ts_from`, and those past `last` (the table in the module docstring).
 
-    tokens: tuple[int, ...]
-
-    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
-        logits[:, list(self.tokens)] = NEG_INF
-
-
-@dataclass(frozen=True)
-class NoTimestampPastAudio:
-    """No timestamp after the window's last sample (the encoder saw only padding there)."""
-
-    last_timestamp: int
-
-    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
-        logits[:, self.last_timestamp + 1 :] = NEG_INF
-
-
-@dataclass(frozen=True)
-class FirstToken:
-    """The first sampled token is a timestamp no later than max_initial_timestamp, never a blank."""
-
-    suppress_begin: tuple[int, ...]
-    timestamp_begin: int
-    max_initial_timestamp: float
-
-    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
-        last = self.timestamp_begin + int(round(self.max_initial_timestamp / SECONDS_PER_TIMESTAMP))
-        for row, hyp in enumerate(live):
-            if not hyp.tokens:
-                logits[row, list(self.suppress_begin)] = NEG_INF
-                logits[row, : self.timestamp_begin] = NEG_INF
-                logits[row, last + 1 :] = NEG_INF
-
-
-@dataclass(frozen=True)
-class RepetitionGuard:
-    """A row whose text has started to loop may only end."""
-
-    eot: int
-
-    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
-        for row, hyp in enumerate(live):
-            if hyp.tokens and repeated_tail([t for t in hyp.tokens if t < self.eot]):
-                eot_logit = logits[row, self.eot]
-                logits[row] = NEG_INF
-                logits[row, self.eot] = eot_logit
-
-
-@dataclass(frozen=True)
-class TimestampPairing:
-    """Timestamps come in pairs (a segment's end, the next one's start) and never go back."""
-
-    eot: int
-    timestamp_begin: int
-
-    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
-        tb = self.timestamp_begin
-        for row, hyp in enumerate(live):
-            seq = hyp.tokens
-            if not seq:
-                continue
-            last_ts = seq[-1] >= tb
-            penultimate_ts = len(seq) < 2 or seq[-2] >= tb
-            if last_ts:
-                if penultimate_ts:
-                    logits[row, tb:] = NEG_INF
-                else:
-                    logits[row, : self.eot] = NEG_INF
-            stamps = [t for t in seq if t >= tb]
-            if stamps:
-                floor = stamps[-1] if last_ts and not penultimate_ts else stamps[-1] + 1
-                logits[row, tb:floor] = NEG_INF
-
-
-@dataclass(frozen=True)
-class TimestampMass:
-    """A timestamp when the timestamps' total probability beats every text token's.
-
-    Both sides of the comparison carry the same normaliser, so it is made on logits, no softmax.
+    `last_timestamp`: the window's audio ends there; `first_last_timestamp`: the first token's cap.
     """
+    tb = timestamp_begin
+    if not tokens:
+        return tb, tb, min(last_timestamp, first_last_timestamp)
+    if repeated_tail([t for t in tokens if t < eot]):
+        return eot, tb, eot
+    below, ts_from, last = 0, tb, last_timestamp
+    last_ts = tokens[-1] >= tb
+    penultimate_ts = len(tokens) < 2 or tokens[-2] >= tb
+    if last_ts:
+        if penultimate_ts:
+            last = tb - 1
+        else:
+            below = eot
+    stamp = next((t for t in reversed(tokens) if t >= tb), None)
+    if stamp is not None:
+        ts_from = stamp if last_ts and not penultimate_ts else stamp + 1
+    return below, ts_from, last
 
-    timestamp_begin: int
 
-    def apply(self, logits: np.ndarray, live: Sequence[HasTokens]) -> None:
-        tb = self.timestamp_begin
-        mass = logsumexp(logits[:, tb:])
-        best_text = logits[:, :tb].max(axis=-1)
-        for row in np.nonzero(mass > best_text)[0]:
-            logits[row, :tb] = NEG_INF
+class RowMasks:
+    """The device half: every row of a step masked by its bounds, then the timestamp-mass rule."""
+
+    def __init__(self, suppress: Sequence[int], timestamp_begin: int, n_vocab: int, device: torch.device) -> None:
+        self._tb = timestamp_begin
+        self._columns = torch.arange(n_vocab, device=device)
+        self._suppressed = torch.zeros(n_vocab, dtype=torch.bool, device=device)
+        self._suppressed[list(suppress)] = True
+
+    def apply(self, logits: torch.Tensor, bounds: torch.Tensor) -> None:
+        """Mask float32 logits [rows, vocab] in place; bounds: int64 [rows, 3] from row_bounds."""
+        columns, tb = self._columns, self._tb
+        masked = columns < bounds[:, 0:1]
+        masked |= columns > bounds[:, 2:3]
+        masked[:, tb:] |= columns[tb:] < bounds[:, 1:2]
+        masked |= self._suppressed
+        logits.masked_fill_(masked, float("-inf"))
+        # A timestamp when the timestamps' total probability beats every text token's. Both sides carry
+        # the same normaliser, so it is compared on logits, with no softmax.
+        mass = torch.logsumexp(logits[:, tb:], dim=-1)
+        best_text = logits[:, :tb].max(dim=-1).values
+        logits[:, :tb].masked_fill_((mass > best_text)[:, None], float("-inf"))

@@ -1,16 +1,18 @@
-"""Decoder-side search for one 30 s window: handed logits rows, it chooses the next tokens.
+"""Decoder-side search for one 30 s window: handed each row's best candidates, it chooses the next tokens.
 
-It never touches the network. Each call to `advance` receives one logits row per live hypothesis
-and answers with the tokens to feed next and, for beam search, the parent row each new row
-continues from (the inference side reorders its caches accordingly). This is the seam between the
-inference process and the decoder processes. It is numpy except for the beam's top-k, which takes
-torch.topk: 0.3 ms on 5 rows of 51,864 logits against argpartition's 3.6 ms, a fifth of the search
-on long files (docs/DESIGN.md); decoders load torch anyway, through silero-vad.
+It never touches the network, nor a whole logits row. Each call to `advance` receives one reduced
+row per live hypothesis (engine/decoding/reduce.py: the K best tokens under Whisper's rules with
+their log-probabilities, the log-probabilities of tokens it asked for by id, the no-speech
+probability) and answers with the tokens to feed next and, for beam search, the parent row each new
+row continues from (the inference side reorders its caches accordingly). `rules` then says what
+the inference side must know of each row to reduce the next step: the rules' column bounds
+(engine/decoding/rules.py), the sampling keys, the tokens the scorers propose. This is the seam
+between the inference process and the decoder processes.
 
-Whisper's rules (openai/whisper decoding.py, faster-whisper) are the logit rules of
-engine/decoding/rules.py: suppressed tokens, blank suppression at the start, timestamp pairing and
-monotonicity, a cap on the first timestamp, no timestamp past the window's audio, the timestamp-mass
-rule, plus a repetition guard. The config's scorers add to the ranking of beam candidates.
+Whisper's rules (openai/whisper decoding.py, faster-whisper) are engine/decoding/rules.py's:
+suppressed tokens, blank suppression at the start, timestamp pairing and monotonicity, a cap on the
+first timestamp, no timestamp past the window's audio, the timestamp-mass rule, plus a repetition
+guard. The config's scorers add to the ranking of beam candidates.
 """
 
 from __future__ import annotations
@@ -21,18 +23,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from engine.decoding.reduce import HEAD, MAX_REQUESTED, NO_SPEECH, RAW_SHIFT, RowRules, StepReducer, sampling_key
+from engine.decoding.rules import SECONDS_PER_TIMESTAMP, Scorer, repeated_tail, row_bounds
 from engine.model.encoder_width import shortens_windows
-from engine.decoding.rules import (SECONDS_PER_TIMESTAMP, FirstToken, LogitRule, NoTimestampPastAudio, RepetitionGuard,
-                                Scorer, SuppressTokens, TimestampMass, TimestampPairing, logsumexp, repeated_tail)
 from engine.text.tokenizer import WhisperTokenizer
 
 if TYPE_CHECKING:
     from engine.lm.domain_terms import DomainTerms
-
-
-def _top_tokens(rows: np.ndarray, count: int) -> np.ndarray:
-    """The `count` highest logits' token ids of each row, in no particular order."""
-    return torch.topk(torch.from_numpy(rows), count, dim=-1, sorted=False).indices.numpy()
 
 
 @dataclass(frozen=True)
@@ -61,6 +58,8 @@ class SearchConfig:
                   device: str = "cpu") -> "SearchConfig":
         """`device`: where the windows are encoded (its runtime may shorten them)."""
         suppress = sorted(set(model_config["suppress_ids"]) | set(tokenizer.non_speech_specials))
+        if max(model_config["suppress_ids_begin"]) >= tokenizer.timestamp_begin:
+            raise ValueError("the first token's suppressed tokens must be text or specials (rules.row_bounds)")
         return cls(
             redo_repeats_whole=shortens_windows(device),
             scorers=scorers,
@@ -74,6 +73,17 @@ class SearchConfig:
             suppress_begin=tuple(model_config["suppress_ids_begin"]),
             max_tokens=model_config["dims"]["n_text_ctx"] // 2,
         )
+
+    @property
+    def candidates(self) -> int:
+        """Candidates a reduced row carries: beam + 1 is all a plain beam can keep (openai/whisper's top-k);
+        twice the beam leaves a language model or a boosted word room to rerank."""
+        return 2 * self.beam_size
+
+    def reducer(self, n_vocab: int, device: torch.device | str) -> StepReducer:
+        """The inference side's half of this search's steps, on `device`."""
+        return StepReducer(self.suppress, self.eot, self.no_speech, self.timestamp_begin, self.candidates, n_vocab,
+                           device)
 
 
 @dataclass
@@ -126,19 +136,15 @@ class WindowSearch:
         self._prompt = prompt
         self.rows = config.beam_size if temperature == 0 else config.best_of
         self._sot_fed = 0
-        last_timestamp = config.timestamp_begin + int(round(min(audio_seconds, 30.0) / SECONDS_PER_TIMESTAMP))
-        self.rules: tuple[LogitRule, ...] = (
-            SuppressTokens(config.suppress),
-            NoTimestampPastAudio(last_timestamp),
-            FirstToken(config.suppress_begin, config.timestamp_begin, config.max_initial_timestamp),
-            RepetitionGuard(config.eot),
-            TimestampPairing(config.eot, config.timestamp_begin),
-            TimestampMass(config.timestamp_begin),
-        )
+        self._seed = seed
+        self._steps = 0
+        tb = config.timestamp_begin
+        self._last_timestamp = tb + int(round(min(audio_seconds, 30.0) / SECONDS_PER_TIMESTAMP))
+        self._first_last_timestamp = tb + int(round(config.max_initial_timestamp / SECONDS_PER_TIMESTAMP))
+        self._requested: list[tuple[int, ...]] = []  # per live row: the scorers' proposals asked for this step
         start = Hypothesis(states=tuple(s.initial() for s in self.scorers))
         self._live = [start] if temperature == 0 else [Hypothesis() for _ in range(self.rows)]
         self._finished: list[Hypothesis] = []
-        self._rng = np.random.default_rng(seed)
         self.no_speech_prob = 0.0
         self.done = False
 
@@ -151,37 +157,43 @@ class WindowSearch:
         first = self.cfg.sot_sequence[0]
         return [(*self._prompt, first) if self._prompt else first] * self.rows
 
-    def _filter(self, logits: np.ndarray) -> np.ndarray:
-        """Apply the rules in place to a [rows, vocab] matrix, one row per live hypothesis."""
-        for rule in self.rules:
-            rule.apply(logits, self._live)
-        return logits
+    def rules(self) -> RowRules:
+        """What the inference side must know to reduce the next step of the rows just fed (first_tokens'
+        or advance's): each row's rule bounds and sampling key, and the scorers' proposals."""
+        cfg = self.cfg
+        bounds = [row_bounds(h.tokens, cfg.eot, cfg.timestamp_begin, self._last_timestamp, self._first_last_timestamp)
+                  for h in self._live]
+        self._requested = [self._proposals(h) for h in self._live] if self.scorers else []
+        padding = self.rows - len(bounds)  # a beam's rows past its live hypotheses copy row 0
+        return RowRules(
+            bounds=np.asarray(bounds + bounds[:1] * padding, dtype=np.int64),
+            temperature=self.temperature,
+            keys=tuple(sampling_key(self._seed, self._steps, row) for row in range(self.rows))
+            if self.temperature > 0 else (),
+            requested=tuple(self._requested),
+        )
 
-    def advance(self, logits: np.ndarray) -> tuple[list[int], list[int]]:
-        """Consume one logits row per row; return the next tokens and the parent row of each.
+    def _proposals(self, hyp: Hypothesis) -> tuple[int, ...]:
+        proposed: dict[int, None] = {}
+        for scorer, state in zip(self.scorers, hyp.states):
+            proposed.update(dict.fromkeys(scorer.proposals(state)))
+        return tuple(proposed)[:MAX_REQUESTED]
+
+    def advance(self, step: np.ndarray) -> tuple[list[int], list[int]]:
+        """Consume one reduced row per row (reduce.StepReducer); return the next tokens and the parent row of each.
 
         The rows that follow are exactly the returned ones: fewer rows than before means the
         others ended, and a parent that is not the row's own index means its cache is copied.
-        `logits` is used as scratch space (the rules are applied in place): no copy per step.
         """
+        self._steps += 1
         if self._sot_fed < len(self.cfg.sot_sequence):
             if self._sot_fed == 0:
-                row = logits[0]
-                self.no_speech_prob = float(np.exp(row[self.cfg.no_speech] - logsumexp(row)))
+                self.no_speech_prob = float(np.exp(step[0, NO_SPEECH]))
             self._sot_fed += 1
             if self._sot_fed < len(self.cfg.sot_sequence):
                 return [self.cfg.sot_sequence[self._sot_fed]] * self.rows, list(range(self.rows))
-        block = logits[: len(self._live)]
-        if block.dtype != np.float32:
-            block = block.astype(np.float32)
-        raw_norm = logsumexp(block)  # before the rules: confidences are the model's own
-        filtered = self._filter(block)
-        norm = logsumexp(filtered)
-        # A chosen token is never one the rules set to -inf, so its raw logit is still in place.
-        if self.temperature == 0:
-            kept = self._beam_step(filtered, norm, raw_norm)
-        else:
-            kept = self._sample_step(filtered, norm, raw_norm)
+        block = step[: len(self._live)]
+        kept = self._beam_step(block) if self.temperature == 0 else self._sample_step(block)
         self._live = [hyp for _, hyp in kept]
         longest = max((len(h.tokens) for h in self._live), default=0)
         enough = self.temperature == 0 and len(self._finished) >= self.cfg.beam_size
@@ -196,25 +208,30 @@ class WindowSearch:
         self.rows = len(parents)
         return tokens, parents
 
-    def _beam_step(self, filtered: np.ndarray, norm: np.ndarray, raw_norm: np.ndarray) -> list[tuple[int, Hypothesis]]:
-        width = self.cfg.beam_size + 1
-        top = _top_tokens(filtered, width)
-        candidates: list[tuple[float, int, int, float, tuple]] = []
+    def _beam_step(self, block: np.ndarray) -> list[tuple[int, Hypothesis]]:
+        k = self.cfg.candidates
+        ids = block[:, HEAD : HEAD + k].astype(np.int64)
+        candidates: list[tuple[float, int, int, float, tuple, float]] = []
         for row, hyp in enumerate(self._live):
-            tokens = top[row].tolist()
-            for scorer, state in zip(self.scorers, hyp.states):
-                tokens += [t for t in scorer.proposals(state) if t not in tokens]
+            tokens = ids[row].tolist()
+            logprobs = block[row, HEAD + k : HEAD + 2 * k].tolist()
+            if self._requested:
+                top = set(tokens)
+                extra = [(t, lp) for t, lp in zip(self._requested[row], block[row, HEAD + 2 * k :].tolist())
+                         if t not in top]
+                tokens += [t for t, _ in extra]
+                logprobs += [lp for _, lp in extra]
             bonus, states = self._score(hyp, tokens)
-            for i, token in enumerate(tokens):
-                logit = float(filtered[row, token])
-                if np.isfinite(logit):
-                    extra = bonus[i] if bonus else 0.0
+            shift = float(block[row, RAW_SHIFT])
+            for i, (token, logprob) in enumerate(zip(tokens, logprobs)):
+                if logprob != float("-inf"):
+                    extra_bonus = bonus[i] if bonus else 0.0
                     after = tuple(s[i] for s in states)
-                    candidates.append((hyp.score + logit - float(norm[row]), row, token, extra, after))
+                    candidates.append((hyp.score + logprob, row, token, extra_bonus, after, logprob + shift))
         candidates.sort(key=lambda c: -(c[0] + self._live[c[1]].bonus + c[3]))
         kept: list[tuple[int, Hypothesis]] = []
-        for score, row, token, extra, after in candidates:
-            hyp = self._live[row].extended(token, float(filtered[row, token] - raw_norm[row]), score, extra, after)
+        for score, row, token, extra_bonus, after, raw in candidates:
+            hyp = self._live[row].extended(token, raw, score, extra_bonus, after)
             if token == self.cfg.eot:
                 if len(self._finished) < self.cfg.beam_size:
                     self._finished.append(hyp)
@@ -236,14 +253,13 @@ class WindowSearch:
             states.append(after)
         return total, states
 
-    def _sample_step(self, filtered: np.ndarray, norm: np.ndarray, raw_norm: np.ndarray) -> list[tuple[int, Hypothesis]]:
-        """Sample each row from softmax(logits / T) with the Gumbel-max trick."""
-        gumbel = -np.log(-np.log(self._rng.uniform(1e-12, 1.0, size=filtered.shape)))
-        choices = np.argmax(filtered / self.temperature + gumbel, axis=-1)
+    def _sample_step(self, block: np.ndarray) -> list[tuple[int, Hypothesis]]:
+        """Each row's draw from softmax(logits / T), made on the inference side (reduce.StepReducer)."""
+        k = self.cfg.candidates
         kept: list[tuple[int, Hypothesis]] = []
-        for row, (hyp, token) in enumerate(zip(self._live, choices.tolist())):
-            logit = float(filtered[row, token])
-            extended = hyp.extended(token, logit - float(raw_norm[row]), hyp.score + logit - float(norm[row]))
+        for row, hyp in enumerate(self._live):
+            token, logprob = int(block[row, HEAD]), float(block[row, HEAD + k])
+            extended = hyp.extended(token, logprob + float(block[row, RAW_SHIFT]), hyp.score + logprob)
             if token == self.cfg.eot:
                 self._finished.append(extended)
             else:

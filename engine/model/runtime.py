@@ -284,25 +284,30 @@ class InferenceRuntime:
         return attn.transpose(1, 2)
 
     def step(self, sequences: Sequence[int], tokens: Sequence[int | Sequence[int]]) -> np.ndarray:
-        """Feed each row its next token, or several at once; returns float32 logits [rows, n_vocab].
+        """step_logits copied to the host: the tests compare whole rows this way."""
+        return self.step_logits(sequences, tokens).cpu().numpy()
+
+    def step_logits(self, sequences: Sequence[int], tokens: Sequence[int | Sequence[int]]) -> torch.Tensor:
+        """Feed each row its next token, or several at once; returns float32 logits [rows, n_vocab], on the device.
 
         A row given several tokens (a search's prompt) is prefilled: all of them go through the
         network in this one step, and its logits are those after the last. Rows are batched by
-        how many tokens they take, so every row of an ordinary step shares one pass.
+        how many tokens they take, so every row of an ordinary step shares one pass. The logits stay
+        where they were made: serving reduces them there (engine/decoding/reduce.py).
         """
         seqs = np.asarray(sequences, dtype=np.int64)
         feeds = [tuple(t) if isinstance(t, (tuple, list)) else (t,) for t in tokens]
         counts = np.array([len(f) for f in feeds])
         if (counts == counts[0]).all():
             return self._forward(seqs, feeds)
-        logits = np.empty((len(feeds), self.dims.n_vocab), dtype=np.float32)
+        logits = torch.empty((len(feeds), self.dims.n_vocab), dtype=torch.float32, device=self.device)
         for count in np.unique(counts):
             rows = np.nonzero(counts == count)[0]
-            logits[rows] = self._forward(seqs[rows], [feeds[row] for row in rows])
+            logits[torch.as_tensor(rows, device=self.device)] = self._forward(seqs[rows], [feeds[row] for row in rows])
         return logits
 
     @torch.inference_mode()
-    def _forward(self, seqs: np.ndarray, feeds: list[tuple[int, ...]]) -> np.ndarray:
+    def _forward(self, seqs: np.ndarray, feeds: list[tuple[int, ...]]) -> torch.Tensor:
         """Feed rows the same number of tokens each; logits after each row's last token."""
         count = len(feeds[0])
         start = self._length[seqs]
@@ -315,7 +320,7 @@ class InferenceRuntime:
         if count == 1 and self._step_graphs is not None and (self._audio_frames[windows] == self.dims.n_audio_ctx).all():
             logits = self._step_graphs.step(self._graph_caches(), np.asarray(feeds)[:, 0], start, seqs, windows)
             self._length[seqs] += 1
-            return logits.cpu().numpy()
+            return logits
         dev = self.device
         slot = torch.as_tensor(seqs, device=dev)
         pos = torch.as_tensor(start, device=dev)[:, None] + torch.arange(count, device=dev)  # [rows, count]
@@ -335,7 +340,7 @@ class InferenceRuntime:
             x = self.net.cross_out(x, attn, layer)
             x = self.net.ffn(x, layer)
         self._length[seqs] += count
-        return self.net.logits(x[:, -1]).float().cpu().numpy()
+        return self.net.logits(x[:, -1]).float()
 
     def reorder(self, sequences: Sequence[int], sources: Sequence[int]) -> None:
         """Make row sequences[i] a copy of row sources[i] (beam search keeping its best parents).
