@@ -114,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     from bench.domain_lm import add_arguments
 
     add_arguments(domain)
+    steps = sub.add_parser("steps", help="bytes per row per step to the decoders, and decoder CPU per token over "
+                                         "HTTP against a baseline checkout, same load")
+    _common(steps)
+    steps.add_argument("--baseline", type=Path, required=True,
+                       help="a checkout of the commit to compare with (git worktree add PATH COMMIT)")
+    steps.add_argument("--limit", type=int, default=60, help="first N clips of dev.tsv")
+    steps.add_argument("--concurrency", type=int, default=4, help="clients")
+    steps.add_argument("--rounds", type=int, default=2, help="baseline, this, alternating, this many times")
     idle = sub.add_parser("idle", help="the idle daemon: startup to /health 200, RSS and PSS per process")
     idle.add_argument("--model", default="tiny.en")
     idle.add_argument("--runs", type=int, default=3)
@@ -225,7 +233,7 @@ def accuracy(args: argparse.Namespace) -> None:
 # Commands whose module is named after them (- as _) and holds a function of the same name; imported only
 # when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
 _MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu", "encoder-width",
-                    "domain-lm", "repeats")
+                    "domain-lm", "repeats", "steps")
 
 
 def main() -> None:

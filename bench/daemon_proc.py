@@ -160,8 +160,10 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(**env: str) -> Iterator[Daemon]:
+def running_daemon(source: Path = REPO_ROOT, **env: str) -> Iterator[Daemon]:
     """Start the daemon on a free loopback port with `env` on top of ours; wait for /health 200.
+
+    `source`: the checkout whose code it runs (another commit's worktree, for a baseline in the same run).
 
     The log goes to a temp file kept after exit (its path is printed) for post-mortems.
     """
@@ -172,7 +174,7 @@ def running_daemon(**env: str) -> Iterator[Daemon]:
     log_path = Path(tempfile.gettempdir()) / f"bench-daemon-{port}.log"
     started = time.monotonic()
     with open(log_path, "w") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "daemon.cli", "serve"], cwd=REPO_ROOT,
+        process = subprocess.Popen([sys.executable, "-m", "daemon.cli", "serve"], cwd=source,
                                    env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
     daemon = Daemon(process, port, log_path)
     print(f"daemon pid {process.pid}, log {log_path}", flush=True)

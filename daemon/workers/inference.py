@@ -17,6 +17,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 
+import numpy as np
 import torch
 
 from daemon import logs
@@ -27,6 +28,7 @@ from daemon.workers.shm import Attachments, BlockGone, OwnedBlock
 from engine.decoding.loop import Align, apply_instruction
 from engine.decoding.reduce import MAX_REQUESTED, RowRules, step_width
 from engine.audio.features import log_mel_windows
+from engine.audio.files import SAMPLE_RATE
 from engine.model.runtime import InferenceRuntime
 from engine.model.store import load_stored_model
 from engine.text.tokenizer import WhisperTokenizer
@@ -76,6 +78,34 @@ class InferenceWorker:
         self.windows: dict[int, _Window] = {}
         self.opening: deque[m.Open] = deque()
         self.aligning: list[tuple[int, list[int]]] = []
+        self._warm_up(search)
+
+    def _warm_up(self, search: SearchConfig) -> None:
+        """Pay each first-time cost of serving before the probe is answered (before /health says 200).
+
+        The first encode, step, reduction and alignment of a process pay for kernel selection, weight
+        packing and page faults; a request that met them paid them, so the first requests after a
+        start were slower than later ones. Two windows of faint noise (one shortened, one whole) go
+        through every kind of call serving makes: encode, a beam's steps and a sampled row's, the
+        reduction, the alignment pass; then every row and window is released.
+        """
+        rng = np.random.default_rng(0)
+        audio = [rng.normal(0, 1e-3, seconds * SAMPLE_RATE).astype(np.float32) for seconds in (4, 30)]
+        handles = self.runtime.encode(log_mel_windows(audio, self.n_mels), [len(a) for a in audio])
+        first = search.sot_sequence[0]
+        for temperature in (0.0, 0.5):
+            rules = [RowRules(np.tile([[0, search.timestamp_begin, search.timestamp_begin + 1500]],
+                                      (self.max_rows, 1)).astype(np.int64), temperature,
+                              tuple(range(self.max_rows)) if temperature else ())] * len(handles)
+            rows = [self.runtime.open_sequences(h, self.max_rows) for h in handles]
+            for _ in range(3):
+                self.reducer.reduce(self.runtime.step_logits([s for r in rows for s in r],
+                                                             [first] * (len(handles) * self.max_rows)), rules)
+            for r in rows:
+                self.runtime.close_sequences(r)
+        self.runtime.alignment_scores([(h, [*search.sot_sequence, first, search.eot]) for h in handles])
+        for h in handles:
+            self.runtime.release_window(h)
 
     def run(self) -> None:
         parent = os.getppid()
