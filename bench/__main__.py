@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     gpu.add_argument("--cuda-graphs", choices=["auto", "0", "1"], default="auto",
                      help="the daemon's ASYNC_ENGINE_CUDA_GRAPHS, auto (on for cards) as shipped "
                           "(the in-process comparison runs both ways)")
+    gpu.add_argument("--throughput-models", type=lambda text: [m for m in text.split(",") if m],
+                     default=["tiny.en", "base"], help="models of the long-file throughput run ('' skips it)")
+    gpu.add_argument("--files", type=int, default=32, help="long files at once in the throughput run")
+    gpu.add_argument("--file-minutes", type=float, default=10.0, help="length of the throughput run's file")
     gpu.add_argument("--results", type=Path, default=RESULTS, help="markdown file the dated section is appended to")
     prof = sub.add_parser("profile", help="py-spy on every process of the daemon under K clients: where time goes")
     _common(prof)

@@ -93,7 +93,7 @@ def steps(args: argparse.Namespace) -> None:
             ms = 1000 * run["decoder"] / run["tokens"]
             per_token.setdefault(name, []).append(ms)
             rows.append(f"| {name} | {i} | {run['wall']:.1f} | {run['decoder']:.2f} | {ms:.3f} | "
-                        f"{run['inference']:.2f} | {100 * score(references, run['texts']).wer:.2f} |")
+                        f"{run['inference']:.2f} | {100 * score(references, run['texts']).overall.wer:.2f} |")
     ratios = [b / t for b, t in zip(per_token["baseline"], per_token["this"])]
     notes = [f"eval: {args.eval_dir} ({len(clips)} dev clips), K={args.concurrency} clients, /transcribe/url; "
              f"daemons alternate, {args.rounds} rounds, one warm-up of 8 clips each",

@@ -96,7 +96,7 @@ def _batched_filter(cfg: SearchConfig, logits: np.ndarray, live: list[_Hyp], aud
     tb = cfg.timestamp_begin
     last = tb + int(round(min(audio_seconds, 30.0) / 0.02))
     first = tb + int(round(cfg.max_initial_timestamp / 0.02))
-    bounds = torch.tensor([row_bounds(h.tokens, cfg.eot, tb, last, first) for h in live], dtype=torch.int64)
+    bounds = np.array([row_bounds(h.tokens, cfg.eot, tb, last, first) for h in live], dtype=np.int64)
     out = torch.from_numpy(logits.copy())
     RowMasks(cfg.suppress, tb, logits.shape[1], torch.device("cpu")).apply(out, bounds)
     return out.numpy()

@@ -37,7 +37,8 @@ RAW_SHIFT, NO_SPEECH = 0, 1
 MAX_REQUESTED = 128  # log-probs a row may ask for by id (word_boost proposals); more are dropped, last first
 _HASH = 0x45D9F3B
 _MASK32 = 0xFFFFFFFF
-_GOLDEN = 0x9E3779B1  # spreads the columns of one row over the hash's 32-bit input
+_GOLDEN = 0x9E3779B1
+_FAINT = 1e-30  # spreads the columns of one row over the hash's 32-bit input
 
 
 def step_width(candidates: int, requested: int = 0) -> int:
@@ -83,12 +84,20 @@ class StepReducer:
     def reduce(self, logits: torch.Tensor, rules: Sequence[RowRules]) -> list[np.ndarray]:
         """float32 logits [rows, vocab] of a step (used as scratch) -> one float32 array per window,
         [its rows, step_width(K, its widest request)], in the order of `rules`."""
-        dev, k = self.device, self.candidates
-        bounds = torch.as_tensor(np.concatenate([r.bounds for r in rules]), device=dev)
-        raw_norm = torch.logsumexp(logits, dim=-1)
+        k = self.candidates
+        bounds = np.concatenate([r.bounds for r in rules])
+        # One exp for both norms: the row's softmax numerators against its raw maximum, summed before the
+        # rules and, zeroed where they mask, after (two torch.logsumexp calls cost twice the passes).
+        peak = logits.amax(dim=-1, keepdim=True)
+        scaled = torch.exp(logits - peak)
+        raw_norm = peak[:, 0] + torch.log(scaled.sum(dim=-1))
         no_speech = logits[:, self._no_speech] - raw_norm
-        self._masks.apply(logits, bounds)
-        norm = torch.logsumexp(logits, dim=-1)
+        self._masks.apply(logits, bounds, scaled)
+        kept = scaled.sum(dim=-1)
+        norm = peak[:, 0] + torch.log(kept)
+        faint = torch.nonzero(kept < _FAINT)[:, 0]  # all it allows is ~70 nats below what it masks: exactly, then
+        if len(faint):
+            norm[faint] = torch.logsumexp(logits.index_select(0, faint), dim=-1)
         values, ids = torch.topk(logits, k, dim=-1, sorted=True)
         self._sample(logits, rules, values, ids)
         parts = [(norm - raw_norm)[:, None], no_speech[:, None], ids.float(), values - norm[:, None]]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+import numpy as np
 import torch
 
 SECONDS_PER_TIMESTAMP = 0.02
@@ -98,24 +99,45 @@ def row_bounds(tokens: Sequence[int], eot: int, timestamp_begin: int, last_times
 
 
 class RowMasks:
-    """The device half: every row of a step masked by its bounds, then the timestamp-mass rule."""
+    """The device half: every row of a step masked by its bounds, then the timestamp-mass rule.
+
+    Only what a step can mask is touched: the suppressed columns of every row, the timestamp
+    columns of every row (1,501 of 51,864), and the text columns only of the rows whose bounds reach
+    below timestamp_begin (a first token, a closing timestamp, a loop: a few rows a step). Built as
+    whole [rows, vocab] masks, the same rules took a third of the reduction's time on the CPU.
+    """
 
     def __init__(self, suppress: Sequence[int], timestamp_begin: int, n_vocab: int, device: torch.device) -> None:
         self._tb = timestamp_begin
-        self._columns = torch.arange(n_vocab, device=device)
-        self._suppressed = torch.zeros(n_vocab, dtype=torch.bool, device=device)
-        self._suppressed[list(suppress)] = True
+        self._device = device
+        self._suppress = torch.as_tensor(sorted(suppress), device=device, dtype=torch.int64)
+        self._text_columns = torch.arange(timestamp_begin, device=device)
+        self._timestamp_columns = torch.arange(timestamp_begin, n_vocab, device=device)
 
-    def apply(self, logits: torch.Tensor, bounds: torch.Tensor) -> None:
-        """Mask float32 logits [rows, vocab] in place; bounds: int64 [rows, 3] from row_bounds."""
-        columns, tb = self._columns, self._tb
-        masked = columns < bounds[:, 0:1]
-        masked |= columns > bounds[:, 2:3]
-        masked[:, tb:] |= columns[tb:] < bounds[:, 1:2]
-        masked |= self._suppressed
-        logits.masked_fill_(masked, float("-inf"))
+    def apply(self, logits: torch.Tensor, bounds: np.ndarray, scaled: torch.Tensor | None = None) -> None:
+        """Mask float32 logits [rows, vocab] in place; bounds: int64 [rows, 3] from row_bounds, on the host.
+
+        `scaled`, when given, is exp(logits - a per-row constant) (the reduction's softmax numerators):
+        whatever is masked in `logits` is zeroed there too, so its sums stay those of the masked row.
+        """
+        tb, dev, inf = self._tb, self._device, float("-inf")
+        pairs = [(logits, inf)] + ([(scaled, 0.0)] if scaled is not None else [])
+        for tensor, fill in pairs:
+            tensor.index_fill_(1, self._suppress, fill)
+        on_device = torch.as_tensor(bounds, device=dev)
+        outside = (self._timestamp_columns < on_device[:, 1:2]) | (self._timestamp_columns > on_device[:, 2:3])
+        for tensor, fill in pairs:
+            tensor[:, tb:].masked_fill_(outside, fill)
+        reaching = np.flatnonzero((bounds[:, 0] > 0) | (bounds[:, 2] < tb - 1))
+        if reaching.size:
+            rows = torch.as_tensor(reaching, device=dev)
+            limits = on_device.index_select(0, rows)
+            below = (self._text_columns < limits[:, 0:1]) | (self._text_columns > limits[:, 2:3])
+            for tensor, fill in pairs:
+                block = tensor[:, :tb].index_select(0, rows)
+                tensor[:, :tb].index_copy_(0, rows, block.masked_fill_(below, fill))
         # A timestamp when the timestamps' total probability beats every text token's. Both sides carry
         # the same normaliser, so it is compared on logits, with no softmax.
-        mass = torch.logsumexp(logits[:, tb:], dim=-1)
-        best_text = logits[:, :tb].max(dim=-1).values
-        logits[:, :tb].masked_fill_((mass > best_text)[:, None], float("-inf"))
+        fired = torch.nonzero(torch.logsumexp(logits[:, tb:], dim=-1) > logits[:, :tb].amax(dim=-1))[:, 0]
+        for tensor, fill in pairs:
+            tensor[:, :tb].index_fill_(0, fired, fill)
