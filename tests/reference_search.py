@@ -1,23 +1,18 @@
 """The oracle: the search as it was before the steps were reduced where the logits are made, driven by whole
-logits rows (207 KB each) and reference_rules' numpy rules. test_reduce.py decodes real speech with it and
-with engine/decoding/search.py fed only candidates, and expects the same tokens."""
+logits rows (207 KB each) and reference_rules' numpy rules. Everything but the step itself is the engine's.
+test_reduce.py decodes real speech with it and with engine/decoding/search.py fed only candidates, and
+expects the same tokens."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from engine.model.encoder_width import shortens_windows
-from engine.decoding.rules import SECONDS_PER_TIMESTAMP, Scorer, repeated_tail
+from engine.decoding import search
+from engine.decoding.rules import SECONDS_PER_TIMESTAMP
+from engine.decoding.search import Hypothesis, SearchConfig
 from reference_rules import (FirstToken, LogitRule, NoTimestampPastAudio, RepetitionGuard, SuppressTokens, TimestampMass,
                              TimestampPairing, logsumexp)
-from engine.text.tokenizer import WhisperTokenizer
-
-if TYPE_CHECKING:
-    from engine.lm.domain_terms import DomainTerms
 
 
 def _top_tokens(rows: np.ndarray, count: int) -> np.ndarray:
@@ -25,99 +20,11 @@ def _top_tokens(rows: np.ndarray, count: int) -> np.ndarray:
     return torch.topk(torch.from_numpy(rows), count, dim=-1, sorted=False).indices.numpy()
 
 
-@dataclass(frozen=True)
-class SearchConfig:
-    """Everything the rules need, taken once from the tokenizer and the model configuration."""
-
-    beam_size: int
-    sot_sequence: tuple[int, ...]
-    eot: int
-    no_speech: int
-    timestamp_begin: int
-    suppress: tuple[int, ...]
-    suppress_begin: tuple[int, ...]
-    max_tokens: int = 224
-    max_initial_timestamp: float = 1.0
-    best_of: int = 5  # rows sampled per window at a fallback temperature
-    scorers: tuple[Scorer, ...] = ()  # every window's bonuses on beam candidates' ranking (language model)
-    domain_terms: "DomainTerms | None" = None  # the language model's rare terms: a window nearly spelling one is rechecked
-    # The runtime shortens windows (engine/model/encoder_width.py): a shortened window whose text says a phrase twice
-    # back to back is decoded again whole (engine/decoding/window.py).
-    redo_repeats_whole: bool = False
-
-    @classmethod
-    def for_model(cls, tokenizer: WhisperTokenizer, model_config: dict, beam_size: int,
-                  scorers: tuple[Scorer, ...] = (), domain_terms: "DomainTerms | None" = None,
-                  device: str = "cpu") -> "SearchConfig":
-        """`device`: where the windows are encoded (its runtime may shorten them)."""
-        suppress = sorted(set(model_config["suppress_ids"]) | set(tokenizer.non_speech_specials))
-        return cls(
-            redo_repeats_whole=shortens_windows(device),
-            scorers=scorers,
-            domain_terms=domain_terms,
-            beam_size=beam_size,
-            sot_sequence=tokenizer.sot_sequence,
-            eot=tokenizer.eot,
-            no_speech=tokenizer.no_speech,
-            timestamp_begin=tokenizer.timestamp_begin,
-            suppress=tuple(suppress),
-            suppress_begin=tuple(model_config["suppress_ids_begin"]),
-            max_tokens=model_config["dims"]["n_text_ctx"] // 2,
-        )
-
-
-@dataclass
-class Hypothesis:
-    tokens: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)  # unfiltered model log-probability of each token
-    score: float = 0.0  # sum of filtered log-probabilities: Whisper's avg_logprob, the fallback's test
-    bonus: float = 0.0  # sum of the scorers' bonuses; the beam ranks by score + bonus
-    states: tuple = ()  # one per scorer (Scorer.advance)
-
-    def extended(self, token: int, logprob: float, score: float, bonus: float = 0.0,
-                 states: tuple = ()) -> "Hypothesis":
-        return Hypothesis(self.tokens + [token], self.logprobs + [logprob], score, self.bonus + bonus, states)
-
-    @property
-    def rank(self) -> float:
-        return self.score + self.bonus
-
-
-@dataclass
-class SearchResult:
-    tokens: list[int]  # sampled tokens, timestamps included, no eot
-    token_logprobs: list[float]
-    avg_logprob: float
-    no_speech_prob: float
-    complete_tokens: int  # tokens[:complete_tokens] end with a closed segment
-    complete_seconds: float | None  # where that segment closes, when text follows it unclosed
-
-    def without_unfinished_tail(self) -> "SearchResult":
-        """Drop the unclosed last segment, which a later window starting at complete_seconds redoes."""
-        n = self.complete_tokens
-        return SearchResult(self.tokens[:n], self.token_logprobs[:n], self.avg_logprob, self.no_speech_prob, n, None)
-
-
-class WindowSearch:
-    """Search over one window, driven by logits rows.
-
-    At temperature 0 it is beam search (greedy at width 1); above 0 it samples `best_of`
-    independent rows, which is Whisper's fallback for windows whose beam result looks wrong.
-    `prompt` is what the decoder reads before the SOT sequence (DecodeOptions.prompt_tokens):
-    it conditions every row and is never part of the result. `scorers` are this window's own
-    (a request's boosted words), ranked beside the config's; sampling ignores scorers.
-    """
-
-    def __init__(self, config: SearchConfig, audio_seconds: float, temperature: float = 0.0, seed: int = 0,
-                 prompt: tuple[int, ...] = (), scorers: tuple[Scorer, ...] = ()) -> None:
-        self.cfg = config
-        self.scorers = (*config.scorers, *scorers) if temperature == 0 else ()
-        self.temperature = temperature
-        self._prompt = prompt
-        self.rows = config.beam_size if temperature == 0 else config.best_of
-        self._sot_fed = 0
+class WindowSearch(search.WindowSearch):
+    def __init__(self, config: SearchConfig, audio_seconds: float, temperature: float = 0.0, seed: int = 0) -> None:
+        super().__init__(config, audio_seconds, temperature, seed)
         last_timestamp = config.timestamp_begin + int(round(min(audio_seconds, 30.0) / SECONDS_PER_TIMESTAMP))
-        self.rules: tuple[LogitRule, ...] = (
+        self.logit_rules: tuple[LogitRule, ...] = (
             SuppressTokens(config.suppress),
             NoTimestampPastAudio(last_timestamp),
             FirstToken(config.suppress_begin, config.timestamp_begin, config.max_initial_timestamp),
@@ -125,25 +32,11 @@ class WindowSearch:
             TimestampPairing(config.eot, config.timestamp_begin),
             TimestampMass(config.timestamp_begin),
         )
-        start = Hypothesis(states=tuple(s.initial() for s in self.scorers))
-        self._live = [start] if temperature == 0 else [Hypothesis() for _ in range(self.rows)]
-        self._finished: list[Hypothesis] = []
         self._rng = np.random.default_rng(seed)
-        self.no_speech_prob = 0.0
-        self.done = False
-
-    def first_tokens(self) -> list[int | tuple[int, ...]]:
-        """The first feed of each row: the start token, preceded by the prompt when there is one.
-
-        A prompt goes in as one multi-token feed (the runtime prefills it in a single step) ending
-        at the start token, so the first logits are still those where <|nospeech|> is read.
-        """
-        first = self.cfg.sot_sequence[0]
-        return [(*self._prompt, first) if self._prompt else first] * self.rows
 
     def _filter(self, logits: np.ndarray) -> np.ndarray:
         """Apply the rules in place to a [rows, vocab] matrix, one row per live hypothesis."""
-        for rule in self.rules:
+        for rule in self.logit_rules:
             rule.apply(logits, self._live)
         return logits
 
@@ -214,18 +107,6 @@ class WindowSearch:
                     break
         return kept
 
-    def _score(self, hyp: Hypothesis, tokens: list[int]) -> tuple[list[float], list[list[object]]]:
-        """The scorers' summed bonus and each scorer's next states, per candidate token ([] without scorers)."""
-        if not self.scorers:  # the hot path builds nothing
-            return [], []
-        total = [0.0] * len(tokens)
-        states = []
-        for scorer, state in zip(self.scorers, hyp.states):
-            bonus, after = scorer.advance(state, tokens)
-            total = [t + b for t, b in zip(total, bonus)]
-            states.append(after)
-        return total, states
-
     def _sample_step(self, filtered: np.ndarray, norm: np.ndarray, raw_norm: np.ndarray) -> list[tuple[int, Hypothesis]]:
         """Sample each row from softmax(logits / T) with the Gumbel-max trick."""
         gumbel = -np.log(-np.log(self._rng.uniform(1e-12, 1.0, size=filtered.shape)))
@@ -239,43 +120,3 @@ class WindowSearch:
             else:
                 kept.append((row, extended))
         return kept
-
-    def result(self) -> SearchResult:
-        """The best hypothesis by length-normalised log-probability, as openai/whisper ranks them."""
-        pool = self._finished or self._live
-        best = max(pool, key=lambda h: h.rank / max(1, len(h.tokens)))
-        tokens, logprobs = best.tokens, best.logprobs
-        if tokens and tokens[-1] == self.cfg.eot:
-            tokens, logprobs = tokens[:-1], logprobs[:-1]
-        text_positions = [i for i, t in enumerate(tokens) if t < self.cfg.eot]
-        loop = repeated_tail([tokens[i] for i in text_positions])
-        if loop:
-            cut = text_positions[len(text_positions) - loop]
-            tokens, logprobs = tokens[:cut], logprobs[:cut]
-        complete_tokens, complete_seconds = self._last_closed_segment(tokens)
-        return SearchResult(
-            tokens=tokens,
-            token_logprobs=logprobs,
-            # The fallback's confidence test: scorers choose what the model finds less likely on purpose,
-            # so their net reward counts toward it; a net cost (an LM's) does not condemn the model's text.
-            avg_logprob=(best.score + max(0.0, best.bonus)) / max(1, len(best.tokens)),
-            no_speech_prob=self.no_speech_prob,
-            complete_tokens=complete_tokens,
-            complete_seconds=complete_seconds,
-        )
-
-    def _last_closed_segment(self, tokens: list[int]) -> tuple[int, float | None]:
-        """Whisper's seek rule: after the last pair of timestamps, a segment was opened, not closed.
-
-        A window whose speech runs past what the model managed to transcribe ends that way (with
-        text or with the pair itself); openai's transcribe seeks back to the last closing timestamp
-        and decodes the rest again. Ending on a single timestamp means the window is done.
-        """
-        tb = self.cfg.timestamp_begin
-        stamp = [t >= tb for t in tokens]
-        if len(tokens) >= 2 and stamp[-2:] == [False, True]:
-            return len(tokens), None
-        pairs = [i for i in range(1, len(tokens)) if stamp[i] and stamp[i - 1]]
-        if not pairs:
-            return len(tokens), None
-        return pairs[-1], (tokens[pairs[-1] - 1] - tb) * SECONDS_PER_TIMESTAMP

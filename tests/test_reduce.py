@@ -191,8 +191,7 @@ def stored(models_dir):
 def _same_tokens(stored, tokenizer, audio: np.ndarray, beam: int) -> None:
     mels = log_mel_windows([audio], stored.dims.n_mels)
     seconds = len(audio) / SAMPLE_RATE
-    old_cfg = reference_search.SearchConfig.for_model(tokenizer, stored.config, beam)
-    old = reference_search.WindowSearch(old_cfg, seconds)
+    old = reference_search.WindowSearch(SearchConfig.for_model(tokenizer, stored.config, beam), seconds)
     runtime = InferenceRuntime(stored, "cpu")
     handle = runtime.encode(mels)[0]
     sequences, feed = runtime.open_sequences(handle, old.rows), old.first_tokens()
