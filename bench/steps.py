@@ -9,13 +9,19 @@ decoder processes spend per decoded token, this checkout against a baseline chec
   processes' CPU seconds (utime + stime from /proc, their whole life minus what the warm-up left)
   are divided by the tokens of the texts they returned. Wall time, the inference process's CPU and
   WER are given beside it.
+- First requests: right after /health 200 (before the warm-up), 12 clips from 4 clients; the same 12
+  again after the measured load. The p95 latencies of both say whether a start's one-time costs
+  still fall on the first requests.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from concurrent import futures
 from pathlib import Path
 
+import numpy as np
 import requests
 
 from bench import dataset, measure, report
@@ -49,9 +55,21 @@ def _bytes_per_row(clips: list[dataset.Clip], model: str, beam: int) -> tuple[fl
     return counted["bytes"] / counted["rows"], counted["steps"], counted["rows"]
 
 
+def _p95(api_url: str, urls: list[str]) -> float:
+    """p95 latency of `urls` sent from 4 clients."""
+    def ask(url: str) -> float:
+        started = time.monotonic()
+        requests.post(f"{api_url}/transcribe/url", json={"audio_url": url}, timeout=600).raise_for_status()
+        return time.monotonic() - started
+
+    with futures.ThreadPoolExecutor(4) as pool:
+        return float(np.percentile(list(pool.map(ask, urls)), 95))
+
+
 def _round(source: Path, args: argparse.Namespace, urls: list[str], tokenizer) -> dict:
     with running_daemon(source, ASYNC_ENGINE_MODEL=args.model, DECODER_BEAM_SIZE=str(args.beam),
                         REJECT_OVER_PARALLEL="False") as daemon:
+        first = _p95(daemon.url, urls[-12:])
         _load(daemon.url, urls[:8], 4, 600)  # warm-up
         workers = requests.get(daemon.url + "/health", timeout=10).json()["workers"]
         decoders = [w["pid"] for w in workers if w["kind"] == "decoder"]
@@ -59,9 +77,10 @@ def _round(source: Path, args: argparse.Namespace, urls: list[str], tokenizer) -
         before = [sum(map(_cpu_seconds, pids)) for pids in (decoders, inference)]
         wall, texts = _load(daemon.url, urls, args.concurrency, 600)
         after = [sum(map(_cpu_seconds, pids)) for pids in (decoders, inference)]
+        later = _p95(daemon.url, urls[-12:])
     tokens = sum(len(tokenizer.encode(" " + t.strip())) for t in texts)
     return {"wall": wall, "decoder": after[0] - before[0], "inference": after[1] - before[1], "tokens": tokens,
-            "texts": texts}
+            "texts": texts, "first": first, "later": later}
 
 
 def steps(args: argparse.Namespace) -> None:
@@ -85,15 +104,17 @@ def steps(args: argparse.Namespace) -> None:
                 print(f"{name}: wall {run['wall']:.1f} s, decoders {run['decoder']:.2f} CPU s, inference "
                       f"{run['inference']:.2f} CPU s, {run['tokens']} tokens", flush=True)
     references = [c.reference for c in clips]
-    rows = ["| checkout | round | wall s | decoder CPU s | decoder CPU ms per token | inference CPU s | WER % |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| checkout | round | wall s | decoder CPU s | decoder CPU ms per token | inference CPU s | WER % | "
+            "p95 s, first 12 after start | p95 s, same 12 later |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     per_token = {}
     for name, name_runs in runs.items():
         for i, run in enumerate(name_runs, 1):
             ms = 1000 * run["decoder"] / run["tokens"]
             per_token.setdefault(name, []).append(ms)
             rows.append(f"| {name} | {i} | {run['wall']:.1f} | {run['decoder']:.2f} | {ms:.3f} | "
-                        f"{run['inference']:.2f} | {100 * score(references, run['texts']).overall.wer:.2f} |")
+                        f"{run['inference']:.2f} | {100 * score(references, run['texts']).overall.wer:.2f} | "
+                        f"{run['first']:.2f} | {run['later']:.2f} |")
     ratios = [b / t for b, t in zip(per_token["baseline"], per_token["this"])]
     notes = [f"eval: {args.eval_dir} ({len(clips)} dev clips), K={args.concurrency} clients, /transcribe/url; "
              f"daemons alternate, {args.rounds} rounds, one warm-up of 8 clips each",
