@@ -65,19 +65,7 @@ class WindowSearch(search.WindowSearch):
             kept = self._beam_step(filtered, norm, raw_norm)
         else:
             kept = self._sample_step(filtered, norm, raw_norm)
-        self._live = [hyp for _, hyp in kept]
-        longest = max((len(h.tokens) for h in self._live), default=0)
-        enough = self.temperature == 0 and len(self._finished) >= self.cfg.beam_size
-        if enough or not self._live or longest >= self.cfg.max_tokens:
-            self.done = True
-            return [], []
-        parents = [row for row, _ in kept]
-        tokens = [hyp.tokens[-1] for _, hyp in kept]
-        if self.temperature == 0:  # a beam keeps its width even when fewer candidates survive
-            parents += [parents[0]] * (self.rows - len(parents))
-            tokens += [tokens[0]] * (self.rows - len(tokens))
-        self.rows = len(parents)
-        return tokens, parents
+        return self._continue_with(kept)
 
     def _beam_step(self, filtered: np.ndarray, norm: np.ndarray, raw_norm: np.ndarray) -> list[tuple[int, Hypothesis]]:
         width = self.cfg.beam_size + 1

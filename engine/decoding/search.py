@@ -193,7 +193,10 @@ class WindowSearch:
             if self._sot_fed < len(self.cfg.sot_sequence):
                 return [self.cfg.sot_sequence[self._sot_fed]] * self.rows, list(range(self.rows))
         block = step[: len(self._live)]
-        kept = self._beam_step(block) if self.temperature == 0 else self._sample_step(block)
+        return self._continue_with(self._beam_step(block) if self.temperature == 0 else self._sample_step(block))
+
+    def _continue_with(self, kept: list[tuple[int, Hypothesis]]) -> tuple[list[int], list[int]]:
+        """The step's kept hypotheses (with their parent rows) become the live rows; what they are fed next."""
         self._live = [hyp for _, hyp in kept]
         longest = max((len(h.tokens) for h in self._live), default=0)
         enough = self.temperature == 0 and len(self._finished) >= self.cfg.beam_size
