@@ -15,14 +15,12 @@ from engine.model.runtime import InferenceRuntime
 
 
 @lru_cache(maxsize=8)
-def _cached_reducer(suppress: tuple[int, ...], eot: int, no_speech: int, tb: int, candidates: int,
-                    n_vocab: int) -> StepReducer:
-    return StepReducer(suppress, eot, no_speech, tb, candidates, n_vocab, "cpu")
+def _cached_reducer(suppress: tuple[int, ...], no_speech: int, tb: int, candidates: int, n_vocab: int) -> StepReducer:
+    return StepReducer(suppress, no_speech, tb, candidates, n_vocab, "cpu")
 
 
 def _reducer(config: SearchConfig, n_vocab: int) -> StepReducer:
-    return _cached_reducer(config.suppress, config.eot, config.no_speech, config.timestamp_begin, config.candidates,
-                           n_vocab)
+    return _cached_reducer(config.suppress, config.no_speech, config.timestamp_begin, config.candidates, n_vocab)
 
 
 def advance(search: WindowSearch, logits: np.ndarray) -> tuple[list[int], list[int]]:

@@ -32,7 +32,7 @@ from engine.audio.files import SAMPLE_RATE
 from engine.model.runtime import InferenceRuntime
 from engine.model.store import load_stored_model
 from engine.text.tokenizer import WhisperTokenizer
-from engine.decoding.search import SearchConfig
+from engine.decoding.search import SearchConfig, WindowSearch
 from engine.settings import EngineSettings
 
 log = logging.getLogger("async_engine.inference")
@@ -93,14 +93,13 @@ class InferenceWorker:
         audio = [rng.normal(0, 1e-3, seconds * SAMPLE_RATE).astype(np.float32) for seconds in (4, 30)]
         handles = self.runtime.encode(log_mel_windows(audio, self.n_mels), [len(a) for a in audio])
         first = search.sot_sequence[0]
-        for temperature in (0.0, 0.5):
-            rules = [RowRules(np.tile([[0, search.timestamp_begin, search.timestamp_begin + 1500]],
-                                      (self.max_rows, 1)).astype(np.int64), temperature,
-                              tuple(range(self.max_rows)) if temperature else ())] * len(handles)
-            rows = [self.runtime.open_sequences(h, self.max_rows) for h in handles]
+        for temperature in (0.0, 0.5):  # a beam's rows and a sampled window's, with the search's own first rules
+            rules = WindowSearch(search, 30.0, temperature).rules()
+            rows = [self.runtime.open_sequences(h, rules.rows) for h in handles]
+            sequences = [s for r in rows for s in r]
             for _ in range(3):
-                self.reducer.reduce(self.runtime.step_logits([s for r in rows for s in r],
-                                                             [first] * (len(handles) * self.max_rows)), rules)
+                logits = self.runtime.step_logits(sequences, [first] * len(sequences))
+                self.reducer.reduce(logits, [rules] * len(handles))
             for r in rows:
                 self.runtime.close_sequences(r)
         self.runtime.alignment_scores([(h, [*search.sot_sequence, first, search.eot]) for h in handles])

@@ -24,7 +24,7 @@ request stays repeatable and a window's words do not depend on its neighbours in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -34,11 +34,11 @@ from engine.decoding.rules import RowMasks
 
 HEAD = 2  # raw shift, no-speech log-prob
 RAW_SHIFT, NO_SPEECH = 0, 1
-MAX_REQUESTED = 128  # log-probs a row may ask for by id (word_boost proposals); more are dropped, last first
+MAX_REQUESTED = 128  # log-probs a row may ask for by id (word_boost proposals); the search asks for no more
 _HASH = 0x45D9F3B
 _MASK32 = 0xFFFFFFFF
-_GOLDEN = 0x9E3779B1
-_FAINT = 1e-30  # spreads the columns of one row over the hash's 32-bit input
+_GOLDEN = 0x9E3779B1  # spreads the columns of one row over the hash's 32-bit input
+_FAINT = 1e-30  # a masked row's summed numerators below this are renormalised exactly
 
 
 def step_width(candidates: int, requested: int = 0) -> int:
@@ -58,7 +58,7 @@ class RowRules:
     bounds: np.ndarray
     temperature: float = 0.0
     keys: tuple[int, ...] = ()
-    requested: tuple[tuple[int, ...], ...] = field(default=())
+    requested: tuple[tuple[int, ...], ...] = ()
 
     @property
     def rows(self) -> int:
@@ -72,8 +72,8 @@ class RowRules:
 class StepReducer:
     """Built once per model and device: the rules' static masks and the candidate count."""
 
-    def __init__(self, suppress: Sequence[int], eot: int, no_speech: int, timestamp_begin: int, candidates: int,
-                 n_vocab: int, device: torch.device | str) -> None:
+    def __init__(self, suppress: Sequence[int], no_speech: int, timestamp_begin: int, candidates: int, n_vocab: int,
+                 device: torch.device | str) -> None:
         self.device = torch.device(device)
         self.candidates = candidates
         self._no_speech = no_speech

@@ -18,7 +18,7 @@ SuppressTokens and SuppressBlank (plus the repetition guard) is one such bound:
 |---|---|
 | suppressed tokens (the model's list and the non-speech specials) | the static column mask |
 | no timestamp past the window's audio | last <= the audio's last timestamp |
-| first token: a timestamp, never blank nor text, at most max_initial_timestamp | below = timestamp_begin, last <= the cap |
+| first token: a timestamp (not blank, not text), at most max_initial_timestamp | below = timestamp_begin, last <= cap |
 | a looping row may only end (repetition guard) | below = last = eot |
 | timestamps in pairs: after a closing one, only a timestamp or the end | below = eot |
 | after a pair, no timestamp | last = timestamp_begin - 1 |

@@ -82,8 +82,7 @@ class SearchConfig:
 
     def reducer(self, n_vocab: int, device: torch.device | str) -> StepReducer:
         """The inference side's half of this search's steps, on `device`."""
-        return StepReducer(self.suppress, self.eot, self.no_speech, self.timestamp_begin, self.candidates, n_vocab,
-                           device)
+        return StepReducer(self.suppress, self.no_speech, self.timestamp_begin, self.candidates, n_vocab, device)
 
 
 @dataclass
