@@ -26,6 +26,7 @@ setup(
         "prometheus-client>=0.20",
         "kenlm>=0.2",
         "rapidfuzz>=3.0",
+        "pydantic>=2.7,<3",
     ],
     entry_points={"console_scripts": ["async-engine=daemon.cli:main"]},
 )

@@ -276,7 +276,7 @@ FIELD_ROWS = [
     ("audio-url-null", {"audio_url": None}, f"{_URL}; got a JSON null"),
     ("audio-url-list", {"audio_url": [GOOD_URL]}, f"{_URL}; got a JSON array"),
     ("audio-url-object", {"audio_url": {"href": GOOD_URL}}, f"{_URL}; got a JSON object"),
-    ("audio-url-empty", {"audio_url": ""}, f"{_URL}; got a JSON string"),
+    ("audio-url-empty", {"audio_url": ""}, f'{_URL}; got ""'),
     ("unknown-field", _with(language="en"), "unknown field 'language'"),
     ("unknown-field-typo", _with(dual_chanel=True), "unknown field 'dual_chanel'"),
     ("format-text-string", _with(format_text="yes"), f"format_text {_BOOL}"),

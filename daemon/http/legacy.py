@@ -11,9 +11,9 @@ import falcon
 
 from daemon.config import DaemonConfig
 from daemon.http.bodies import read_json
-from daemon.http.request import parse_request
-from daemon.jobs.download import check_url
-from daemon.jobs.record import Job, Options, Origin
+from daemon.http.request_models import TranscribeRequest
+from daemon.http.validation import parse_json
+from daemon.jobs.record import Job, Origin
 from daemon.jobs.client import Jobs
 
 
@@ -23,12 +23,8 @@ class TranscribeUrl:
         self.scheduler = scheduler
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        request = parse_request(read_json(req))
-        check_url(request.audio_url)  # before a slot or a record: a URL that cannot work is the caller's error
-        options = Options(audio_url=request.audio_url, dual_channel=request.dual_channel,
-                          format_text=request.format_text, punctuate=request.punctuate,
-                          audio_start_from=request.audio_start_from, audio_end_at=request.audio_end_at,
-                          word_boost=request.word_boost, boost_param=request.boost_param)
+        # Checked before a slot or a record (the URL too): a request that cannot work is the caller's error.
+        options = parse_json(TranscribeRequest, read_json(req)).options()
         deadline = req.context.started + self.config.request_timeout_seconds
         job = self.scheduler.run_now(Job.new(Origin.TRANSCRIBE_URL, options, req.context.uid), deadline)
         req.context.audio_seconds = job.result["duration"]
