@@ -1,4 +1,4 @@
-"""CLI: `python -m bench accuracy|load|http-wer|heldout|calls|soak|jobs|scale|idle|profile|gpu|repeats --model tiny.en --beam 5 [...]`.
+"""CLI: `python -m bench COMMAND --model tiny.en --beam 5 [...]`.
 
 One run measures every system on the same decoded audio, in one process on one
 machine, so the ratios between them are trustworthy even if absolute speeds drift.
@@ -126,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     steps.add_argument("--limit", type=int, default=60, help="first N clips of dev.tsv")
     steps.add_argument("--concurrency", type=int, default=4, help="clients")
     steps.add_argument("--rounds", type=int, default=2, help="baseline, this, alternating, this many times")
+    parse = sub.add_parser("parse", help="what reading a request body costs, this checkout against a baseline one")
+    _common(parse)
+    parse.add_argument("--baseline", type=Path, required=True,
+                       help="a checkout of the commit to compare with (git worktree add PATH COMMIT)")
+    parse.add_argument("--rounds", type=int, default=3, help="baseline, this, alternating, this many times")
     idle = sub.add_parser("idle", help="the idle daemon: startup to /health 200, RSS and PSS per process")
     idle.add_argument("--model", default="tiny.en")
     idle.add_argument("--runs", type=int, default=3)
@@ -237,7 +242,7 @@ def accuracy(args: argparse.Namespace) -> None:
 # Commands whose module is named after them (- as _) and holds a function of the same name; imported only
 # when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
 _MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu", "encoder-width",
-                    "domain-lm", "repeats", "steps")
+                    "domain-lm", "repeats", "steps", "parse")
 
 
 def main() -> None:
