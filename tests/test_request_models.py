@@ -159,13 +159,16 @@ def test_a_form_takes_the_last_of_a_field_and_every_value_of_a_list():
     ({"temperature": ["inf"]}, "temperature", "temperature must be a number from 0 to 1; got 'inf'"),
     ({"response_format": ["xml"]}, "response_format",
      "response_format must be one of json, text, srt, vtt, verbose_json; got 'xml'"),
+    ({"response_format": ["x" * 10_000]}, "response_format",
+     f"response_format must be one of json, text, srt, vtt, verbose_json; got '{'x' * 80}'..."),
     ({"timestamp_granularities[]": ["word"]}, "timestamp_granularities[]",
      "timestamp_granularities[] needs response_format verbose_json"),
     ({"include[]": ["logprobs"]}, "include[]", "include[] is not supported by this server; leave it out"),
     ({"speaker": ["1"]}, "speaker", "unknown form field 'speaker'; the fields are boost_param, file, language, "
                                     "model, prompt, response_format, temperature, timestamp_granularities[], "
                                     "word_boost, word_boost[]"),
-], ids=["model", "temperature-range", "temperature-inf", "format", "granularities", "unsupported", "unknown"])
+], ids=["model", "temperature-range", "temperature-inf", "format", "format-long", "granularities", "unsupported",
+        "unknown"])
 def test_form_refusals(fields, param, message):
     error = _refused(lambda: parse_form(V1TranscriptionForm, _form(**fields), **MODELS), param=param)
     assert error.description.startswith(message), error.description

@@ -36,8 +36,7 @@ def parse_form(model: type[B], fields: dict[str, list], noun: str = "form field"
     """A form's fields (every value of each, in order) as `model`: a list field takes them all, another the last."""
     lists = _list_fields(model)
     body = {name: values if name in lists else values[-1] for name, values in fields.items()}
-    asks = lambda value: str(value).strip().lower() not in ("", "false", "0", "null", "none")  # noqa: E731
-    return _validate(model, body, asks, repr, noun, context)
+    return _validate(model, body, _asks_as_text, _shown_text, noun, context)
 
 
 def parse_query(model: type[B], params: dict[str, str | list[str]]) -> B:
@@ -146,6 +145,17 @@ def _described(schema: dict) -> str:
 def _asks(value: object) -> bool:
     """An option asks for something unless it is null, false, zero or empty."""
     return value not in (None, False, 0, "", [], {})
+
+
+def _asks_as_text(value: object) -> bool:
+    """A form's option asks for nothing when empty, false, 0, null or none (the SDK sends stream=false)."""
+    return str(value).strip().lower() not in ("", "false", "0", "null", "none")
+
+
+def _shown_text(value: object, limit: int = 80) -> str:
+    """A form's or query's value as an error quotes it: its first characters."""
+    text = str(value)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 def _shown_json(value: object, limit: int = 80) -> str:
