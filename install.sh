@@ -12,6 +12,8 @@ cd "$(dirname "$0")"
 # KenLM's lmplz and build_binary for `async-engine lm build` (cached; says so and goes on where they cannot be built).
 packaging/build-kenlm-tools .venv/bin
 .venv/bin/async-engine models install "${ASYNC_ENGINE_MODEL:-tiny.en}"
+# The speaker encoder for speaker labels (weights from PyPI's Resemblyzer wheel; engine/speakers/store.py).
+.venv/bin/async-engine models install speakers
 if [ "${1:-}" = "--serve" ]; then
     exec .venv/bin/async-engine serve
 elif [ $# -gt 0 ]; then

@@ -10,4 +10,7 @@ if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-
         || echo "run-tests: could not install redis-server; the shared-mode tests will skip" >&2
 fi
 .venv/bin/python -m pip install --quiet -r requirements-test.txt
+# Resemblyzer itself, only so tests/test_speakers.py can hold our speaker encoder to the package's own;
+# without its dependencies (webrtcvad's source build): librosa and webrtcvad-wheels come from the list above.
+.venv/bin/python -m pip install --quiet --no-deps Resemblyzer==0.1.4
 exec .venv/bin/python -m pytest -q "$@"

@@ -27,6 +27,7 @@ setup(
         "kenlm>=0.2",
         "rapidfuzz>=3.0",
         "pydantic>=2.7,<3",
+        "scipy>=1.10",
     ],
     entry_points={"console_scripts": ["async-engine=daemon.cli:main"]},
 )

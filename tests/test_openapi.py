@@ -270,7 +270,7 @@ def test_answers_match_the_document(served, origin):
     queued = call("POST", "/v2/transcript", 200, json={"audio_url": upload_url, "dual_channel": True,
                                                        "speaker_labels": False}).json
     assert queued["status"] == "queued"  # the scheduler is not started here: it stays queued
-    call("POST", "/v2/transcript", 400, json={"audio_url": upload_url, "speaker_labels": True})
+    call("POST", "/v2/transcript", 400, json={"audio_url": upload_url, "redact_pii": True})
     call("POST", "/v2/transcript", 404, json={"audio_url": "http://h/v2/upload/" + "0" * 32})
     call("GET", "/v2/transcript/{job_id}/sentences", 400, {"job_id": queued["id"]})
     call("DELETE", "/v2/transcript/{job_id}", 200, {"job_id": queued["id"]})

@@ -92,7 +92,7 @@ def test_unsupported_options_are_refused_only_when_they_ask_for_something():
 @pytest.mark.parametrize(("body", "param", "message"), [
     ({"dual_chanel": True, "punctuate": "no"}, "dual_chanel",
      "unknown field 'dual_chanel'; the fields are audio_end_at, audio_start_from, audio_url, boost_param, "
-     "dual_channel, format_text, punctuate, word_boost"),
+     "dual_channel, format_text, punctuate, speaker_labels, speaker_options, speakers_expected, word_boost"),
     ({"punctuate": "no"}, "audio_url", "audio_url is required: a non-empty string"),
     ({"audio_url": URL, "punctuate": "no", "audio_end_at": -1}, "punctuate",
      "punctuate must be true or false (a JSON boolean); got a JSON string"),
@@ -107,7 +107,8 @@ def test_unsupported_options_are_refused_only_when_they_ask_for_something():
     ({"audio_url": URL, "word_boost": ["!!"]}, "word_boost",
      "each word_boost entry needs a letter or a digit; got '!!'"),
     ({"audio_url": URL, "x" * 100: 1}, "x" * 100, "unknown field '" + "x" * 80 + "'...; the fields are audio_end_at, "
-     "audio_start_from, audio_url, boost_param, dual_channel, format_text, punctuate, word_boost"),
+     "audio_start_from, audio_url, boost_param, dual_channel, format_text, punctuate, speaker_labels, "
+     "speaker_options, speakers_expected, word_boost"),
 ], ids=["unknown-before-the-rest", "missing-before-types", "first-declared-first", "range", "span", "url",
         "enum", "engine-rule", "long-name-cut"])
 def test_the_first_fault_is_answered_in_words(body, param, message):

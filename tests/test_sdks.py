@@ -184,8 +184,8 @@ def test_junk_audio_ends_as_an_error_transcript(aai_client, files):
 
 
 def test_an_option_the_server_does_not_support_is_a_400_naming_it(aai_client, origin):
-    with pytest.raises(aai.types.TranscriptError, match="speaker_labels is not supported"):
-        aai_client.transcribe(f"{origin}/speech.wav", aai.TranscriptionConfig(speaker_labels=True))
+    with pytest.raises(aai.types.TranscriptError, match="sentiment_analysis is not supported"):
+        aai_client.transcribe(f"{origin}/speech.wav", aai.TranscriptionConfig(sentiment_analysis=True))
 
 
 def test_a_wrong_key_is_401(daemon, origin):

@@ -25,6 +25,7 @@ from daemon.jobs.download import check_url
 from daemon.jobs.record import Options, Status
 from engine.audio.files import MAX_SPAN_MS
 from engine.decoding.options import BOOST_PARAMS, MAX_BOOST_CHARS, MAX_BOOST_PHRASES, MAX_BOOST_WORDS, check_word_boost
+from engine.speakers.options import MAX_SPEAKERS
 from engine.text.exports import DEFAULT_CHARS_PER_CAPTION
 
 DEFAULT_PAGE = 10
@@ -78,6 +79,7 @@ HttpUrl = Annotated[str, AfterValidator(_http_url), Accepts("a non-empty string"
 Milliseconds = Annotated[int, Field(ge=0, le=MAX_SPAN_MS),
                          Accepts(f"a whole number of milliseconds >= 0 (at most {MAX_SPAN_MS})")]
 Temperature = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Speakers = Annotated[int, Field(ge=1, le=MAX_SPEAKERS)]
 WordBoost = Annotated[tuple[Annotated[str, Field(max_length=MAX_BOOST_CHARS)], ...], BeforeValidator(_phrases),
                       Field(max_length=MAX_BOOST_PHRASES)]
 WORD_BOOST = (f"words or phrases to favour (AssemblyAI's word_boost): at most {MAX_BOOST_PHRASES}, each at most "
@@ -110,6 +112,13 @@ class Body(BaseModel):
     null_is_absent: ClassVar[bool] = False
 
 
+class SpeakerBounds(Body):
+    """AssemblyAI's speaker_options: bounds on the number of speakers found."""
+
+    min_speakers_expected: Speakers = Field(1, description="at least this many speakers")
+    max_speakers_expected: Speakers = Field(MAX_SPEAKERS, description="at most this many speakers")
+
+
 class TranscriptOptions(Body):
     """How to transcribe: the options /transcribe/url and POST /v2/transcript share."""
 
@@ -124,6 +133,15 @@ class TranscriptOptions(Body):
     word_boost: WordBoost | None = Field((), description=WORD_BOOST)
     boost_param: BoostParam | None = Field(None, description="how strongly word_boost favours its phrases; null is "
                                                              "default")
+    speaker_labels: bool = Field(False, description="label every word with its speaker (A, B, ... in order of "
+                                 "first speech) and fill utterances: runs of one speaker's words; mono audio (with "
+                                 "dual_channel, each channel is a speaker already: a 400)")
+    speakers_expected: Speakers | None = Field(None, description="how many speakers there are, when known; with "
+                                                                 "speaker_labels")
+    speaker_options: Annotated[SpeakerBounds, Accepts(
+        "an object of min_speakers_expected and max_speakers_expected, whole numbers from 1 to "
+        f"{MAX_SPEAKERS}")] | None = Field(None, description="bounds on the number of speakers found; with "
+                                                             "speaker_labels")
 
     @model_validator(mode="after")
     def _span_forward(self):
@@ -132,11 +150,33 @@ class TranscriptOptions(Body):
             raise refused(f"audio_start_from ({start} ms) must be less than audio_end_at ({end} ms)")
         return self
 
+    @model_validator(mode="after")
+    def _speakers_consistent(self):
+        bounds = self.speaker_options or SpeakerBounds()
+        if not self.speaker_labels:
+            for name in ("speakers_expected", "speaker_options"):
+                if getattr(self, name) is not None:
+                    raise refused(f"{name} needs speaker_labels: true", name)
+        elif self.dual_channel:
+            raise refused("speaker_labels and dual_channel do not go together: with dual_channel each channel is "
+                          "one speaker already", "speaker_labels")
+        if bounds.min_speakers_expected > bounds.max_speakers_expected:
+            raise refused(f"speaker_options.min_speakers_expected ({bounds.min_speakers_expected}) must be at most "
+                          f"max_speakers_expected ({bounds.max_speakers_expected})", "speaker_options")
+        expected = self.speakers_expected
+        if expected is not None and not bounds.min_speakers_expected <= expected <= bounds.max_speakers_expected:
+            raise refused(f"speakers_expected ({expected}) must lie within speaker_options' bounds "
+                          f"({bounds.min_speakers_expected} to {bounds.max_speakers_expected})", "speakers_expected")
+        return self
+
     def options(self, **more: object) -> Options:
         """The job's options: these fields, and a surface's own."""
+        bounds = self.speaker_options or SpeakerBounds()
         return Options(dual_channel=self.dual_channel, format_text=self.format_text, punctuate=self.punctuate,
                        audio_start_from=self.audio_start_from, audio_end_at=self.audio_end_at,
-                       word_boost=self.word_boost or (), boost_param=self.boost_param, **more)
+                       word_boost=self.word_boost or (), boost_param=self.boost_param,
+                       speaker_labels=self.speaker_labels, speakers_expected=self.speakers_expected,
+                       min_speakers=bounds.min_speakers_expected, max_speakers=bounds.max_speakers_expected, **more)
 
 
 class TranscribeRequest(TranscriptOptions):
@@ -160,7 +200,7 @@ class V2TranscriptRequest(TranscriptOptions):
     unsupported = frozenset({
         "language_codes", "multichannel", "audio_channels", "filter_profanity", "redact_pii", "redact_pii_audio",
         "redact_pii_audio_quality", "redact_pii_audio_options", "redact_pii_policies", "redact_pii_sub",
-        "redact_pii_return_unredacted", "speaker_labels", "speakers_expected", "speaker_options", "content_safety",
+        "redact_pii_return_unredacted", "content_safety",
         "content_safety_confidence", "iab_categories", "custom_spelling", "disfluencies", "sentiment_analysis",
         "auto_chapters", "entity_detection", "summarization", "summary_model", "summary_type", "auto_highlights",
         "language_detection", "language_confidence_threshold", "language_detection_options", "language_confidence",

@@ -42,13 +42,16 @@ class Word(Answer):
     start: int = Field(description="ms from the start of the original file")
     text: str
     channel: Channel = Field(None, description="dual_channel only: the channel that said it")
-    speaker: None = Field(None, description="in the v2 exports only, always null: no speaker labels here")
+    speaker: str | None = Field(None, description="speaker_labels only: who said it, A, B, ... (null in the v2 "
+                                                  "exports)")
 
 
 class Utterance(Answer):
-    """A run of one channel's words, ended by the other channel speaking or a pause over 1.5 s."""
+    """A run of one channel's (dual_channel) or one speaker's (speaker_labels) words, ended by another speaking or
+    a pause over 1.5 s."""
 
-    channel: Channel
+    channel: Channel = Field(None, description="dual_channel: the channel")
+    speaker: str = Field(None, description="speaker_labels: the speaker, A, B, ... in order of first speech")
     start: int
     end: int
     confidence: float = Field(description="mean of its words' confidences")
@@ -61,7 +64,7 @@ class Transcript(Answer):
     duration: float = Field(description="seconds transcribed, after audio_start_from / audio_end_at")
     stereo_decode: bool = Field(description="dual_channel was asked")
     uid: Uid = Field(json_schema_extra=_UID, description="the request's uid (t_ and a UUID4), also in the log line")
-    utterances: list[Utterance] | None = Field(description="null unless dual_channel")
+    utterances: list[Utterance] | None = Field(description="null unless dual_channel or speaker_labels")
     words: list[Word] = Field(description="by start time; both channels merged for dual_channel")
 
 
@@ -82,7 +85,7 @@ class V2Transcript(Answer):
                            "transcript of /v1/audio/transcriptions, whose audio was sent inline")
     text: str | None = Field(description="the whole transcript once completed; 'Deleted by user.' once deleted")
     words: list[Word] | None = Field(description="once completed")
-    utterances: list[Utterance] | None = Field(description="once completed, for dual_channel")
+    utterances: list[Utterance] | None = Field(description="once completed, for dual_channel or speaker_labels")
     confidence: float | None = Field(ge=0, le=1, description="mean of the words' confidences, once completed")
     audio_duration: int | None = Field(description="seconds transcribed, rounded up, once completed")
     language_code: Literal["en_us"]
@@ -95,6 +98,8 @@ class V2Transcript(Answer):
     temperature: float | None
     word_boost: list[str] = Field(description="as given (empty when not given)")
     boost_param: Literal[BOOST_PARAMS] | None
+    speaker_labels: bool
+    speakers_expected: int | None
     webhook_url: str | None
     webhook_auth_header_name: str | None
     webhook_auth: bool = Field(description="a webhook auth header was given (its value is never shown)")

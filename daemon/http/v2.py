@@ -159,6 +159,8 @@ def transcript_body(job: Job) -> dict:
         "temperature": options.temperature,
         "word_boost": list(options.word_boost),
         "boost_param": options.boost_param,
+        "speaker_labels": options.speaker_labels,
+        "speakers_expected": options.speakers_expected,
         "webhook_url": options.webhook_url,
         "webhook_auth_header_name": options.webhook_auth_header_name,
         "webhook_auth": options.webhook_auth_header_name is not None,

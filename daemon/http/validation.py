@@ -74,6 +74,9 @@ def _api_error(model: type[Body], error: ErrorDetails, shown, noun: str, fields:
         return _invalid(name, str(error["ctx"]["error"]))
     if name is None:
         return _invalid(None, error["msg"])
+    if kind == "extra_forbidden" and len(error["loc"]) > 1:  # inside an object field: name the object
+        return _invalid(name, f"{name} must be {_accepts(model)[name]}; got an unknown field "
+                              f"{str(error['loc'][-1])[:80]!r}")
     if kind == "extra_forbidden":
         quoted = repr(name) if len(name) <= 80 else repr(name[:80]) + "..."
         return _invalid(name, f"unknown {noun} {quoted}; the fields are {', '.join(fields)}")

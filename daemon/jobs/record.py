@@ -53,6 +53,10 @@ class Options:
     webhook_url: str | None = None
     webhook_auth_header_name: str | None = None
     webhook_auth_header_value: str | None = None
+    speaker_labels: bool = False  # AssemblyAI's: a speaker per word and utterances per speaker (mono)
+    speakers_expected: int | None = None  # the number of speakers, when the caller knows it
+    min_speakers: int = 1  # speaker_options' bounds on the number found
+    max_speakers: int = 10
 
     def as_dict(self) -> dict:
         return asdict(self)

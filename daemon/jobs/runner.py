@@ -12,16 +12,21 @@ import logging
 import time
 from typing import Callable
 
+import numpy as np
+
 from daemon import metrics
 from daemon.config import DaemonConfig
-from daemon.errors import INTERNAL_FAILURE, ApiError, from_engine_error, request_timed_out
+from daemon.errors import INTERNAL_FAILURE, ApiError, from_engine_error, request_timed_out, service_not_ready
 from daemon.jobs.client import WorkerPool
 from daemon.jobs.download import fetch
-from daemon.jobs.record import Job, JobError
+from daemon.jobs.record import Job, JobError, Options
 from daemon.jobs.store import JobStore
 from engine.audio.files import SAMPLE_RATE, read_span
 from engine.decoding.options import DecodeOptions
-from engine.errors import EngineError
+from engine.errors import EngineError, ModelNotInstalledError
+from engine.result import Word
+from engine.speakers.options import SpeakerOptions
+from engine.speakers.store import weights_path
 from engine.text.response import response_body
 from engine.text.format import TextOptions
 
@@ -52,11 +57,12 @@ class JobRunner:
             if remaining <= 0:
                 raise request_timed_out(self.config.request_timeout_seconds)
             transcribed = self.workers.submit(job.id, pcm, remaining, self._decode_options(job))
-            del pcm
             channels = transcribed.channels
+            speakers = self._speakers(pcm[0], channels[0], options) if options.speaker_labels else None
+            del pcm
             enabled = self.config.enable_auto_punctuation
             text = TextOptions(written=options.format_text, punctuation=options.punctuate and enabled, casing=enabled)
-            result = response_body(channels, duration, offset_ms, text, options.dual_channel, job.id)
+            result = response_body(channels, duration, offset_ms, text, options.dual_channel, job.id, speakers)
         except ApiError as error:
             if self.cut_short(job, error):
                 raise  # it stays processing, and runs again (the next start, another node)
@@ -113,6 +119,18 @@ class JobRunner:
         if job.origin.resumable:
             self.store.keep_audio(job.id, data)
         return data
+
+    def _speakers(self, audio: np.ndarray, words: list[Word], options: Options) -> list[int]:
+        """A speaker per word, found where the job's audio is (engine/speakers/diarize.py; its encoder loads
+        with the first job that asks)."""
+        from engine.speakers.diarize import encoder_for, speaker_of_words
+
+        try:
+            weights = weights_path(self.config.engine.models_dir)
+        except ModelNotInstalledError as exc:
+            raise service_not_ready(f"speaker labels are not available here: {exc}") from None
+        bounds = SpeakerOptions(options.speakers_expected, options.min_speakers, options.max_speakers)
+        return speaker_of_words(audio, words, bounds, encoder_for(weights))
 
     @staticmethod
     def _decode_options(job: Job) -> DecodeOptions:

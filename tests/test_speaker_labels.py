@@ -1,0 +1,117 @@
+"""Speaker labels through the real daemon and the CLI: AssemblyAI's SDK, /transcribe/url, the command line.
+
+A conversation of two recorded readers taking turns (bench/speakers.py builds it from ../shared/eval;
+the module skips without it) is served from loopback; the daemon runs its real processes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import assemblyai as aai
+import pytest
+import requests
+import soundfile as sf
+
+from bench import dataset
+from bench.speakers import Conversation, build
+from daemon_support import ROOT, audio_server, running_daemon
+
+EVAL = dataset.default_eval_dir()
+pytestmark = pytest.mark.skipif(not (EVAL / "dev.tsv").is_file(), reason=f"no eval set at {EVAL}")
+
+
+@pytest.fixture(scope="module")
+def conversation() -> Conversation:
+    return build(EVAL, {2: 1}, seed=4)[0]
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory, conversation) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("conversation")
+    sf.write(root / "conversation.wav", conversation.audio, dataset.SAMPLE_RATE, subtype="PCM_16")
+    with audio_server(root) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, installed_model):
+    with running_daemon(tmp_path_factory.mktemp("speakers-daemon")) as running:
+        running.wait_healthy()
+        yield running
+
+
+def _right_share(words: list[tuple[str, int, int]], conversation: Conversation) -> float:
+    """The share of (speaker, start ms, end ms) words whose speaker is their turn's, under the mapping the
+    words themselves vote for."""
+    votes: dict[tuple[str, str], int] = {}
+    truths = []
+    for speaker, start, end in words:
+        middle = (start + end) / 2000
+        truth = next((t.speaker for t in reversed(conversation.turns) if t.start <= middle <= t.end), None)
+        truths.append(truth)
+        votes[speaker, truth] = votes.get((speaker, truth), 0) + 1
+    mapping = {speaker: max((n, truth) for (s, truth), n in votes.items() if s == speaker)[1]
+               for speaker, _, _ in words}
+    return sum(mapping[speaker] == truth for (speaker, _, _), truth in zip(words, truths)) / len(words)
+
+
+def test_assemblyai_sdk_speaker_labels(daemon, origin, conversation):
+    aai.settings.base_url = daemon.url
+    aai.settings.api_key = "unused"
+    aai.settings.polling_interval = 0.2
+    transcript = aai.Transcriber().transcribe(f"{origin}/conversation.wav",
+                                              aai.TranscriptionConfig(speaker_labels=True))
+    assert transcript.status == aai.TranscriptStatus.completed, transcript.error
+    assert {u.speaker for u in transcript.utterances} == {"A", "B"}
+    assert all(w.speaker in ("A", "B") for w in transcript.words)
+    assert sum(len(u.words) for u in transcript.utterances) == len(transcript.words)
+    assert _right_share([(w.speaker, w.start, w.end) for w in transcript.words], conversation) >= 0.9
+    given = aai.Transcriber().transcribe(f"{origin}/conversation.wav",
+                                         aai.TranscriptionConfig(speaker_labels=True, speakers_expected=2))
+    assert {u.speaker for u in given.utterances} == {"A", "B"}
+
+
+def test_transcribe_url_speaker_labels(daemon, origin, conversation):
+    body = requests.post(daemon.url + "/transcribe/url", json={
+        "audio_url": f"{origin}/conversation.wav", "speaker_labels": True,
+        "speaker_options": {"min_speakers_expected": 2, "max_speakers_expected": 3}}, timeout=300).json()
+    assert {u["speaker"] for u in body["utterances"]} == {"A", "B"}
+    assert body["stereo_decode"] is False and all("channel" not in w for w in body["words"])
+    assert _right_share([(w["speaker"], w["start"], w["end"]) for w in body["words"]], conversation) >= 0.9
+    # a span of the file: its words keep file times, and still find their speakers
+    start = int(conversation.turns[1].start * 1000)
+    spanned = requests.post(daemon.url + "/transcribe/url", json={
+        "audio_url": f"{origin}/conversation.wav", "speaker_labels": True, "audio_start_from": start},
+        timeout=300).json()
+    assert spanned["words"][0]["start"] >= start
+    assert _right_share([(w["speaker"], w["start"], w["end"]) for w in spanned["words"]], conversation) >= 0.9
+
+
+@pytest.mark.parametrize(("fields", "mention"), [
+    ({"speaker_labels": True, "dual_channel": True}, "speaker_labels and dual_channel do not go together"),
+    ({"speakers_expected": 2}, "speakers_expected needs speaker_labels: true"),
+    ({"speaker_labels": True, "speakers_expected": 0}, "speakers_expected must be a whole number from 1 to 10"),
+    ({"speaker_labels": True, "speaker_options": {"min_speakers_expected": 3, "max_speakers_expected": 2}},
+     "must be at most max_speakers_expected"),
+], ids=["with-dual-channel", "count-without-labels", "count-zero", "bounds-crossed"])
+def test_speaker_options_refused(daemon, origin, fields, mention):
+    response = requests.post(daemon.url + "/transcribe/url", json={"audio_url": f"{origin}/conversation.wav",
+                                                                   **fields}, timeout=30)
+    assert (response.status_code, response.json()["code"]) == (400, 4), response.text
+    assert mention in response.json()["description"]
+
+
+def test_cli_speaker_labels(tmp_path, conversation, installed_model):
+    path = Path(tmp_path) / "conversation.wav"
+    sf.write(path, conversation.audio, dataset.SAMPLE_RATE, subtype="PCM_16")
+    run = subprocess.run([sys.executable, "-m", "engine.cli", "transcribe", str(path), "--speaker-labels",
+                          "--speakers-expected", "2", "--quiet"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert lines[0].startswith("[") and " speaker A] " in lines[0]
+    assert {line.split(" speaker ")[1][0] for line in lines} == {"A", "B"}

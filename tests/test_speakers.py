@@ -1,0 +1,118 @@
+"""Speaker labels in the engine: the encoder held to Resemblyzer's own, and diarization on real voices.
+
+The front end and the network are ours (engine/speakers/encoder.py); here they are compared with
+librosa's mel spectrogram and Resemblyzer's VoiceEncoder, both installed for the tests only, on
+recorded speech. Conversations of two real voices come from ../shared/eval (bench/speakers.py builds
+them; skipped when it is absent); one generated voice must stay one speaker, and silence none.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench import dataset
+from bench.speakers import build
+from engine.result import Word
+from engine.speakers import diarize
+from engine.speakers.diarize import encoder_for, speaker_of_words
+from engine.speakers.encoder import HOP, N_FFT, N_MELS, SAMPLE_RATE
+from engine.speakers.options import SpeakerOptions
+from engine.speakers.store import weights_path
+from engine.text.response import response_body
+from engine.text.format import TextOptions
+from synth import silence, speak_at
+
+EVAL = dataset.default_eval_dir()
+needs_eval = pytest.mark.skipif(not (EVAL / "dev.tsv").is_file(), reason=f"no eval set at {EVAL}")
+
+
+@pytest.fixture(scope="module")
+def encoder(models_dir):
+    return encoder_for(weights_path(models_dir))  # ./install.sh installs it: `async-engine models install speakers`
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """Recorded speech (JFK) when the eval set is here, else generated."""
+    jfk = EVAL / "jfk" / "jfk.flac"
+    if jfk.is_file():
+        return dataset.load_audio(dataset.Clip(path=jfk, reference="", source="jfk"))
+    return speak_at("And so my fellow Americans, ask not what your country can do for you.", SAMPLE_RATE)
+
+
+def test_mel_frames_are_librosas(encoder, speech):
+    librosa = pytest.importorskip("librosa")
+    expected = librosa.feature.melspectrogram(y=speech, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP,
+                                              n_mels=N_MELS).T
+    ours = encoder.mels(torch.from_numpy(speech)[None])[0].numpy()
+    assert ours.shape == expected.shape
+    assert np.abs(ours - expected).max() <= 1e-4 * expected.max()
+
+
+def test_embeddings_are_resemblyzers(encoder, speech):
+    resemblyzer = pytest.importorskip("resemblyzer")
+    theirs = resemblyzer.VoiceEncoder("cpu", verbose=False)
+    windows = np.stack([speech[i:i + 24000] for i in range(0, len(speech) - 24000, 12000)])
+    mels = encoder.mels(torch.from_numpy(windows))
+    with torch.no_grad():
+        expected = theirs(mels).numpy()
+        ours = encoder(mels).numpy()
+    assert np.min(np.sum(expected * ours, axis=1)) > 0.9999
+    assert np.allclose(encoder.embed(windows), ours, atol=1e-5)
+
+
+def test_one_voice_is_one_speaker_and_silence_none(encoder, transcriber):
+    audio = np.concatenate([speak_at("Thank you for calling the pharmacy, how can I help you today?", SAMPLE_RATE),
+                            silence(0.8, SAMPLE_RATE),
+                            speak_at("Your refill will be ready tomorrow after ten in the morning.", SAMPLE_RATE)])
+    words = transcriber.transcribe(audio).words
+    assert len(words) > 10
+    assert set(speaker_of_words(audio, words, SpeakerOptions(), encoder)) == {0}
+    assert speaker_of_words(silence(3, SAMPLE_RATE), [], SpeakerOptions(), encoder) == []
+
+
+@needs_eval
+@pytest.mark.parametrize("given", [False, True], ids=["count-estimated", "count-given"])
+def test_two_real_voices(encoder, transcriber, given):
+    """A conversation of two recorded readers taking turns: two speakers, and nearly every word to its turn's."""
+    conversation = build(EVAL, {2: 1}, seed=4)[0]
+    words = transcriber.transcribe(conversation.audio).words
+    labels = speaker_of_words(conversation.audio, words, SpeakerOptions(expected=2 if given else None), encoder)
+    assert len(set(labels)) == 2
+    truth = [_speaker_at(conversation.turns, (w.start_ms + w.end_ms) / 2000) for w in words]
+    first = {label: speaker for label, speaker in zip(labels, truth) if speaker}  # the mapping, from any word
+    right = sum(first[label] == speaker for label, speaker in zip(labels, truth))
+    assert right >= 0.9 * len(words), (right, len(words))
+
+
+def _speaker_at(turns, second: float):
+    return next((t.speaker for t in reversed(turns) if t.start <= second <= t.end), None)
+
+
+def test_bounds_and_a_given_count_are_kept(encoder, speech):
+    words = [Word("w", start, start + 300, 0.9) for start in range(0, len(speech) * 1000 // SAMPLE_RATE - 300, 400)]
+    assert len(set(speaker_of_words(speech, words, SpeakerOptions(expected=3), encoder))) == 3
+    assert len(set(speaker_of_words(speech, words, SpeakerOptions(min_speakers=2), encoder))) >= 2
+    assert len(set(speaker_of_words(speech, words, SpeakerOptions(max_speakers=1), encoder))) == 1
+
+
+def test_utterances_per_speaker():
+    """Words keep the speaker of the raw words they were made from ("twenty five" -> "25"), and an utterance is
+    a run of one speaker's words, cut at a pause over 1.5 s."""
+    raw = [Word("I", 0, 200, 0.9), Word("paid", 200, 500, 0.9), Word("twenty", 500, 800, 0.9),
+           Word("five.", 800, 1100, 0.9), Word("Thanks.", 1400, 1800, 0.8), Word("Bye.", 4000, 4300, 0.7)]
+    body = response_body([raw], 5.0, 1000, TextOptions(), dual_channel=False, uid="t_x", speakers=[0, 0, 0, 0, 1, 1])
+    assert [(w["text"], w["speaker"], w["start"]) for w in body["words"]] == [
+        ("I", "A", 1000), ("paid", "A", 1200), ("25.", "A", 1500), ("Thanks.", "B", 2400), ("Bye.", "B", 5000)]
+    assert [(u["speaker"], u["text"]) for u in body["utterances"]] == [("A", "I paid 25."), ("B", "Thanks."),
+                                                                        ("B", "Bye.")]
+    assert body["stereo_decode"] is False and "channel" not in body["utterances"][0]
+
+
+def test_windows_cover_every_run():
+    words = [Word("a", 0, 400, 1), Word("b", 3000, 3200, 1), Word("c", 3300, 6000, 1)]
+    spans = diarize._windows(words, 10_000)
+    assert spans[0] == (0, diarize.WINDOW_MS)  # a short run: one window, borrowing audio after it
+    assert spans[-1][1] == 6000 and all(end - start == diarize.WINDOW_MS for start, end in spans)
