@@ -115,3 +115,19 @@ def test_cli_speaker_labels(tmp_path, conversation, installed_model):
     lines = run.stdout.strip().splitlines()
     assert lines[0].startswith("[") and " speaker A] " in lines[0]
     assert {line.split(" speaker ")[1][0] for line in lines} == {"A", "B"}
+
+
+def test_openai_sdk_diarized_json(daemon, conversation, tmp_path):
+    """OpenAI's SDK parses diarized_json into its TranscriptionDiarized: segments of one speaker each."""
+    import openai
+
+    path = Path(tmp_path) / "conversation.wav"
+    sf.write(path, conversation.audio, dataset.SAMPLE_RATE, subtype="PCM_16")
+    client = openai.OpenAI(base_url=f"{daemon.url}/v1", api_key="unused", max_retries=0)
+    with open(path, "rb") as audio:
+        result = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="diarized_json")
+    assert result.task == "transcribe" and result.text
+    assert {segment.speaker for segment in result.segments} == {"A", "B"}
+    assert all(segment.type == "transcript.text.segment" and segment.end >= segment.start
+               for segment in result.segments)
+    assert " ".join(segment.text for segment in result.segments) == result.text

@@ -188,8 +188,8 @@ def _paths(config: DaemonConfig) -> dict:
         "/v1/audio/transcriptions": {"post": _op(
             v1, "createTranscription", "transcribe an audio file (synchronous)", {
                 "description": "the transcript in the response_format asked for", "content": {
-                    "application/json": {"schema": {"anyOf": [_ref("V1Transcription"),
-                                                              _ref("V1TranscriptionVerbose")]}},
+                    "application/json": {"schema": {"anyOf": [_ref("V1Transcription"), _ref("V1TranscriptionVerbose"),
+                                                              _ref("V1TranscriptionDiarized")]}},
                     "text/plain": {"schema": {"type": "string", "description": "text, srt or vtt"}}}}, [
                 (400, "invalid_parameter", "a form field is missing, unknown or invalid; error.param names it"),
                 (413, "audio_too_large", f"the file is larger than {max_bytes} bytes (DOWNLOAD_MAX_BYTES), or the "

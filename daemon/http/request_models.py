@@ -241,7 +241,7 @@ class V2TranscriptRequest(TranscriptOptions):
                                webhook_auth_header_value=self.webhook_auth_header_value)
 
 
-FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
 Granularities = list[Literal["word", "segment"]]
 
 
@@ -269,8 +269,9 @@ class V1TranscriptionForm(Body):
     language: OpenAILanguage | None = Field(None, description="English only: en, english, en-us, en-gb, en_us, en_gb "
                                                               "(any case); empty or absent: English")
     prompt: str | None = Field(None, description="Whisper's initial prompt: vocabulary and style to prefer")
-    response_format: Literal[FORMATS] = Field("json", description="json and verbose_json answer JSON; text, srt "
-                                                                  "and vtt text/plain")
+    response_format: Literal[FORMATS] = Field("json", description="json, verbose_json and diarized_json (segments "
+                                                                  "labelled with their speaker, A, B, ...) answer "
+                                                                  "JSON; text, srt and vtt text/plain")
     temperature: Annotated[Temperature | None, BeforeValidator(_blank_is_none)] = Field(
         None, description="0 keeps Whisper's fallback schedule; another value samples at it alone")
     timestamp_granularities: Annotated[Granularities, Accepts("word or segment")] = Field(
@@ -306,7 +307,7 @@ class V1TranscriptionForm(Body):
 
     def options(self) -> Options:
         return Options(prompt=self.prompt, temperature=self.temperature, word_boost=self.word_boost_list,
-                       boost_param=self.boost_param)
+                       boost_param=self.boost_param, speaker_labels=self.response_format == "diarized_json")
 
 
 

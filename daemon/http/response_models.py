@@ -226,6 +226,24 @@ class V1TranscriptionVerbose(Answer):
                                                         "word is asked")
 
 
+class V1DiarizedSegment(Answer):
+    id: str
+    type: Literal["transcript.text.segment"]
+    start: float = Field(description="seconds")
+    end: float = Field(description="seconds")
+    text: str
+    speaker: str = Field(description="A, B, ... in order of first speech")
+
+
+class V1TranscriptionDiarized(Answer):
+    """response_format diarized_json: OpenAI's TranscriptionDiarized, one segment per utterance of one speaker."""
+
+    task: Literal["transcribe"]
+    duration: float = Field(description="seconds transcribed")
+    text: str
+    segments: list[V1DiarizedSegment]
+
+
 class V1Model(Answer):
     id: str
     object: Literal["model"]
@@ -303,4 +321,5 @@ class OpenAIError(Error):
 
 ANSWERS: tuple[type[Answer], ...] = (
     Transcript, V2Upload, V2Transcript, V2TranscriptList, V2Sentences, V2Paragraphs, V2WordSearch, TranscriptDone,
-    V1Transcription, V1TranscriptionVerbose, V1Model, V1ModelList, Health, Error, AssemblyAIError, OpenAIError)
+    V1Transcription, V1TranscriptionVerbose, V1TranscriptionDiarized, V1Model, V1ModelList, Health, Error,
+    AssemblyAIError, OpenAIError)

@@ -80,6 +80,8 @@ class _Transcriptions:
         req.context.redecoded = job.redecoded
         if response_format == "json":
             resp.media = exports.openai_json(result)
+        elif response_format == "diarized_json":
+            resp.media = exports.openai_diarized(result)
         elif response_format == "verbose_json":
             resp.media = exports.openai_verbose(result, words="word" in granularities,
                                                 segments="segment" in granularities or not granularities)

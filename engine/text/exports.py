@@ -130,6 +130,14 @@ def openai_json(transcript: dict) -> dict:
     return {"text": transcript.get("blob", "")}
 
 
+def openai_diarized(transcript: dict) -> dict:
+    """OpenAI's `diarized_json` (TranscriptionDiarized): one segment per utterance of one speaker, in seconds."""
+    return {"task": "transcribe", "duration": transcript.get("duration", 0.0), "text": transcript.get("blob", ""),
+            "segments": [{"id": f"seg_{index}", "type": "transcript.text.segment", "start": u["start"] / 1000,
+                          "end": u["end"] / 1000, "text": u["text"], "speaker": u["speaker"]}
+                         for index, u in enumerate(transcript.get("utterances") or [])]}
+
+
 def openai_text(transcript: dict) -> str:
     """OpenAI's `text` response format: the text and a newline, as whisper-1 sends it."""
     return transcript.get("blob", "") + "\n"
