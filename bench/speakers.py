@@ -7,14 +7,15 @@ LibriSpeech, VCTK and speechocean762 name the speaker in the file name). Each co
 conversation; at most TURNS each), with pauses of 0.2-0.9 s and, at one turn change in eight, the
 next speaker starting 0.2-0.5 s early; every third is sent through 8 kHz. MFA's recordings made in
 altered voices (falsetto, whisper, creaky, ...) are left out: one man's falsetto is not a second speaker
-an embedding could be asked to merge. The reference
-is each turn's span, trimmed of its silent edges. Every conversation is transcribed in process (the
-engine's Transcriber, as the daemon's workers decode) and then labelled, first with the speaker count
-estimated, then with it given.
+an embedding could be asked to merge. The reference is where each turn's voice is (its pauses of
+PAUSE_S or more left out). Every conversation is transcribed in process (the engine's Transcriber, as
+the daemon's workers decode) and then labelled, first with the speaker count estimated, then given.
 
 Reported: diarization error rate (pyannote.metrics, ±0.25 s collars around reference boundaries,
-overlap scored), speakers counted right, words attributed to the right speaker (after DER's optimal
-mapping, at each word's middle), and the time labelling adds to transcription.
+overlap scored) against where each voice is, and against whole turns (pauses inside a turn counted as
+its speaker's, the hypothesis bridged across pauses under 1 s); speakers counted right; words
+attributed to the right speaker (after DER's optimal mapping, at each word's middle); and the time
+labelling adds to transcription.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Turn:
     speaker: str
     start: float  # s
     end: float
+    speech: list[tuple[float, float]]  # s: where in the turn the voice is (pauses of PAUSE_S or more left out)
 
 
 @dataclass
@@ -59,6 +61,25 @@ def speaker_of(clip: dataset.Clip) -> str | None:
         return clip.source
     match = _NAMED.match(clip.path.name)
     return f"{clip.source}:{match.group(1)}" if match else None
+
+
+PAUSE_S = 0.3  # a quieter stretch at least this long inside a turn is not speech in the reference
+
+
+def _speech(audio: np.ndarray) -> list[tuple[float, float]]:
+    """Seconds of voice in a piece: 20 ms frames within 35 dB of its loudest, gaps under PAUSE_S bridged."""
+    frame = 320
+    energy = np.array([np.sqrt(np.mean(np.square(audio[i:i + frame]))) + 1e-9
+                       for i in range(0, len(audio) - frame + 1, frame)])
+    loud = np.flatnonzero(20 * np.log10(energy / energy.max()) > -35)
+    regions: list[list[float]] = []
+    for index in loud:
+        start, end = index * frame / dataset.SAMPLE_RATE, (index + 1) * frame / dataset.SAMPLE_RATE
+        if regions and start - regions[-1][1] < PAUSE_S:
+            regions[-1][1] = end
+        else:
+            regions.append([start, end])
+    return [(start, end) for start, end in regions]
 
 
 def _trimmed(audio: np.ndarray) -> tuple[int, int]:
@@ -114,7 +135,8 @@ def build(eval_dir, count: dict[int, int], seed: int) -> list[Conversation]:
                 piece = left[who].pop()
                 if turns:
                     at = turns[-1].end + (-rng.uniform(0.2, 0.5) if rng.random() < 0.125 else rng.uniform(0.2, 0.9))
-                turns.append(Turn(who, at, at + len(piece) / dataset.SAMPLE_RATE))
+                turns.append(Turn(who, at, at + len(piece) / dataset.SAMPLE_RATE,
+                                  [(at + start, at + end) for start, end in _speech(piece)]))
                 pieces.append((at, piece))
                 previous = who
             audio = np.zeros(int(turns[-1].end * dataset.SAMPLE_RATE) + 1, np.float32)
@@ -154,40 +176,45 @@ def speakers(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         words = transcriber.transcribe(conversation.audio).words
         transcribe_s = time.perf_counter() - start
-        reference = Annotation()
+        reference, turns = Annotation(), Annotation()  # where each voice is; each whole turn
         for turn in conversation.turns:
-            reference[Segment(turn.start, turn.end)] = turn.speaker
+            turns[Segment(turn.start, turn.end)] = turn.speaker
+            for start, end in turn.speech:
+                reference[Segment(start, end)] = turn.speaker
         true_count = len({t.speaker for t in conversation.turns})
         for mode in ("estimated", "given"):
             options = SpeakerOptions(expected=true_count if mode == "given" else None)
             start = time.perf_counter()
-            labels = speaker_of_words(conversation.audio, words, options, encoder)
+            labels = speaker_of_words(conversation.audio, words, options, encoder).of_words
             label_s = time.perf_counter() - start
             hypothesis = Annotation()
             for word, label in zip(words, labels):
                 hypothesis[Segment(word.start_ms / 1000, max(word.end_ms, word.start_ms + 10) / 1000)] = label
-            hypothesis = hypothesis.support(collar=1.0)  # one speaker's words closer than 1 s: one segment
+            hypothesis = hypothesis.support(collar=PAUSE_S)  # as the reference: pauses under PAUSE_S bridged
             metric = DiarizationErrorRate(collar=0.5, skip_overlap=False)  # pyannote's collar is both sides: ±0.25 s
             der = metric(reference, hypothesis, detailed=True)
+            by_turns = DiarizationErrorRate(collar=0.5, skip_overlap=False)(turns, hypothesis.support(collar=1.0),
+                                                                            detailed=True)
             mapping = metric.optimal_mapping(reference, hypothesis)
             right = sum(1 for word, label in zip(words, labels)
                         if mapping.get(label) == _speaker_at(conversation.turns, (word.start_ms + word.end_ms) / 2000))
             count = len(set(labels))
-            totals[mode].append((der, count == true_count, right, len(words), transcribe_s, label_s, true_count))
+            totals[mode].append((der, count == true_count, right, len(words), transcribe_s, label_s, true_count,
+                                 by_turns))
             rows.append(f"| {conversation.name} | {mode} | {true_count} | {count} | "
-                        f"{100 * der['diarization error rate']:.1f} | {100 * right / max(len(words), 1):.1f} | "
+                        f"{100 * der['diarization error rate']:.1f} | {100 * by_turns['diarization error rate']:.1f} | "
+                        f"{100 * right / max(len(words), 1):.1f} | "
                         f"{transcribe_s:.2f} | {label_s:.2f} |")
         print(rows[-2], "\n", rows[-1], flush=True)
-    summary = ["| speakers | count | DER % | speakers counted right | words to the right speaker % | "
-               "labelling / transcription |", "|---|---|---:|---:|---:|---:|"]
+    summary = ["| speakers | count | DER % | DER % against whole turns | speakers counted right | "
+               "words to the right speaker % | labelling / transcription |", "|---|---|---:|---:|---:|---:|---:|"]
     for mode in ("estimated", "given"):
         for group in ((2,), (3, 4)):
             runs = [r for r in totals[mode] if r[6] in group]
             if not runs:
                 continue
-            errors = sum(r[0]["confusion"] + r[0]["missed detection"] + r[0]["false alarm"] for r in runs)
-            total = sum(r[0]["total"] for r in runs)
-            summary.append(f"| {'-'.join(map(str, group))} | {mode} | {100 * errors / total:.1f} | "
+            summary.append(f"| {'-'.join(map(str, group))} | {mode} | {_pooled(r[0] for r in runs):.1f} | "
+                           f"{_pooled(r[7] for r in runs):.1f} | "
                            f"{sum(r[1] for r in runs)}/{len(runs)} | "
                            f"{100 * sum(r[2] for r in runs) / sum(r[3] for r in runs):.1f} | "
                            f"{100 * sum(r[5] for r in runs) / sum(r[4] for r in runs):.1f} % |")
@@ -196,13 +223,21 @@ def speakers(args: argparse.Namespace) -> None:
              f"{sum(len(c.audio) for c in conversations) / dataset.SAMPLE_RATE / 60:.1f} min in all",
              f"model {args.model}, beam {args.beam}, in process on the CPU; DER by pyannote.metrics, collars ±0.25 s",
              f"machine {100 * busy:.0f} % busy (all processes) in the second before start"]
-    table = "\n".join(summary) + "\n\n| conversation | count | speakers | found | DER % | words right % | " \
-                                 "transcribe s | label s |\n|---|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows)
+    header = ("| conversation | count | speakers | found | DER % | DER % turns | words right % | transcribe s | "
+              "label s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+    table = "\n".join(summary) + "\n\n" + header + "\n".join(rows)
     text = report.dated_section(f"{args.model} beam {args.beam}, speaker labels on conversations of real voices",
                                 notes, table)
     print(text)
     report.append(args.results, text)
     print(f"appended to {args.results}")
+
+
+def _pooled(details) -> float:
+    """DER % over several conversations: their errors over their speech."""
+    details = list(details)
+    errors = sum(d["confusion"] + d["missed detection"] + d["false alarm"] for d in details)
+    return 100 * errors / sum(d["total"] for d in details)
 
 
 def _speaker_at(turns: list[Turn], second: float) -> str | None:

@@ -75,7 +75,7 @@ def _transcribe(args: argparse.Namespace, settings: EngineSettings) -> int:
         from engine.speakers.store import weights_path
 
         speakers = speaker_of_words(audio[0], transcripts[0].words, SpeakerOptions(args.speakers_expected),
-                                    encoder_for(weights_path(settings.models_dir)))
+                                    encoder_for(weights_path(settings.models_dir))).of_words
     options = TextOptions(written=args.format_text, punctuation=args.punctuate)
     body = response_body([t.words for t in transcripts], seconds, offset_ms, options, args.dual_channel,
                          speakers=speakers)

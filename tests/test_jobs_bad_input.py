@@ -624,7 +624,8 @@ def test_openai_multipart_without_a_boundary(daemon):
 @pytest.mark.parametrize(
     ("fields", "param", "mentions"),
     [(_form(file=None), "file", ("file is required",)),
-     (_form(("speaker", (None, "1"))), "speaker", ("unknown form field 'speaker'", "the fields are boost_param, file, language, model")),
+     (_form(("speaker", (None, "1"))), "speaker",
+      ("unknown form field 'speaker'", "the fields are boost_param, file, known_speaker_names[]")),
      (_form(model=None), "model", ("model is required: the served model's name or whisper-1",)),
      (_form(model="gpt-4o-transcribe"), "model", ("model must be one of", "got 'gpt-4o-transcribe'")),
      (_form(("response_format", (None, "xml"))), "response_format",

@@ -126,6 +126,19 @@ def test_sync_async_and_openai_jobs_run_on_the_worker_nodes(shared, origin, file
     assert openai_answer.status_code == 200 and openai_answer.json()["text"] == answer.json()["blob"]
 
 
+def test_speaker_labels_on_a_worker_node(shared, origin):
+    """The worker node that runs the job labels its speakers (one generated voice: one speaker, A); the API node
+    still loads no model."""
+    _workers(shared, 1)
+    answer = requests.post(shared.api.url + "/transcribe/url", json={"audio_url": f"{origin}/short.wav",
+                                                                     "speaker_labels": True}, timeout=300)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["words"] and {w["speaker"] for w in body["words"]} == {"A"}
+    assert [u["speaker"] for u in body["utterances"]] == ["A"]
+    assert "libtorch" not in Path(f"/proc/{shared.api.process.pid}/maps").read_text()
+
+
 def test_423_only_when_every_worker_node_is_full_and_async_jobs_queue(shared, origin):
     _workers(shared, 2)
     with futures.ThreadPoolExecutor(3) as pool:

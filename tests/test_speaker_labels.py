@@ -6,6 +6,8 @@ the module skips without it) is served from loopback; the daemon runs its real p
 
 from __future__ import annotations
 
+import base64
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +133,61 @@ def test_openai_sdk_diarized_json(daemon, conversation, tmp_path):
     assert all(segment.type == "transcript.text.segment" and segment.end >= segment.start
                for segment in result.segments)
     assert " ".join(segment.text for segment in result.segments) == result.text
+
+
+def _data_url(audio) -> str:
+    out = io.BytesIO()
+    sf.write(out, audio, dataset.SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    return "data:audio/wav;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def test_openai_sdk_known_speaker_named(daemon, conversation, tmp_path):
+    """A sample of one reader's voice names that reader's segments; the other stays A."""
+    import openai
+
+    path = Path(tmp_path) / "conversation.wav"
+    sf.write(path, conversation.audio, dataset.SAMPLE_RATE, subtype="PCM_16")
+    first = conversation.turns[0]
+    sample = conversation.audio[int(first.start * dataset.SAMPLE_RATE): int(first.end * dataset.SAMPLE_RATE)]
+    client = openai.OpenAI(base_url=f"{daemon.url}/v1", api_key="unused", max_retries=0)
+    with open(path, "rb") as audio:
+        result = client.audio.transcriptions.create(
+            model="whisper-1", file=audio, response_format="diarized_json",
+            known_speaker_names=["Reader"], known_speaker_references=[_data_url(sample)])
+    assert {segment.speaker for segment in result.segments} == {"Reader", "A"}
+    right = [segment.speaker == ("Reader" if _turn_at(conversation, (segment.start + segment.end) / 2) == first.speaker
+                                 else "A") for segment in result.segments]
+    assert sum(right) >= 0.9 * len(right), [(s.speaker, s.start, s.text) for s in result.segments]
+
+
+def _turn_at(conversation: Conversation, second: float) -> str | None:
+    return next((t.speaker for t in reversed(conversation.turns) if t.start <= second <= t.end), None)
+
+
+@pytest.mark.parametrize(("fields", "param", "mention"), [
+    ([("known_speaker_names[]", "Ann")], "known_speaker_names[]",
+     "known_speaker_names[] and known_speaker_references[] need response_format diarized_json"),
+    ([("response_format", "diarized_json"), ("known_speaker_names[]", "Ann")], "known_speaker_references[]",
+     "go in pairs"),
+    ([("response_format", "diarized_json"), ("known_speaker_names[]", "Ann"),
+      ("known_speaker_references[]", "https://example.com/ann.wav")], "known_speaker_references[]",
+     "it is not a base64 data: URL"),
+    ([("response_format", "diarized_json"), ("known_speaker_names[]", "Ann"),
+      ("known_speaker_references[]", "data:audio/wav;base64," + base64.b64encode(b"not audio" * 50).decode())],
+     "known_speaker_references[]", "it is not audio the server can decode"),
+], ids=["without-diarized-json", "name-without-sample", "not-a-data-url", "not-audio"])
+def test_openai_known_speakers_refused(daemon, fields, param, mention):
+    form = [("file", ("a.wav", b"RIFF", "audio/wav")), ("model", (None, "whisper-1"))]
+    response = requests.post(daemon.url + "/v1/audio/transcriptions",
+                             files=form + [(name, (None, value)) for name, value in fields], timeout=30)
+    assert (response.status_code, response.json()["code"]) == (400, 4), response.text
+    assert mention in response.json()["description"] and response.json()["error"]["param"] == param
+
+
+def test_openai_known_speaker_sample_too_short(daemon, conversation):
+    short = _data_url(conversation.audio[: dataset.SAMPLE_RATE])  # 1 s
+    form = [("file", ("a.wav", b"RIFF", "audio/wav")), ("model", (None, "whisper-1")),
+            ("response_format", (None, "diarized_json")), ("known_speaker_names[]", (None, "Ann")),
+            ("known_speaker_references[]", (None, short))]
+    response = requests.post(daemon.url + "/v1/audio/transcriptions", files=form, timeout=30)
+    assert response.status_code == 400 and "a sample must be 2 to 10 s of audio; got 1.0 s" in response.text

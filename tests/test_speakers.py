@@ -69,8 +69,8 @@ def test_one_voice_is_one_speaker_and_silence_none(encoder, transcriber):
                             speak_at("Your refill will be ready tomorrow after ten in the morning.", SAMPLE_RATE)])
     words = transcriber.transcribe(audio).words
     assert len(words) > 10
-    assert set(speaker_of_words(audio, words, SpeakerOptions(), encoder)) == {0}
-    assert speaker_of_words(silence(3, SAMPLE_RATE), [], SpeakerOptions(), encoder) == []
+    assert set(speaker_of_words(audio, words, SpeakerOptions(), encoder).of_words) == {0}
+    assert speaker_of_words(silence(3, SAMPLE_RATE), [], SpeakerOptions(), encoder).of_words == []
 
 
 @needs_eval
@@ -79,7 +79,8 @@ def test_two_real_voices(encoder, transcriber, given):
     """A conversation of two recorded readers taking turns: two speakers, and nearly every word to its turn's."""
     conversation = build(EVAL, {2: 1}, seed=4)[0]
     words = transcriber.transcribe(conversation.audio).words
-    labels = speaker_of_words(conversation.audio, words, SpeakerOptions(expected=2 if given else None), encoder)
+    labels = speaker_of_words(conversation.audio, words, SpeakerOptions(expected=2 if given else None),
+                              encoder).of_words
     assert len(set(labels)) == 2
     truth = [_speaker_at(conversation.turns, (w.start_ms + w.end_ms) / 2000) for w in words]
     first = {label: speaker for label, speaker in zip(labels, truth) if speaker}  # the mapping, from any word
@@ -93,9 +94,12 @@ def _speaker_at(turns, second: float):
 
 def test_bounds_and_a_given_count_are_kept(encoder, speech):
     words = [Word("w", start, start + 300, 0.9) for start in range(0, len(speech) * 1000 // SAMPLE_RATE - 300, 400)]
-    assert len(set(speaker_of_words(speech, words, SpeakerOptions(expected=3), encoder))) == 3
-    assert len(set(speaker_of_words(speech, words, SpeakerOptions(min_speakers=2), encoder))) >= 2
-    assert len(set(speaker_of_words(speech, words, SpeakerOptions(max_speakers=1), encoder))) == 1
+    def count(options: SpeakerOptions) -> int:
+        return len(set(speaker_of_words(speech, words, options, encoder).of_words))
+
+    assert count(SpeakerOptions(expected=3)) == 3
+    assert count(SpeakerOptions(min_speakers=2)) >= 2
+    assert count(SpeakerOptions(max_speakers=1)) == 1
 
 
 def test_utterances_per_speaker():
@@ -109,6 +113,33 @@ def test_utterances_per_speaker():
     assert [(u["speaker"], u["text"]) for u in body["utterances"]] == [("A", "I paid 25."), ("B", "Thanks."),
                                                                         ("B", "Bye.")]
     assert body["stereo_decode"] is False and "channel" not in body["utterances"][0]
+
+
+def test_known_voices_name_their_speakers():
+    """Each speaker takes the name of the nearest known voice within DISTANCE, each name once; the rest letters."""
+    voices = np.eye(3, dtype=np.float32)
+    near_second = np.array([0.1, 0.99, 0.0], np.float32) / np.linalg.norm([0.1, 0.99, 0.0])
+    far = np.array([0.6, 0.0, 0.8], np.float32)  # cosine 0.6 and 0.8 to the first and third: only the third
+    assert diarize.names_of(voices, [("Bob", near_second), ("Eve", far)]) == ["A", "Bob", "Eve"]
+    assert diarize.names_of(voices, [("Bob", near_second), ("Bo", near_second)]) == ["A", "Bob", "B"]
+    assert diarize.names_of(voices, []) == ["A", "B", "C"]
+
+
+def test_samples_come_as_data_urls(speech):
+    import base64
+    import io
+
+    import soundfile as sf
+
+    from engine.audio.files import decode_data_url
+
+    out = io.BytesIO()
+    sf.write(out, speech, SAMPLE_RATE, format="WAV")
+    decoded = decode_data_url("data:audio/wav;base64," + base64.b64encode(out.getvalue()).decode())
+    assert abs(len(decoded) - len(speech)) <= 1
+    for bad in ("https://example.com/a.wav", "data:audio/wav,plain", "data:audio/wav;base64,%%%"):
+        with pytest.raises(ValueError):
+            decode_data_url(bad)
 
 
 def test_windows_cover_every_run():

@@ -23,7 +23,8 @@ from pydantic_core import PydanticCustomError
 from daemon.errors import ApiError
 from daemon.jobs.download import check_url
 from daemon.jobs.record import Options, Status
-from engine.audio.files import MAX_SPAN_MS
+from engine.audio.files import MAX_SPAN_MS, SAMPLE_RATE, decode_data_url
+from engine.errors import EngineError
 from engine.decoding.options import BOOST_PARAMS, MAX_BOOST_CHARS, MAX_BOOST_PHRASES, MAX_BOOST_WORDS, check_word_boost
 from engine.speakers.options import MAX_SPEAKERS
 from engine.text.exports import DEFAULT_CHARS_PER_CAPTION
@@ -245,6 +246,26 @@ FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
 Granularities = list[Literal["word", "segment"]]
 
 
+MAX_KNOWN_SPEAKERS = 4  # as OpenAI's
+MIN_SAMPLE_S, MAX_SAMPLE_S = 2.0, 10.0
+
+
+def _sample(url: str) -> str:
+    """A known speaker's sample: a data: URL of 2-10 s of audio (decoded here to be checked, and again where the
+    job runs)."""
+    name = "known_speaker_references[]"
+    try:
+        seconds = len(decode_data_url(url)) / SAMPLE_RATE
+    except ValueError as exc:
+        raise refused(f"{name}: {exc}", name) from None
+    except EngineError as exc:
+        raise refused(f"{name}: it is not audio the server can decode ({exc.message})", name) from None
+    if not MIN_SAMPLE_S <= seconds <= MAX_SAMPLE_S:
+        raise refused(f"{name}: a sample must be {MIN_SAMPLE_S:g} to {MAX_SAMPLE_S:g} s of audio; got {seconds:.1f} s",
+                      name)
+    return url
+
+
 def _served(model: str, info: ValidationInfo) -> str:
     served = info.context["models"]
     if model not in served:
@@ -258,8 +279,7 @@ class V1TranscriptionForm(Body):
     stream=false)."""
 
     model_config = ConfigDict(strict=False, extra="forbid", frozen=True, arbitrary_types_allowed=True)
-    unsupported = frozenset({"stream", "include[]", "include", "chunking_strategy", "known_speaker_names[]",
-                             "known_speaker_references[]"})
+    unsupported = frozenset({"stream", "include[]", "include", "chunking_strategy"})
 
     file: Annotated[bytearray, SkipValidation, Accepts("the audio, as a file field of the form"),
                     WithJsonSchema({"type": "string", "contentMediaType": "application/octet-stream"})] = Field(
@@ -285,6 +305,14 @@ class V1TranscriptionForm(Body):
         [], description="one phrase to favour, as a plain form field (may repeat); as word_boost[]")
     boost_param: BoostParam | None = Field(None, description="how strongly word_boost[] favours its phrases; "
                                                              "default when absent")
+    known_speaker_names: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        [], alias="known_speaker_names[]", max_length=MAX_KNOWN_SPEAKERS, description=(
+            "diarized_json: the names of the speakers of known_speaker_references[], in the same order; a speaker "
+            "whose voice matches one is labelled with its name, the others A, B, ..."))
+    known_speaker_references: list[Annotated[str, AfterValidator(_sample)]] = Field(
+        [], alias="known_speaker_references[]", max_length=MAX_KNOWN_SPEAKERS, description=(
+            f"diarized_json: a sample of each known speaker's voice, {MIN_SAMPLE_S:g} to {MAX_SAMPLE_S:g} s of "
+            "audio as a data: URL (data:audio/wav;base64,...)"))
 
     @model_validator(mode="before")
     @classmethod
@@ -301,13 +329,27 @@ class V1TranscriptionForm(Body):
             raise refused("timestamp_granularities[] needs response_format verbose_json", "timestamp_granularities[]")
         return self
 
+    @model_validator(mode="after")
+    def _known_speakers_in_pairs(self):
+        names, samples = self.known_speaker_names, self.known_speaker_references
+        if (names or samples) and self.response_format != "diarized_json":
+            raise refused("known_speaker_names[] and known_speaker_references[] need response_format diarized_json",
+                          "known_speaker_names[]")
+        if len(names) != len(samples):
+            raise refused(f"known_speaker_names[] ({len(names)}) and known_speaker_references[] ({len(samples)}) "
+                          "go in pairs: a name for each sample", "known_speaker_references[]")
+        if len(set(names)) != len(names):
+            raise refused("known_speaker_names[] must be different names", "known_speaker_names[]")
+        return self
+
     @property
     def granularities(self) -> set[str]:
         return {*self.timestamp_granularities, *self.timestamp_granularities_unbracketed}
 
     def options(self) -> Options:
         return Options(prompt=self.prompt, temperature=self.temperature, word_boost=self.word_boost_list,
-                       boost_param=self.boost_param, speaker_labels=self.response_format == "diarized_json")
+                       boost_param=self.boost_param, speaker_labels=self.response_format == "diarized_json",
+                       known_speakers=tuple(zip(self.known_speaker_names, self.known_speaker_references)))
 
 
 

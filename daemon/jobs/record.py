@@ -57,6 +57,7 @@ class Options:
     speakers_expected: int | None = None  # the number of speakers, when the caller knows it
     min_speakers: int = 1  # speaker_options' bounds on the number found
     max_speakers: int = 10
+    known_speakers: tuple[tuple[str, str], ...] = ()  # OpenAI's (name, data: URL of a sample of their voice)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +66,7 @@ class Options:
     def from_dict(cls, data: dict) -> "Options":
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         fields["word_boost"] = tuple(fields.get("word_boost") or ())  # a JSON list when stored
+        fields["known_speakers"] = tuple(tuple(pair) for pair in fields.get("known_speakers") or ())
         return cls(**fields)
 
 

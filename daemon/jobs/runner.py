@@ -21,12 +21,11 @@ from daemon.jobs.client import WorkerPool
 from daemon.jobs.download import fetch
 from daemon.jobs.record import Job, JobError, Options
 from daemon.jobs.store import JobStore
-from engine.audio.files import SAMPLE_RATE, read_span
+from engine.audio.files import SAMPLE_RATE, decode_data_url, read_span
 from engine.decoding.options import DecodeOptions
 from engine.errors import EngineError, ModelNotInstalledError
 from engine.result import Word
 from engine.speakers.options import SpeakerOptions
-from engine.speakers.store import weights_path
 from engine.text.response import response_body
 from engine.text.format import TextOptions
 
@@ -58,11 +57,11 @@ class JobRunner:
                 raise request_timed_out(self.config.request_timeout_seconds)
             transcribed = self.workers.submit(job.id, pcm, remaining, self._decode_options(job))
             channels = transcribed.channels
-            speakers = self._speakers(pcm[0], channels[0], options) if options.speaker_labels else None
+            speakers, names = self._speakers(pcm[0], channels[0], options) if options.speaker_labels else (None, None)
             del pcm
             enabled = self.config.enable_auto_punctuation
             text = TextOptions(written=options.format_text, punctuation=options.punctuate and enabled, casing=enabled)
-            result = response_body(channels, duration, offset_ms, text, options.dual_channel, job.id, speakers)
+            result = response_body(channels, duration, offset_ms, text, options.dual_channel, job.id, speakers, names)
         except ApiError as error:
             if self.cut_short(job, error):
                 raise  # it stays processing, and runs again (the next start, another node)
@@ -120,17 +119,23 @@ class JobRunner:
             self.store.keep_audio(job.id, data)
         return data
 
-    def _speakers(self, audio: np.ndarray, words: list[Word], options: Options) -> list[int]:
-        """A speaker per word, found where the job's audio is (engine/speakers/diarize.py; its encoder loads
-        with the first job that asks)."""
-        from engine.speakers.diarize import encoder_for, speaker_of_words
+    def _speakers(self, audio: np.ndarray, words: list[Word], options: Options) -> tuple[list[int], list[str] | None]:
+        """A speaker per word, and their names when known samples were given, found where the job's audio is
+        (engine/speakers/diarize.py; its encoder loads with the first job that asks)."""
+        from engine.speakers.diarize import encoder_for, names_of, sample_voice, speaker_of_words
+        from engine.speakers.store import weights_path  # torch: never loaded on an API node
 
         try:
             weights = weights_path(self.config.engine.models_dir)
         except ModelNotInstalledError as exc:
             raise service_not_ready(f"speaker labels are not available here: {exc}") from None
         bounds = SpeakerOptions(options.speakers_expected, options.min_speakers, options.max_speakers)
-        return speaker_of_words(audio, words, bounds, encoder_for(weights))
+        encoder = encoder_for(weights)
+        found = speaker_of_words(audio, words, bounds, encoder)
+        if not options.known_speakers:
+            return found.of_words, None
+        known = [(name, sample_voice(decode_data_url(url), encoder)) for name, url in options.known_speakers]
+        return found.of_words, names_of(found.voices, known)
 
     @staticmethod
     def _decode_options(job: Job) -> DecodeOptions:

@@ -7,6 +7,8 @@ can claim hours of audio at one sample per second, or a thousand channels, so no
 no buffer follows the header beyond what the caller's limit allows.
 """
 
+import base64
+import binascii
 import io
 import math
 import os
@@ -321,6 +323,21 @@ def decode_audio(
         pick, channels = (_all_channels, f.channels) if keep_channels else (_mixdown, 1)
         audio, _ = _read(f, pick, channels, 0, None, None)
     return audio if keep_channels else audio[0]
+
+
+def decode_data_url(url: str) -> np.ndarray:
+    """Audio sent inline as a base64 data: URL (OpenAI's known_speaker_references[]), mono at 16 kHz.
+
+    ValueError when it is not such a URL; the errors of decode_audio when its bytes are not audio.
+    """
+    head, comma, payload = url.partition(",")
+    if not (head[:5].lower() == "data:" and comma and head.lower().endswith(";base64")):
+        raise ValueError("it is not a base64 data: URL (data:audio/wav;base64,...)")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except binascii.Error:
+        raise ValueError("its base64 does not decode") from None
+    return decode_audio(data)
 
 
 def read_span(

