@@ -129,7 +129,7 @@ def test_sync_async_and_openai_jobs_run_on_the_worker_nodes(shared, origin, file
 def test_speaker_labels_on_a_worker_node(shared, origin):
     """The worker node that runs the job labels its speakers (one generated voice: one speaker, A); the API node
     still loads no model."""
-    _workers(shared, 1)
+    _workers(shared, 2)
     answer = requests.post(shared.api.url + "/transcribe/url", json={"audio_url": f"{origin}/short.wav",
                                                                      "speaker_labels": True}, timeout=300)
     assert answer.status_code == 200, answer.text
