@@ -93,7 +93,8 @@ def _speaker_at(turns, second: float):
 
 
 def test_bounds_and_a_given_count_are_kept(encoder, speech):
-    words = [Word("w", start, start + 300, 0.9) for start in range(0, len(speech) * 1000 // SAMPLE_RATE - 300, 400)]
+    # a word every 0.6 s, 0.3 s apart: each its own segment, so even a short sample has more than three
+    words = [Word("w", start, start + 300, 0.9) for start in range(0, len(speech) * 1000 // SAMPLE_RATE - 300, 600)]
     def count(options: SpeakerOptions) -> int:
         return len(set(speaker_of_words(speech, words, options, encoder).of_words))
 
