@@ -83,12 +83,9 @@ def _speech(audio: np.ndarray) -> list[tuple[float, float]]:
 
 
 def _trimmed(audio: np.ndarray) -> tuple[int, int]:
-    """First and last sample of the clip's speech: 20 ms frames within 35 dB of its loudest."""
-    frame = 320
-    energy = np.array([np.sqrt(np.mean(np.square(audio[i:i + frame]))) + 1e-9
-                       for i in range(0, len(audio) - frame + 1, frame)])
-    loud = np.flatnonzero(20 * np.log10(energy / energy.max()) > -35)
-    return int(loud[0] * frame), int((loud[-1] + 1) * frame)
+    """First and last sample of the clip's speech (the edges of _speech's regions)."""
+    regions = _speech(audio)
+    return round(regions[0][0] * dataset.SAMPLE_RATE), round(regions[-1][1] * dataset.SAMPLE_RATE)
 
 
 def _pieces(audio: np.ndarray) -> list[np.ndarray]:
@@ -197,7 +194,7 @@ def speakers(args: argparse.Namespace) -> None:
                                                                             detailed=True)
             mapping = metric.optimal_mapping(reference, hypothesis)
             right = sum(1 for word, label in zip(words, labels)
-                        if mapping.get(label) == _speaker_at(conversation.turns, (word.start_ms + word.end_ms) / 2000))
+                        if mapping.get(label) == speaker_at(conversation.turns, (word.start_ms + word.end_ms) / 2000))
             count = len(set(labels))
             totals[mode].append((der, count == true_count, right, len(words), transcribe_s, label_s, true_count,
                                  by_turns))
@@ -240,7 +237,7 @@ def _pooled(details) -> float:
     return 100 * errors / sum(d["total"] for d in details)
 
 
-def _speaker_at(turns: list[Turn], second: float) -> str | None:
+def speaker_at(turns: list[Turn], second: float) -> str | None:
     """The reference speaker at a moment (the later turn where two overlap)."""
     speaking = [t.speaker for t in turns if t.start <= second <= t.end]
     return speaking[-1] if speaking else None

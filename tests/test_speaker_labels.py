@@ -19,7 +19,7 @@ import requests
 import soundfile as sf
 
 from bench import dataset
-from bench.speakers import Conversation, build
+from bench.speakers import Conversation, build, speaker_at
 from daemon_support import ROOT, audio_server, running_daemon
 
 EVAL = dataset.default_eval_dir()
@@ -52,8 +52,7 @@ def _right_share(words: list[tuple[str, int, int]], conversation: Conversation) 
     votes: dict[tuple[str, str], int] = {}
     truths = []
     for speaker, start, end in words:
-        middle = (start + end) / 2000
-        truth = next((t.speaker for t in reversed(conversation.turns) if t.start <= middle <= t.end), None)
+        truth = speaker_at(conversation.turns, (start + end) / 2000)
         truths.append(truth)
         votes[speaker, truth] = votes.get((speaker, truth), 0) + 1
     mapping = {speaker: max((n, truth) for (s, truth), n in votes.items() if s == speaker)[1]
@@ -155,13 +154,9 @@ def test_openai_sdk_known_speaker_named(daemon, conversation, tmp_path):
             model="whisper-1", file=audio, response_format="diarized_json",
             known_speaker_names=["Reader"], known_speaker_references=[_data_url(sample)])
     assert {segment.speaker for segment in result.segments} == {"Reader", "A"}
-    right = [segment.speaker == ("Reader" if _turn_at(conversation, (segment.start + segment.end) / 2) == first.speaker
-                                 else "A") for segment in result.segments]
+    right = [segment.speaker == ("Reader" if speaker_at(conversation.turns, (segment.start + segment.end) / 2)
+                                 == first.speaker else "A") for segment in result.segments]
     assert sum(right) >= 0.9 * len(right), [(s.speaker, s.start, s.text) for s in result.segments]
-
-
-def _turn_at(conversation: Conversation, second: float) -> str | None:
-    return next((t.speaker for t in reversed(conversation.turns) if t.start <= second <= t.end), None)
 
 
 @pytest.mark.parametrize(("fields", "param", "mention"), [

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bench import dataset
-from bench.speakers import build
+from bench.speakers import build, speaker_at
 from engine.result import Word
 from engine.speakers import diarize
 from engine.speakers.diarize import encoder_for, speaker_of_words
@@ -82,14 +82,10 @@ def test_two_real_voices(encoder, transcriber, given):
     labels = speaker_of_words(conversation.audio, words, SpeakerOptions(expected=2 if given else None),
                               encoder).of_words
     assert len(set(labels)) == 2
-    truth = [_speaker_at(conversation.turns, (w.start_ms + w.end_ms) / 2000) for w in words]
+    truth = [speaker_at(conversation.turns, (w.start_ms + w.end_ms) / 2000) for w in words]
     first = {label: speaker for label, speaker in zip(labels, truth) if speaker}  # the mapping, from any word
     right = sum(first[label] == speaker for label, speaker in zip(labels, truth))
     assert right >= 0.9 * len(words), (right, len(words))
-
-
-def _speaker_at(turns, second: float):
-    return next((t.speaker for t in reversed(turns) if t.start <= second <= t.end), None)
 
 
 def test_bounds_and_a_given_count_are_kept(encoder, speech):

@@ -23,7 +23,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 
 from engine.result import Word
 from engine.speakers.encoder import HIDDEN, SAMPLE_RATE, SpeakerEncoder, volume_gain
-from engine.speakers.options import MAX_SPEAKERS, SpeakerOptions
+from engine.speakers.options import MAX_SPEAKERS, SpeakerOptions, speaker_name
 
 WINDOW_MS = 1500
 HOP_MS = 750
@@ -92,7 +92,7 @@ def names_of(voices: np.ndarray, known: list[tuple[str, np.ndarray]]) -> list[st
     for similarity, speaker, name in pairs:
         if similarity >= 1 - DISTANCE and speaker not in names and name not in names.values():
             names[speaker] = name
-    letters = iter(chr(ord("A") + i) for i in range(MAX_SPEAKERS))
+    letters = iter(speaker_name(i) for i in range(MAX_SPEAKERS))
     return [names[s] if s in names else next(letters) for s in range(len(voices))]
 
 

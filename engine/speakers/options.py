@@ -7,6 +7,11 @@ from dataclasses import dataclass
 MAX_SPEAKERS = 10
 
 
+def speaker_name(number: int) -> str:
+    """AssemblyAI's speaker labels: A, B, C, ... in order of first appearance."""
+    return chr(ord("A") + number)
+
+
 @dataclass(frozen=True)
 class SpeakerOptions:
     """AssemblyAI's speakers_expected and speaker_options.{min,max}_speakers_expected."""

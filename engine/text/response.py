@@ -11,6 +11,7 @@ import bisect
 from dataclasses import replace
 
 from engine.result import Transcript, Word, new_uid
+from engine.speakers.options import speaker_name
 from engine.text.format import TextOptions, format_words
 
 UTTERANCE_PAUSE_MS = 1500  # a longer pause within one channel starts a new utterance
@@ -42,11 +43,6 @@ def dual_channel_body(channels: list[list[Word]], duration: float, uid: str) -> 
     tagged = sorted(((word, "channel", str(index + 1)) for index, words in enumerate(channels) for word in words),
                     key=lambda item: (item[0].start_ms, item[2]))
     return _utterances_body(tagged, duration, uid, stereo=True)
-
-
-def speaker_name(number: int) -> str:
-    """AssemblyAI's speaker labels: A, B, C, ... in order of first appearance."""
-    return chr(ord("A") + number)
 
 
 def _utterances_body(tagged: list[tuple[Word, str, str]], duration: float, uid: str, stereo: bool) -> dict:
