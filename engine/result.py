@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -22,6 +22,8 @@ class Transcript:
     words: list[Word]
     duration: float  # seconds of audio transcribed
     redecoded: int = 0  # windows decoded again whole after their shortened encoding repeated itself
+    # where the VAD heard speech: [start, end) ms, in time order; the speaker labels embed these
+    speech: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def text(self) -> str:

@@ -80,6 +80,9 @@ class Transcriber:
         `progress(done, total)` is called as windows finish. `options` apply to every window.
         """
         tasks = deque((i, span) for i, audio in enumerate(audios) for span in self.vad.windows(audio))
+        speech = [[] for _ in audios]
+        for file, span in tasks:
+            speech[file] += span.speech_ms()
         total = len(tasks)
         words: list[list[Word]] = [[] for _ in audios]
         redecoded = [0] * len(audios)
@@ -104,8 +107,8 @@ class Transcriber:
             if progress and ended:
                 progress(done, total)
         return [
-            Transcript(sorted(w, key=lambda x: (x.start_ms, x.end_ms)), len(a) / SAMPLE_RATE, again)
-            for w, a, again in zip(words, audios, redecoded)
+            Transcript(sorted(w, key=lambda x: (x.start_ms, x.end_ms)), len(a) / SAMPLE_RATE, again, heard)
+            for w, a, again, heard in zip(words, audios, redecoded, speech)
         ]
 
     def _start(self, batch: list[tuple[int, SpeechWindow]], audios: Sequence[np.ndarray],

@@ -7,7 +7,7 @@ embedded Scheduler (one host) and by an API node's SharedScheduler (Redis).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -24,6 +24,7 @@ class Transcribed:
 
     channels: list[list[Word]]  # one word list per channel, times in ms from the start of the audio
     redecoded: int = 0  # windows decoded again whole after their shortened encoding repeated itself
+    speech: list[list[tuple[int, int]]] = field(default_factory=list)  # per channel: the VAD's speech, ms
 
 
 class WorkerPool(Protocol):

@@ -82,7 +82,7 @@ class Dispatcher:
             block.close()
         answer = pending.answer
         if isinstance(answer, m.JobDone):
-            return Transcribed(answer.channels, answer.redecoded)
+            return Transcribed(answer.channels, answer.redecoded, answer.speech)
         if isinstance(answer, m.JobFailed):
             raise worker_failed(answer.message)
         raise service_not_ready()

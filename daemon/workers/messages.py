@@ -44,6 +44,7 @@ class JobDone:
     uid: str
     channels: list[list[Word]]
     redecoded: int = 0  # windows decoded again whole after their shortened encoding repeated itself
+    speech: list[list[tuple[int, int]]] = field(default_factory=list)  # per channel: the VAD's speech, ms
 
 
 @dataclass(frozen=True)

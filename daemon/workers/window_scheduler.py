@@ -29,6 +29,7 @@ class _Job:
     pcm: m.ArrayRef
     options: DecodeOptions
     words: list[list[Word]]
+    speech: list[list[tuple[int, int]]]  # per channel: where the VAD heard speech, ms (the speaker labels' input)
     unplanned: int
     outstanding: int = 0
     attempts: int = 1
@@ -45,7 +46,8 @@ class WindowScheduler:
 
     def submit(self, message: m.Submit, generation: Generation | None) -> None:
         channels = message.pcm.shape[0]
-        job = _Job(message.uid, message.pcm, message.options, [[] for _ in range(channels)], channels)
+        job = _Job(message.uid, message.pcm, message.options, [[] for _ in range(channels)],
+                   [[] for _ in range(channels)], channels)
         self.jobs[message.uid] = job
         if generation is not None and generation.ready:
             self._plan(job, generation)
@@ -75,6 +77,7 @@ class WindowScheduler:
             else:
                 job.attempts += 1
                 job.words = [[] for _ in job.words]
+                job.speech = [[] for _ in job.words]
                 job.unplanned, job.outstanding, job.plan_sent, job.redecoded = len(job.words), 0, False, 0
 
     def fail_all(self, message: str) -> None:
@@ -88,6 +91,7 @@ class WindowScheduler:
         job.unplanned -= 1
         log.debug("uid=%s channel %d: %d window(s)", job.uid, message.channel, len(message.spans))
         for span in message.spans:
+            job.speech[message.channel] += span.speech_ms()
             self._dispatch(job, message.channel, span, generation)
         self._maybe_done(job)
 
@@ -131,7 +135,7 @@ class WindowScheduler:
             del self.jobs[job.uid]
             log.debug("uid=%s done", job.uid)
             channels = [sorted(words, key=lambda w: (w.start_ms, w.end_ms)) for words in job.words]
-            self.results.put(m.JobDone(job.uid, channels, job.redecoded))
+            self.results.put(m.JobDone(job.uid, channels, job.redecoded, job.speech))
 
     def _forget_windows(self, uid: str, generation: Generation | None) -> None:
         decoders = set()

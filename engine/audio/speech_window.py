@@ -72,6 +72,10 @@ class SpeechWindow:
         """The VAD's speech segments in seconds of the joined audio."""
         return [(self.window_offset(s) / SAMPLE_RATE, self.window_offset(e) / SAMPLE_RATE) for s, e in self.speech]
 
+    def speech_ms(self) -> list[tuple[int, int]]:
+        """The VAD's speech segments in ms of the file (the speaker labels' regions)."""
+        return [(start * 1000 // SAMPLE_RATE, end * 1000 // SAMPLE_RATE) for start, end in self.speech]
+
     def whole(self) -> "SpeechWindow":
         """The same window, to be encoded whole."""
         return replace(self, encode_whole=True)
