@@ -72,12 +72,13 @@ def _transcribe(args: argparse.Namespace, settings: EngineSettings) -> int:
         transcripts = transcriber.transcribe_many(list(audio), options=decode)
     speakers = None
     if args.speaker_labels:
-        from engine.speakers.diarize import encoder_for, speaker_of_words
+        from engine.speakers.diarize import encoder_for, who_spoke_when
         from engine.speakers.options import SpeakerOptions
         from engine.speakers.store import weights_path
 
-        speakers = speaker_of_words(audio[0], transcripts[0].words, SpeakerOptions(args.speakers_expected),
-                                    encoder_for(weights_path(settings.models_dir))).of_words
+        words = transcripts[0].words
+        speakers = who_spoke_when(audio[0], transcripts[0].speech, SpeakerOptions(args.speakers_expected),
+                                  encoder_for(weights_path(settings.models_dir)), words).of_words(words)
     options = TextOptions(written=args.format_text, punctuation=args.punctuate)
     body = response_body([t.words for t in transcripts], seconds, offset_ms, options, args.dual_channel,
                          speakers=speakers)

@@ -14,9 +14,10 @@ import torch
 
 from bench import dataset
 from bench.speakers import build, speaker_at
+from engine.audio.vad import VoiceActivityDetector
 from engine.result import Word
 from engine.speakers import diarize
-from engine.speakers.diarize import encoder_for, speaker_of_words
+from engine.speakers.diarize import Speakers, Turn, encoder_for, who_spoke_when
 from engine.speakers.encoder import HOP, N_FFT, N_MELS, SAMPLE_RATE
 from engine.speakers.options import SpeakerOptions
 from engine.speakers.store import weights_path
@@ -67,10 +68,25 @@ def test_one_voice_is_one_speaker_and_silence_none(encoder, transcriber):
     audio = np.concatenate([speak_at("Thank you for calling the pharmacy, how can I help you today?", SAMPLE_RATE),
                             silence(0.8, SAMPLE_RATE),
                             speak_at("Your refill will be ready tomorrow after ten in the morning.", SAMPLE_RATE)])
-    words = transcriber.transcribe(audio).words
+    transcript = transcriber.transcribe(audio)
+    words = transcript.words
     assert len(words) > 10
-    assert set(speaker_of_words(audio, words, SpeakerOptions(), encoder).of_words) == {0}
-    assert speaker_of_words(silence(3, SAMPLE_RATE), [], SpeakerOptions(), encoder).of_words == []
+    # the transcript says where its VAD heard speech, and the words lie there
+    assert len(transcript.speech) >= 2 and transcript.speech == sorted(transcript.speech)
+    assert all(any(start <= (w.start_ms + w.end_ms) / 2 <= end for start, end in transcript.speech) for w in words)
+    found = who_spoke_when(audio, transcript.speech, SpeakerOptions(), encoder, words)
+    assert len(found.voices) == 1 and {turn.speaker for turn in found.turns} == {0}
+    assert set(found.of_words(words)) == {0}
+    nobody = who_spoke_when(silence(3, SAMPLE_RATE), [], SpeakerOptions(), encoder)
+    assert nobody.turns == [] and nobody.of_words([]) == []
+
+
+def test_words_stand_in_where_the_detector_hears_nothing(encoder):
+    """A transcript with words over audio the VAD calls silence (a whisper, a voice under noise) still gets a
+    speaker for every word."""
+    words = [Word("hello", 500, 900, 0.5), Word("there", 950, 1400, 0.5)]
+    found = who_spoke_when(silence(3, SAMPLE_RATE), [], SpeakerOptions(), encoder, words)
+    assert found.turns == [Turn(500, 1400, 0)] and found.of_words(words) == [0, 0]
 
 
 @needs_eval
@@ -78,27 +94,59 @@ def test_one_voice_is_one_speaker_and_silence_none(encoder, transcriber):
 def test_two_real_voices(encoder, transcriber, given):
     """A conversation of two recorded readers taking turns: two speakers, and nearly every word to its turn's."""
     conversation = build(EVAL, {2: 1}, seed=4)[0]
-    words = transcriber.transcribe(conversation.audio).words
-    labels = speaker_of_words(conversation.audio, words, SpeakerOptions(expected=2 if given else None),
-                              encoder).of_words
-    assert len(set(labels)) == 2
+    transcript = transcriber.transcribe(conversation.audio)
+    words = transcript.words
+    found = who_spoke_when(conversation.audio, transcript.speech, SpeakerOptions(expected=2 if given else None),
+                           encoder, words)
+    labels = found.of_words(words)
+    assert len(set(labels)) == 2 and len(found.voices) == 2
     truth = [speaker_at(conversation.turns, (w.start_ms + w.end_ms) / 2000) for w in words]
     first = {label: speaker for label, speaker in zip(labels, truth) if speaker}  # the mapping, from any word
     right = sum(first[label] == speaker for label, speaker in zip(labels, truth))
     assert right >= 0.9 * len(words), (right, len(words))
+    # and the turns found cover the voices: each 100 ms of a turn's speech found, and found as its speaker's
+    moments = [(t.speaker, at / 10) for t in conversation.turns for start, end in t.speech
+               for at in range(round(start * 10), round(end * 10))]
+    found_at = {at: turn.speaker for turn in found.turns for at in range(turn.start_ms // 100, turn.end_ms // 100)}
+    covered = sum(first.get(found_at.get(round(second * 10))) == speaker for speaker, second in moments)
+    assert covered >= 0.85 * len(moments), (covered, len(moments))
 
 
 def test_bounds_and_a_given_count_are_kept(encoder, speech):
-    # a word every 0.6 s, 0.3 s apart: each its own segment, so even a short sample has more than three
-    words = [Word("w", start, start + 300, 0.9) for start in range(0, len(speech) * 1000 // SAMPLE_RATE - 300, 600)]
+    # one voice said four times over, 0.6 s apart: more pieces than the count asked for
+    gap = silence(0.6, SAMPLE_RATE)
+    audio = np.concatenate([speech, gap, speech, gap, speech, gap, speech])
+    heard = [span for window in VoiceActivityDetector().windows(audio) for span in window.speech_ms()]
+
     def count(options: SpeakerOptions) -> int:
-        return len(set(speaker_of_words(speech, words, options, encoder).of_words))
+        return len(who_spoke_when(audio, heard, options, encoder).voices)
 
     assert count(SpeakerOptions(expected=3)) == 3
     assert count(SpeakerOptions(min_speakers=2)) >= 2
     assert count(SpeakerOptions(max_speakers=1)) == 1
 
 
+def test_words_take_the_turn_holding_most_of_them():
+    found = Speakers([Turn(0, 1000, 0), Turn(1000, 2500, 1), Turn(4000, 5000, 0)], np.eye(2, dtype=np.float32))
+    words = [Word("a", 100, 400, 1), Word("b", 800, 1500, 1), Word("c", 2600, 2900, 1), Word("d", 3700, 3900, 1),
+             Word("e", 5200, 5600, 1)]
+    # b: mostly in the second turn; c and d, in none: the nearest; e: after the last
+    assert found.of_words(words) == [0, 1, 1, 0, 0]
+    assert Speakers([], np.zeros((0, 256), np.float32)).of_words(words[:2]) == [0, 0]
+
+
+def test_long_files_cluster_a_sample_and_place_the_rest(monkeypatch):
+    """Past MAX_CLUSTERED pieces the tree is grown on an even sample and every piece joins its nearest group,
+    so the distances held do not grow with the file."""
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 256, dtype=np.float32)
+    truth = rng.integers(0, 3, 500)
+    voices = centres[truth] + rng.normal(0, 0.02, (500, 256)).astype(np.float32)
+    voices /= np.linalg.norm(voices, axis=1, keepdims=True)
+    monkeypatch.setattr(diarize, "MAX_CLUSTERED", 60)
+    found = diarize._clusters(voices, np.ones(500), SpeakerOptions())
+    assert len(set(found.tolist())) == 3
+    assert all(len(set(found[truth == speaker].tolist())) == 1 for speaker in range(3))
 def test_utterances_per_speaker():
     """Words keep the speaker of the raw words they were made from ("twenty five" -> "25"), and an utterance is
     a run of one speaker's words, cut at a pause over 1.5 s."""
@@ -139,8 +187,11 @@ def test_samples_come_as_data_urls(speech):
             decode_data_url(bad)
 
 
-def test_windows_cover_every_run():
-    words = [Word("a", 0, 400, 1), Word("b", 3000, 3200, 1), Word("c", 3300, 6000, 1)]
-    spans = diarize._windows(words, 10_000)
-    assert spans[0] == (0, diarize.WINDOW_MS)  # a short run: one window, borrowing audio after it
+def test_windows_cover_all_the_speech():
+    spans = diarize._windows([(0, 400), (3000, 6000)], 10_000)
+    assert spans[0] == (0, diarize.WINDOW_MS)  # a short stretch: one window, borrowing audio after it
     assert spans[-1][1] == 6000 and all(end - start == diarize.WINDOW_MS for start, end in spans)
+
+
+def test_long_speech_is_cut_into_equal_pieces():
+    assert diarize._pieces([(0, 2000), (2500, 9500)]) == [(0, 2000), (2500, 4833), (4833, 7167), (7167, 9500)]

@@ -57,7 +57,8 @@ class JobRunner:
                 raise request_timed_out(self.config.request_timeout_seconds)
             transcribed = self.workers.submit(job.id, pcm, remaining, self._decode_options(job))
             channels = transcribed.channels
-            speakers, names = self._speakers(pcm[0], channels[0], options) if options.speaker_labels else (None, None)
+            speakers, names = (self._speakers(pcm[0], transcribed.speech[0], channels[0], options)
+                               if options.speaker_labels else (None, None))
             del pcm
             enabled = self.config.enable_auto_punctuation
             text = TextOptions(written=options.format_text, punctuation=options.punctuate and enabled, casing=enabled)
@@ -119,10 +120,11 @@ class JobRunner:
             self.store.keep_audio(job.id, data)
         return data
 
-    def _speakers(self, audio: np.ndarray, words: list[Word], options: Options) -> tuple[list[int], list[str] | None]:
+    def _speakers(self, audio: np.ndarray, speech: list[tuple[int, int]], words: list[Word],
+                  options: Options) -> tuple[list[int], list[str] | None]:
         """A speaker per word, and their names when known samples were given, found where the job's audio is
         (engine/speakers/diarize.py; its encoder loads with the first job that asks)."""
-        from engine.speakers.diarize import encoder_for, names_of, sample_voice, speaker_of_words
+        from engine.speakers.diarize import encoder_for, names_of, sample_voice, who_spoke_when
         from engine.speakers.store import weights_path  # torch: never loaded on an API node
 
         try:
@@ -131,11 +133,11 @@ class JobRunner:
             raise service_not_ready(f"speaker labels are not available here: {exc}") from None
         bounds = SpeakerOptions(options.speakers_expected, options.min_speakers, options.max_speakers)
         encoder = encoder_for(weights)
-        found = speaker_of_words(audio, words, bounds, encoder)
+        found = who_spoke_when(audio, speech, bounds, encoder, words)
         if not options.known_speakers:
-            return found.of_words, None
+            return found.of_words(words), None
         known = [(name, sample_voice(decode_data_url(url), encoder)) for name, url in options.known_speakers]
-        return found.of_words, names_of(found.voices, known)
+        return found.of_words(words), names_of(found.voices, known)
 
     @staticmethod
     def _decode_options(job: Job) -> DecodeOptions:

@@ -1,19 +1,21 @@
-"""Who spoke each word of a mono recording: voice embeddings over the speech, clustered into speakers.
+"""Who spoke when in a mono recording: voice embeddings over the speech, clustered into speakers.
 
-Speech is where the transcript has words, which the search found with Whisper's timestamps, so no
-second voice-activity pass runs. The words' runs (merged across pauses under RUN_GAP_MS) are covered
-by windows of WINDOW_MS every HOP_MS (a shorter run gets one window, centred on it, that borrows
-audio around it), each embedded by the GE2E encoder. The words are then cut into segments that one
-speaker is assumed to hold (at pauses of SEGMENT_GAP_MS, and at most SEGMENT_MS long); a segment's
-voice is the mean of the windows centred in it, steadier than any one window. Average-linkage
-clustering on cosine distance (scipy) groups the segments, cut at DISTANCE or into the number of
+Speech is where the transcription's Silero VAD heard it (engine/audio/vad.py; its segments come with
+the transcript, so no second pass runs), not where the transcript has words: Whisper's word timings
+are loose and it skips stretches it cannot read, and both left speech unlabelled (docs/DESIGN.md
+"Speaker labels"). The segments are covered by windows of WINDOW_MS every HOP_MS (a shorter segment gets one window, centred
+on it, that borrows audio around it), each embedded by the GE2E encoder. Segments longer than
+SEGMENT_MS are cut into equal pieces no longer than that, each assumed to hold one speaker; a
+piece's voice is the mean of the windows centred in it, steadier than any one window. Average-linkage
+clustering on cosine distance (scipy) groups the pieces, cut at DISTANCE or into the number of
 speakers given; groups holding under MIN_SHARE of the speech join the nearest other group; always
-within the bounds asked. The constants were chosen on `python -m bench speakers`
-(docs/DESIGN.md "Speaker labels").
+within the bounds asked. Neighbouring pieces of one speaker make a turn, and each word goes to the
+turn that holds most of it. The constants were chosen on `python -m bench speakers`.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +28,13 @@ from engine.speakers.encoder import HIDDEN, SAMPLE_RATE, SpeakerEncoder, volume_
 from engine.speakers.options import MAX_SPEAKERS, SpeakerOptions, speaker_name
 
 WINDOW_MS = 1500
-HOP_MS = 750
-RUN_GAP_MS = 500
-SEGMENT_GAP_MS = 250
+HOP_MS = 1500  # windows side by side: overlapping them (750) doubled the work and bettered no DER (DESIGN)
 SEGMENT_MS = 3000
 DISTANCE = 0.35  # cosine distance at which two groups of segments stop being one speaker
-MIN_SHARE = 0.1  # of the speech: a group below it is not a speaker of its own (its words join the nearest)
+MIN_SHARE = 0.1  # of the speech: a group below it is not a speaker of its own (its pieces join the nearest)
+# Pieces clustered at most (2 hours of unbroken speech): a longer file's are sampled evenly for the tree and
+# the rest join the nearest group, so the distances held stay under 25 MB however long the file.
+MAX_CLUSTERED = 2400
 
 
 _encoders: dict[Path, SpeakerEncoder] = {}
@@ -48,31 +51,62 @@ def encoder_for(weights: Path) -> SpeakerEncoder:
 
 
 @dataclass(frozen=True)
-class Speakers:
-    """Who said each word, and each speaker's voice (to name them after known samples)."""
+class Turn:
+    start_ms: int
+    end_ms: int
+    speaker: int
 
-    of_words: list[int]  # a speaker number per word: 0, 1, ... in order of first speech
+
+@dataclass(frozen=True)
+class Speakers:
+    """Who speaks when, and each speaker's voice (to name them after known samples)."""
+
+    turns: list[Turn]  # in time order, disjoint; speakers numbered 0, 1, ... in order of first speech
     voices: np.ndarray  # [speakers, 256]: each speaker's unit mean voice
 
+    def of_words(self, words: list[Word]) -> list[int]:
+        """A speaker per word: that of the turn holding most of it, else of the nearest turn (Whisper
+        sometimes times a word where the detector heard none)."""
+        if not self.turns:
+            return [0] * len(words)
+        starts = [turn.start_ms for turn in self.turns]
+        labels = []
+        for word in words:
+            index = bisect.bisect_right(starts, word.start_ms)
+            near = self.turns[max(0, index - 1):index + 2]
+            held = max(near, key=lambda t: (min(word.end_ms, t.end_ms) - max(word.start_ms, t.start_ms)))
+            if min(word.end_ms, held.end_ms) <= max(word.start_ms, held.start_ms):
+                held = min(near, key=lambda t: max(t.start_ms - word.end_ms, word.start_ms - t.end_ms))
+            labels.append(held.speaker)
+        return labels
 
-def speaker_of_words(audio: np.ndarray, words: list[Word], options: SpeakerOptions,
-                     encoder: SpeakerEncoder) -> Speakers:
-    """Who said each of the transcript's words in 16 kHz mono `audio`."""
-    if not words:
+
+def who_spoke_when(audio: np.ndarray, speech: list[tuple[int, int]], options: SpeakerOptions,
+                   encoder: SpeakerEncoder, words: list[Word] = ()) -> Speakers:
+    """The speaker turns of 16 kHz mono `audio`, whose `speech` ([start, end) ms, in order) is the transcript's
+    (Transcript.speech). `words` stand in where the detector heard none (a whisper, a voice under noise) but
+    the transcript has words."""
+    length_ms = len(audio) * 1000 // SAMPLE_RATE
+    regions = list(speech) or _runs(words)
+    if not regions:
         return Speakers([], np.zeros((0, HIDDEN), np.float32))
-    spans = _windows(words, len(audio) * 1000 // SAMPLE_RATE)
+    spans = _windows(regions, length_ms)
     windows = _embedded(audio, spans, encoder)
     centres = np.array([(start + end) / 2 for start, end in spans])
-    segments = _segments(words)
-    voices = np.stack([_voice(windows, centres, words[first].start_ms, words[last].end_ms)
-                       for first, last in segments])
-    lengths = np.array([max(words[last].end_ms - words[first].start_ms, 1) for first, last in segments], float)
+    pieces = _pieces(regions)
+    voices = np.stack([_voice(windows, centres, start, end) for start, end in pieces])
+    lengths = np.array([max(end - start, 1) for start, end in pieces], float)
     clusters = _clusters(voices, lengths, options)
     order = {int(label): index for index, label in enumerate(dict.fromkeys(clusters.tolist()))}
-    of_segments = np.array([order[int(label)] for label in clusters])
-    of_words = [int(of_segments[index]) for index, (first, last) in enumerate(segments) for _ in range(first, last + 1)]
-    means = np.stack([voices[of_segments == speaker].mean(axis=0) for speaker in range(len(order))])
-    return Speakers(of_words, means / np.linalg.norm(means, axis=1, keepdims=True))
+    of_pieces = np.array([order[int(label)] for label in clusters])
+    turns: list[Turn] = []
+    for (start, end), speaker in zip(pieces, of_pieces.tolist()):
+        if turns and turns[-1].speaker == speaker and turns[-1].end_ms == start:
+            turns[-1] = Turn(turns[-1].start_ms, end, speaker)
+        else:
+            turns.append(Turn(start, end, speaker))
+    means = np.stack([voices[of_pieces == speaker].mean(axis=0) for speaker in range(len(order))])
+    return Speakers(turns, means / np.linalg.norm(means, axis=1, keepdims=True))
 
 
 def sample_voice(audio: np.ndarray, encoder: SpeakerEncoder) -> np.ndarray:
@@ -112,16 +146,21 @@ def _embedded(audio: np.ndarray, spans: list[tuple[int, int]], encoder: SpeakerE
     return np.concatenate(out)
 
 
-def _windows(words: list[Word], length_ms: int) -> list[tuple[int, int]]:
-    """(start, end) ms of every embedding window over the words' speech runs."""
+def _runs(words: list[Word], gap_ms: int = 500) -> list[tuple[int, int]]:
+    """(start, end) ms of the words' runs, merged across pauses under gap_ms."""
     runs: list[list[int]] = []
     for word in words:
-        if runs and word.start_ms - runs[-1][1] < RUN_GAP_MS:
+        if runs and word.start_ms - runs[-1][1] < gap_ms:
             runs[-1][1] = max(runs[-1][1], word.end_ms)
         else:
             runs.append([word.start_ms, word.end_ms])
+    return [(start, end) for start, end in runs]
+
+
+def _windows(regions: list[tuple[int, int]], length_ms: int) -> list[tuple[int, int]]:
+    """(start, end) ms of every embedding window over the speech."""
     spans = []
-    for start, end in runs:
+    for start, end in regions:
         if end - start <= WINDOW_MS:
             first = min(max(0, (start + end - WINDOW_MS) // 2), max(0, length_ms - WINDOW_MS))
             spans.append((first, first + WINDOW_MS))
@@ -133,16 +172,14 @@ def _windows(words: list[Word], length_ms: int) -> list[tuple[int, int]]:
     return spans
 
 
-def _segments(words: list[Word]) -> list[tuple[int, int]]:
-    """(first, last) word index of each stretch one speaker is assumed to hold."""
-    segments: list[list[int]] = []
-    for index, word in enumerate(words):
-        if segments and word.start_ms - words[index - 1].end_ms < SEGMENT_GAP_MS \
-                and word.end_ms - words[segments[-1][0]].start_ms <= SEGMENT_MS:
-            segments[-1][1] = index
-        else:
-            segments.append([index, index])
-    return [(first, last) for first, last in segments]
+def _pieces(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(start, end) ms of the stretches one speaker is assumed to hold: each region, or its equal parts of at
+    most SEGMENT_MS; they meet where a region is cut."""
+    pieces = []
+    for start, end in regions:
+        edges = np.linspace(start, end, -(-(end - start) // SEGMENT_MS) + 1).round().astype(int).tolist()
+        pieces += list(zip(edges[:-1], edges[1:])) or [(start, end)]
+    return pieces
 
 
 def _voice(windows: np.ndarray, centres: np.ndarray, start_ms: int, end_ms: int) -> np.ndarray:
@@ -156,12 +193,17 @@ def _voice(windows: np.ndarray, centres: np.ndarray, start_ms: int, end_ms: int)
 
 
 def _clusters(voices: np.ndarray, lengths: np.ndarray, options: SpeakerOptions) -> np.ndarray:
-    """A cluster number per segment.
+    """A cluster number per piece.
 
     Without a count, the tree is cut at DISTANCE and the small groups join their nearest. With one, the
     tree is cut into the fewest groups that leave that many once the small ones have joined theirs (so an
-    odd segment or two do not take the place of a speaker), or else exactly into that many.
+    odd piece or two do not take the place of a speaker), or else exactly into that many.
     """
+    if len(voices) > MAX_CLUSTERED:
+        chosen = np.linspace(0, len(voices) - 1, MAX_CLUSTERED).round().astype(int)
+        sampled = _clusters(voices[chosen], lengths[chosen], options)
+        labels = sorted(set(sampled.tolist()))
+        return np.array(labels)[np.argmax(voices @ _centroids(voices[chosen], sampled, labels).T, axis=1)]
     if len(voices) == 1:
         return np.zeros(1, int)
     tree = linkage(voices, method="average", metric="cosine")
@@ -182,14 +224,19 @@ def _clusters(voices: np.ndarray, lengths: np.ndarray, options: SpeakerOptions) 
 
 
 def _merged_small(voices: np.ndarray, clusters: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Segments of groups holding under MIN_SHARE of the speech go to the nearest group that does not."""
+    """Pieces of groups holding under MIN_SHARE of the speech go to the nearest group that does not."""
     labels = sorted(set(clusters.tolist()))
     share = {label: lengths[clusters == label].sum() / lengths.sum() for label in labels}
     kept = [label for label in labels if share[label] >= MIN_SHARE] or [max(labels, key=share.get)]
-    centroids = np.stack([voices[clusters == label].mean(axis=0) for label in kept])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    centroids = _centroids(voices, clusters, kept)
     out = clusters.copy()
     for index, label in enumerate(clusters):
         if label not in kept:
             out[index] = kept[int(np.argmax(centroids @ voices[index]))]
     return out
+
+
+def _centroids(voices: np.ndarray, clusters: np.ndarray, labels: list[int]) -> np.ndarray:
+    """The unit mean voice of each of `labels`' groups."""
+    centroids = np.stack([voices[clusters == label].mean(axis=0) for label in labels])
+    return centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
