@@ -133,6 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     spk.add_argument("--three", type=int, default=6, help="conversations of 3 speakers")
     spk.add_argument("--four", type=int, default=6, help="conversations of 4 speakers")
     spk.add_argument("--seed", type=int, default=1)
+    spk.add_argument("--hours", type=float, nargs="*",
+                     help="instead: labelling time and peak memory on files this long (a conversation repeated)")
     parse = sub.add_parser("parse", help="what reading a request body costs, this checkout against a baseline one")
     _common(parse)
     parse.add_argument("--baseline", type=Path, required=True,
