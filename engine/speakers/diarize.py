@@ -3,14 +3,14 @@
 Speech is where the transcription's Silero VAD heard it (engine/audio/vad.py; its segments come with
 the transcript, so no second pass runs), not where the transcript has words: Whisper's word timings
 are loose and it skips stretches it cannot read, and both left speech unlabelled (docs/DESIGN.md
-"Speaker labels"). The segments are covered by windows of WINDOW_MS every HOP_MS (a shorter segment gets one window, centred
-on it, that borrows audio around it), each embedded by the GE2E encoder. Segments longer than
-SEGMENT_MS are cut into equal pieces no longer than that, each assumed to hold one speaker; a
-piece's voice is the mean of the windows centred in it, steadier than any one window. Average-linkage
-clustering on cosine distance (scipy) groups the pieces, cut at DISTANCE or into the number of
-speakers given; groups holding under MIN_SHARE of the speech join the nearest other group; always
-within the bounds asked. Neighbouring pieces of one speaker make a turn, and each word goes to the
-turn that holds most of it. The constants were chosen on `python -m bench speakers`.
+"Speaker labels"). The segments are covered by windows of WINDOW_MS side by side (a shorter segment
+gets one window, centred on it, that borrows audio around it), each embedded by the GE2E encoder.
+Segments longer than SEGMENT_MS are cut into equal pieces no longer than that, each assumed to hold
+one speaker; a piece's voice is the mean of the windows centred in it, steadier than any one window.
+Average-linkage clustering on cosine distance (scipy) groups the pieces, cut at DISTANCE or into the
+number of speakers given; groups holding under MIN_SHARE of the speech join the nearest other group;
+always within the bounds asked. Neighbouring pieces of one speaker make a turn, and each word goes to
+the turn that holds most of it. The constants were chosen on `python -m bench speakers`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from engine.speakers.options import MAX_SPEAKERS, SpeakerOptions, speaker_name
 WINDOW_MS = 1500
 HOP_MS = 1500  # windows side by side: overlapping them (750) doubled the work and bettered no DER (DESIGN)
 SEGMENT_MS = 3000
-DISTANCE = 0.35  # cosine distance at which two groups of segments stop being one speaker
+DISTANCE = 0.35  # cosine distance at which two groups of pieces stop being one speaker
 MIN_SHARE = 0.1  # of the speech: a group below it is not a speaker of its own (its pieces join the nearest)
 # Pieces clustered at most (2 hours of unbroken speech): a longer file's are sampled evenly for the tree and
 # the rest join the nearest group, so the distances held stay under 25 MB however long the file.
