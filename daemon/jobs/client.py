@@ -24,7 +24,8 @@ class Transcribed:
 
     channels: list[list[Word]]  # one word list per channel, times in ms from the start of the audio
     redecoded: int = 0  # windows decoded again whole after their shortened encoding repeated itself
-    speech: list[list[tuple[int, int]]] = field(default_factory=list)  # per channel: the VAD's speech, ms
+    # per channel: where the VAD heard speech, ms; a pool that leaves it empty has the words' runs stand in
+    speech: list[list[tuple[int, int]]] = field(default_factory=list)
 
 
 class WorkerPool(Protocol):

@@ -57,7 +57,8 @@ class JobRunner:
                 raise request_timed_out(self.config.request_timeout_seconds)
             transcribed = self.workers.submit(job.id, pcm, remaining, self._decode_options(job))
             channels = transcribed.channels
-            speakers, names = (self._speakers(pcm[0], transcribed.speech[0], channels[0], options)
+            speech = transcribed.speech[0] if transcribed.speech else []  # empty: the words' runs stand in
+            speakers, names = (self._speakers(pcm[0], speech, channels[0], options)
                                if options.speaker_labels else (None, None))
             del pcm
             enabled = self.config.enable_auto_punctuation
