@@ -135,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     spk.add_argument("--seed", type=int, default=1)
     spk.add_argument("--hours", type=float, nargs="*",
                      help="instead: labelling time and peak memory on files this long (a conversation repeated)")
+    spk.add_argument("--over-http", action="store_true",
+                     help="instead: the time speaker_labels adds to /transcribe/url requests to the real daemon")
     parse = sub.add_parser("parse", help="what reading a request body costs, this checkout against a baseline one")
     _common(parse)
     parse.add_argument("--baseline", type=Path, required=True,

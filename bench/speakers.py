@@ -157,6 +157,8 @@ def build(eval_dir, count: dict[int, int], seed: int) -> list[Conversation]:
 def speakers(args: argparse.Namespace) -> None:
     if args.hours:
         return long_files(args)
+    if args.over_http:
+        return over_http(args)
     from pyannote.core import Annotation, Segment
     from pyannote.metrics.diarization import DiarizationErrorRate
 
@@ -238,6 +240,51 @@ def speakers(args: argparse.Namespace) -> None:
     print(text)
     report.append(args.results, text)
     print(f"appended to {args.results}")
+
+
+def over_http(args: argparse.Namespace) -> None:
+    """What speaker_labels adds to a request's time as a customer sees it: each conversation posted to the
+    real daemon (every setting at its default) with and without labels, in alternating order, one request
+    at a time."""
+    import tempfile
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from bench.daemon_proc import audio_server, file_url, running_daemon
+
+    conversations = build(args.eval_dir, {2: args.two, 3: args.three, 4: args.four}, args.seed)
+    rows, seconds = [], {False: 0.0, True: 0.0}
+    with tempfile.TemporaryDirectory() as folder, audio_server(Path(folder)) as base, running_daemon() as daemon:
+        paths = []
+        for conversation in conversations:
+            path = Path(folder) / f"{conversation.name}.wav"
+            sf.write(path, conversation.audio, dataset.SAMPLE_RATE, subtype="PCM_16")
+            paths.append(path)
+        daemon.transcribe({"audio_url": file_url(base, Path(folder), paths[0]), "speaker_labels": True})  # warm-up
+        for index, (conversation, path) in enumerate(zip(conversations, paths)):
+            took, answers = {}, {}
+            for labels in ((False, True) if index % 2 == 0 else (True, False)):
+                start = time.perf_counter()
+                answers[labels] = daemon.transcribe({"audio_url": file_url(base, Path(folder), path),
+                                                     "speaker_labels": labels})
+                took[labels] = time.perf_counter() - start
+                answers[labels].raise_for_status()
+                seconds[labels] += took[labels]
+            found = len({u["speaker"] for u in answers[True].json()["utterances"]})
+            rows.append(f"| {conversation.name} | {len(conversation.audio) / dataset.SAMPLE_RATE:.1f} | {found} | "
+                        f"{took[False]:.2f} | {took[True]:.2f} | {100 * (took[True] / took[False] - 1):.1f} % |")
+            print(rows[-1], flush=True)
+    table = ("| conversation | audio s | speakers found | plain s | speaker_labels s | added |\n"
+             "|---|---:|---:|---:|---:|---:|\n"
+             + "\n".join(rows) + f"\n| all | | | {seconds[False]:.1f} | {seconds[True]:.1f} | "
+             f"{100 * (seconds[True] / seconds[False] - 1):.1f} % |")
+    text = report.dated_section(f"{args.model}, the time speaker_labels adds to a request over HTTP",
+                                [f"{len(conversations)} conversations from {args.eval_dir} (seed {args.seed}), "
+                                 "each posted to the daemon (defaults) with and without speaker_labels, "
+                                 "alternating which goes first; one request at a time"], table)
+    print(text)
+    report.append(args.results, text)
 
 
 def long_files(args: argparse.Namespace) -> None:
