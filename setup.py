@@ -28,6 +28,7 @@ setup(
         "rapidfuzz>=3.0",
         "pydantic>=2.7,<3",
         "scipy>=1.10",
+        "websockets>=13,<18",
     ],
     entry_points={"console_scripts": ["async-engine=daemon.cli:main"]},
 )

@@ -137,6 +137,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="instead: labelling time and peak memory on files this long (a conversation repeated)")
     spk.add_argument("--over-http", action="store_true",
                      help="instead: the time speaker_labels adds to /transcribe/url requests to the real daemon")
+    live = sub.add_parser("streaming", help="live calls through AssemblyAI's streaming SDK at real-time pace: "
+                                            "turn latency, partial latency, WER beside the same audio as files")
+    _common(live)
+    from bench.streaming import add_arguments as streaming_arguments
+
+    streaming_arguments(live)
     parse = sub.add_parser("parse", help="what reading a request body costs, this checkout against a baseline one")
     _common(parse)
     parse.add_argument("--baseline", type=Path, required=True,
@@ -253,7 +259,7 @@ def accuracy(args: argparse.Namespace) -> None:
 # Commands whose module is named after them (- as _) and holds a function of the same name; imported only
 # when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
 _MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu", "encoder-width",
-                    "domain-lm", "repeats", "steps", "parse", "speakers")
+                    "domain-lm", "repeats", "steps", "parse", "speakers", "streaming")
 
 
 def main() -> None:

@@ -123,7 +123,8 @@ class Cluster:
 
     def api_node(self, **env: str) -> Node:
         port = free_port()
-        node = self._spawn("serve", [], {"SKIP_DECODER": "1", "ASYNC_ENGINE_PORT": str(port), **env},
+        node = self._spawn("serve", [], {"SKIP_DECODER": "1", "ASYNC_ENGINE_PORT": str(port),
+                                     "ASYNC_ENGINE_STREAM_PORT": "off", **env},
                            f"http://127.0.0.1:{port}", "api")
         wait_until(lambda: _answers(node.url + "/health"), 60, node)
         return node

@@ -115,6 +115,7 @@ class Daemon:
     def __init__(self, process: subprocess.Popen, port: int, log_path: Path, host: str = "127.0.0.1") -> None:
         self.process = process
         self.url = f"http://{host}:{port}"
+        self.stream_url = ""  # ws://host:port of its streaming API, where the starter chose the port
         self.log_path = log_path
         self.startup_s = 0.0
 
@@ -167,16 +168,17 @@ def running_daemon(source: Path = REPO_ROOT, **env: str) -> Iterator[Daemon]:
 
     The log goes to a temp file kept after exit (its path is printed) for post-mortems.
     """
-    port = free_port()
+    port, stream_port = free_port(), free_port()
     data = tempfile.mkdtemp(prefix=f"bench-daemon-{port}-data-")  # its jobs, not a user's or another run's
     full_env = {**os.environ, "ASYNC_ENGINE_HOST": "127.0.0.1", "ASYNC_ENGINE_PORT": str(port),
-                "ASYNC_ENGINE_DATA_DIR": data, **env}
+                "ASYNC_ENGINE_STREAM_PORT": str(stream_port), "ASYNC_ENGINE_DATA_DIR": data, **env}
     log_path = Path(tempfile.gettempdir()) / f"bench-daemon-{port}.log"
     started = time.monotonic()
     with open(log_path, "w") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "daemon.cli", "serve"], cwd=source,
                                    env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
     daemon = Daemon(process, port, log_path)
+    daemon.stream_url = f"ws://127.0.0.1:{stream_port}"
     print(f"daemon pid {process.pid}, log {log_path}", flush=True)
     try:
         daemon.wait_healthy(started)

@@ -52,6 +52,8 @@ DEFAULTS: dict[str, str] = {
     "REDIS_URL": "",  # empty: one host, embedded job store (SQLite)
     "WORKER_NODE_TIMEOUT_SECONDS": "10",
     "METRICS_PORT": "9998",
+    "ASYNC_ENGINE_STREAM_PORT": "9997",  # the WebSocket streaming API (/v3/ws); "off": none
+    "ASYNC_ENGINE_MAX_STREAMS": "16",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -111,7 +113,14 @@ class DaemonConfig:
     redis_url: str | None  # shared mode: job store and queue in Redis (API nodes and worker nodes)
     worker_node_timeout: float  # seconds: a worker node whose heartbeat is older is dead; others take its jobs
     metrics_port: int  # a worker node's /metrics listener (it has no HTTP API)
+    stream_port: int | None  # the WebSocket streaming API's port (waitress serves no WebSocket); None: off
+    max_streams: int  # live streams at once; the next is refused before its audio flows
     engine: EngineSettings
+
+    @property
+    def stream_slots(self) -> int:
+        """Windows an inference process keeps free for live streams' turns, beyond the files' windows_in_flight."""
+        return min(self.max_streams, self.windows_in_flight)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "DaemonConfig":
@@ -184,6 +193,9 @@ class DaemonConfig:
             redis_url=redis_url,
             worker_node_timeout=_seconds("WORKER_NODE_TIMEOUT_SECONDS", get("WORKER_NODE_TIMEOUT_SECONDS")),
             metrics_port=parse_int("METRICS_PORT", get("METRICS_PORT"), 1, 65535),
+            stream_port=(None if get("ASYNC_ENGINE_STREAM_PORT").lower() == "off"
+                         else parse_int("ASYNC_ENGINE_STREAM_PORT", get("ASYNC_ENGINE_STREAM_PORT"), 1, 65535)),
+            max_streams=parse_int("ASYNC_ENGINE_MAX_STREAMS", get("ASYNC_ENGINE_MAX_STREAMS"), 1, 10_000),
             engine=engine,
         )
 

@@ -29,6 +29,7 @@ from daemon.jobs.record import Job
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
 _PREFIX = "async-engine-metrics-"
 _SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
 _RTF_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5)
 
 
@@ -80,6 +81,13 @@ class _Metrics:
         self.redecoded_windows = Counter("async_engine_redecoded_windows", "Speech windows decoded again with "
                                          "a whole 30 s encoder window because the shortened one said a phrase "
                                          "twice back to back (docs/DESIGN.md \"Encoder width\")")
+        self.streams = Counter("async_engine_streams", "Live streams ended, by close code (1000: normal; "
+                               "docs/STREAMING.md lists the others)", ("code",))
+        self.stream_audio_seconds = Counter("async_engine_stream_audio_seconds", "Seconds of audio received "
+                                            "from live streams")
+        self.stream_turn_seconds = Histogram("async_engine_stream_turn_seconds", "Wall time from the audio that "
+                                             "asked for a Turn message (partial, or final: the end of the turn's "
+                                             "silence) to its sending", ("kind",), buckets=_LATENCY_BUCKETS)
         self.worker_restarts = Counter("async_engine_worker_restarts", "Times the supervisor restarted its "
                                        "inference and decoder processes (one of them died or stalled)")
 
@@ -122,6 +130,27 @@ def workers_restarted() -> None:
     _metrics().worker_restarts.inc()
 
 
+def stream_ended(code: str) -> None:
+    _metrics().streams.labels(code).inc()
+
+
+def stream_audio(seconds: float) -> None:
+    _metrics().stream_audio_seconds.inc(seconds)
+
+
+def stream_turn_sent(kind: str, seconds: float) -> None:
+    _metrics().stream_turn_seconds.labels(kind).observe(seconds)
+
+
+_stream_levels: tuple[Callable[[], int], int] | None = None
+
+
+def stream_levels(live: Callable[[], int], limit: int) -> None:
+    """The stream server's live count, read at each scrape like the job levels."""
+    global _stream_levels
+    _stream_levels = (live, limit)
+
+
 class _Everything:
     """What a scrape shows, as one registry: the tree's counters and histograms (summed over its
     processes), then the levels read now."""
@@ -141,6 +170,11 @@ class _Everything:
         else:
             registry = REGISTRY  # in-process counters
         yield from registry.collect()
+        if _stream_levels is not None:
+            live, limit = _stream_levels
+            yield GaugeMetricFamily("async_engine_streams_live", "Live streams now", value=live())
+            yield GaugeMetricFamily("async_engine_capacity_streams", "Live streams at once "
+                                    "(ASYNC_ENGINE_MAX_STREAMS)", value=limit)
         if self.load is None:
             return
         try:

@@ -71,9 +71,21 @@ def _serve(config: DaemonConfig) -> int:
         store.close()
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 2
+    try:
+        streams = _stream_server(config, dispatcher)
+    except OSError as exc:
+        server.close()
+        if dispatcher is not None:
+            dispatcher.stop()
+        store.close()
+        log.error("cannot listen on %s:%d (ASYNC_ENGINE_STREAM_PORT): %s", config.host, config.stream_port,
+                  exc.strerror or exc)
+        return 2
     if webhooks is not None:
         webhooks.start()
     scheduler.start()
+    if streams is not None:
+        streams.start()
     if node is not None:
         node.start()
     stopping = threading.Event()
@@ -84,6 +96,8 @@ def _serve(config: DaemonConfig) -> int:
         log.info("stopping: draining the job(s) in flight; queued jobs stay queued")
         deadline = time.monotonic() + config.request_timeout_seconds
         try:
+            if streams is not None:
+                streams.stop()  # live streams have no end to wait for: they are told to reconnect elsewhere
             scheduler.drain(config.request_timeout_seconds)
             if node is not None:
                 node.drain(config.request_timeout_seconds)
@@ -105,6 +119,8 @@ def _serve(config: DaemonConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     for host, port in server.addresses:
         log.info("listening on http://%s:%d", host, port)
+    if streams is not None:
+        log.info("streams on ws://%s:%d/v3/ws", *streams.address)
     try:
         server.run()
     except (OSError, KeyboardInterrupt):
@@ -113,6 +129,8 @@ def _serve(config: DaemonConfig) -> int:
     finally:
         stopped.set()  # signals from here on are ignored: the cleanup below must run to the end
         server.close()
+        if streams is not None:
+            streams.stop()
         scheduler.drain(0)
         if dispatcher is not None:
             dispatcher.stop()
@@ -121,6 +139,15 @@ def _serve(config: DaemonConfig) -> int:
         store.close()
         log.info("stopped")
     return 0
+
+
+def _stream_server(config: DaemonConfig, dispatcher):
+    """The WebSocket streaming API, where it is on (ASYNC_ENGINE_STREAM_PORT); None where it is off."""
+    if config.stream_port is None:
+        return None
+    from daemon.stream.server import StreamServer  # websockets: only where streams are served
+
+    return StreamServer(config, dispatcher)
 
 
 def _embedded_parts(config: DaemonConfig) -> tuple:

@@ -61,14 +61,16 @@ def running_daemon(tmp_path: Path, *, host: str = "127.0.0.1", wrapper: tuple[st
     Each daemon keeps its jobs in a data directory of its own under tmp_path unless
     ASYNC_ENGINE_DATA_DIR says otherwise (a restart test passes the same one twice).
     """
-    port = free_port()
+    port, stream_port = free_port(), free_port()
     full_env = {**os.environ, "ASYNC_ENGINE_HOST": host, "ASYNC_ENGINE_PORT": str(port),
+                "ASYNC_ENGINE_STREAM_PORT": str(stream_port),
                 "ASYNC_ENGINE_DECODERS": "1", "ASYNC_ENGINE_DATA_DIR": str(tmp_path / f"data-{port}"), **env}
     log_path = tmp_path / f"daemon-{port}.log"
     with open(log_path, "w") as log_file:
         process = subprocess.Popen([*wrapper, sys.executable, "-m", "daemon.cli", "serve"], cwd=ROOT, env=full_env,
                                    stdout=log_file, stderr=subprocess.STDOUT)
     daemon = Daemon(process, port, log_path, host)
+    daemon.stream_url = f"ws://{host}:{stream_port}"
     daemon.prefix  # noqa: B018  (read now, while the front runs)
     try:
         yield daemon

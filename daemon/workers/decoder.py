@@ -128,7 +128,7 @@ class DecoderWorker:
         channel = replace(ref, shape=(ref.shape[1],), offset=ref.offset + message.channel * ref.shape[1] * 4)
         outgoing[message.inference].append(
             m.Open(message.wid, self.index, channel, job.span, job.decode.search.first_tokens(),
-                   job.decode.search.rules())
+                   job.decode.search.rules(), message.priority)
         )
 
     def _advance(self, message: m.Reduced, outgoing: dict[int, list]) -> None:

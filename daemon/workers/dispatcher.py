@@ -62,8 +62,10 @@ class Dispatcher:
         )
         self._supervisor.start()
 
-    def submit(self, uid: str, pcm: np.ndarray, timeout: float, options: DecodeOptions = DecodeOptions()
-               ) -> Transcribed:
+    def submit(self, uid: str, pcm: np.ndarray, timeout: float, options: DecodeOptions = DecodeOptions(),
+               priority: bool = False) -> Transcribed:
+        """The words of `pcm` ([channels, samples] at 16 kHz); `priority`: a live stream's turn, whose windows
+        go ahead of files' (daemon/workers/inference.py)."""
         if self._draining.is_set():
             raise service_not_ready("the server is shutting down; retry on another instance")
         block = OwnedBlock(f"{self.prefix}pcm_{uid[2:]}", pcm.nbytes)
@@ -72,7 +74,7 @@ class Dispatcher:
             block.array(pcm.shape, "float32")[:] = pcm  # any layout: one copy, into the block
             with self._lock:
                 self._pending[uid] = pending
-            self._jobs.put(m.Submit(uid, block.ref(pcm.shape, "float32"), options))
+            self._jobs.put(m.Submit(uid, block.ref(pcm.shape, "float32"), options, priority))
             if not pending.done.wait(timeout):
                 self._jobs.put(m.Cancel(uid, "timed out"))
                 raise request_timed_out(timeout)

@@ -68,7 +68,7 @@ class Generation:
             heartbeat = Heartbeat(ctx)
             process = ctx.Process(
                 target=entry.start, name=f"async-engine-inference-{index}", daemon=True,
-                args=(entry.INFERENCE, index, device, config.engine, config.windows_in_flight, threads,
+                args=(entry.INFERENCE, index, device, config.engine, config.windows_in_flight, config.stream_slots, threads,
                       inference_inboxes[index], generation.events, decoder_inboxes, prefix, heartbeat, config.log_level),
             )
             generation.inference.append(Worker("inference", index, process, inference_inboxes[index], heartbeat))

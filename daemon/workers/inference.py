@@ -50,14 +50,18 @@ class _Window:
 
 class InferenceWorker:
     def __init__(self, index: int, device: str, settings: EngineSettings, windows_in_flight: int,
-                 inbox: Queue, events: Queue, decoder_inboxes: list[Queue], prefix: str,
+                 stream_slots: int, inbox: Queue, events: Queue, decoder_inboxes: list[Queue], prefix: str,
                  heartbeat: Heartbeat) -> None:
         self.index = index
         self.heartbeat = heartbeat
         self.inbox = inbox
         self.events = events
         self.decoder_inboxes = decoder_inboxes
+        # Files' windows fill `capacity`; live streams' turns (priority) may also take `stream_slots` more, so a
+        # busy file load never makes a turn wait for a file's window to finish.
         self.capacity = windows_in_flight
+        self.stream_slots = stream_slots
+        slots = windows_in_flight + stream_slots
         dtype = {"float16": torch.float16}.get(settings.compute_type, torch.float32)
         model = load_stored_model(settings.models_dir, settings.model, device, dtype)
         self.runtime = InferenceRuntime(model, device, int8=settings.compute_type == "int8",
@@ -68,12 +72,12 @@ class InferenceWorker:
         search = SearchConfig.for_model(tokenizer, model.config, settings.beam_size, device=device)
         self.reducer = search.reducer(model.dims.n_vocab, device)
         self.row_bytes = step_width(search.candidates, MAX_REQUESTED) * 4  # a reduced row at its widest
-        self.runtime.reserve(windows_in_flight, self.max_rows)
+        self.runtime.reserve(slots, self.max_rows)
         self.heads = len(model.config["alignment_heads"])
         self.align_slot = self.heads * model.dims.n_text_ctx * model.dims.n_audio_ctx * 4
         name = f"{prefix}inf{index}_{os.getpid()}"
-        self.steps = OwnedBlock(name + "_steps", windows_in_flight * self.max_rows * self.row_bytes)
-        self.scores = OwnedBlock(name + "_align", windows_in_flight * self.align_slot)
+        self.steps = OwnedBlock(name + "_steps", slots * self.max_rows * self.row_bytes)
+        self.scores = OwnedBlock(name + "_align", slots * self.align_slot)
         self.pcm = Attachments()
         self.windows: dict[int, _Window] = {}
         self.opening: deque[m.Open] = deque()
@@ -134,7 +138,12 @@ class InferenceWorker:
 
     def _busy(self) -> bool:
         ready = any(w.feed is not None for w in self.windows.values())
-        return ready or bool(self.aligning) or (bool(self.opening) and len(self.windows) < self.capacity)
+        return ready or bool(self.aligning) or (bool(self.opening) and self._room(self.opening[0], 0))
+
+    def _room(self, opening: m.Open, opened: int) -> bool:
+        """Whether `opening` may open now, with `opened` more windows already opening this round."""
+        limit = self.capacity + (self.stream_slots if opening.priority else 0)
+        return len(self.windows) + opened < limit
 
     def _receive(self) -> list:
         """Everything queued now; waits for the first message only when there is no work."""
@@ -152,7 +161,11 @@ class InferenceWorker:
         if isinstance(message, m.Probe):
             self.events.put(m.Ready("inference", self.index, message.nonce, os.getpid()))
         elif isinstance(message, m.Open):
-            self.opening.append(message)
+            if message.priority:  # ahead of every file's window, behind the turns that came before it
+                ahead = sum(1 for o in self.opening if o.priority)
+                self.opening.insert(ahead, message)
+            else:
+                self.opening.append(message)
         elif isinstance(message, m.Step):
             window = self.windows.get(message.wid)
             if window is None:
@@ -174,7 +187,7 @@ class InferenceWorker:
 
     def _open(self, outgoing: dict[int, list]) -> None:
         batch, chunks = [], []
-        while self.opening and len(self.windows) + len(batch) < self.capacity:
+        while self.opening and self._room(self.opening[0], len(batch)):
             opening = self.opening.popleft()
             try:
                 chunks.append(opening.span.gather(self.pcm.view(opening.pcm)))
@@ -237,7 +250,8 @@ class InferenceWorker:
             window.feed = None
 
 
-def run_inference(index: int, device: str, settings: EngineSettings, windows_in_flight: int, threads: int,
+def run_inference(index: int, device: str, settings: EngineSettings, windows_in_flight: int, stream_slots: int,
+                  threads: int,
                   inbox: Queue, events: Queue, decoder_inboxes: list[Queue], prefix: str,
                   heartbeat: Heartbeat, log_level: str) -> None:
     """Process entry point."""
@@ -247,7 +261,7 @@ def run_inference(index: int, device: str, settings: EngineSettings, windows_in_
     torch.set_num_threads(threads)
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-    worker = InferenceWorker(index, device, settings, windows_in_flight, inbox, events, decoder_inboxes, prefix,
+    worker = InferenceWorker(index, device, settings, windows_in_flight, stream_slots, inbox, events, decoder_inboxes, prefix,
                              heartbeat)
     try:
         worker.run()

@@ -25,6 +25,7 @@ class Submit:
     uid: str
     pcm: ArrayRef  # float32 [channels, samples] at 16 kHz, owned by the front
     options: DecodeOptions  # the prompt and temperatures every window of the job is decoded with
+    priority: bool = False  # a live stream's turn: its windows go ahead of files' (docs/STREAMING.md)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Window:
     span: SpeechWindow
     inference: int
     options: DecodeOptions
+    priority: bool = False
 
 
 # decoder -> inference
@@ -89,6 +91,7 @@ class Open:
     span: SpeechWindow
     tokens: list[int]  # first token of every row
     rules: "RowRules"  # what the first step is reduced with
+    priority: bool = False  # opened before files' windows, in slots of its own
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class _Job:
     attempts: int = 1
     plan_sent: bool = False
     redecoded: int = 0
+    priority: bool = False
 
 
 class WindowScheduler:
@@ -47,7 +48,7 @@ class WindowScheduler:
     def submit(self, message: m.Submit, generation: Generation | None) -> None:
         channels = message.pcm.shape[0]
         job = _Job(message.uid, message.pcm, message.options, [[] for _ in range(channels)],
-                   [[] for _ in range(channels)], channels)
+                   [[] for _ in range(channels)], channels, priority=message.priority)
         self.jobs[message.uid] = job
         if generation is not None and generation.ready:
             self._plan(job, generation)
@@ -128,7 +129,8 @@ class WindowScheduler:
         generation.decoders[decoder].windows += 1
         generation.inference[inference].windows += 1
         job.outstanding += 1
-        generation.decoders[decoder].inbox.put(m.Window(wid, job.uid, channel, job.pcm, span, inference, job.options))
+        generation.decoders[decoder].inbox.put(m.Window(wid, job.uid, channel, job.pcm, span, inference, job.options,
+                                                               job.priority))
 
     def _maybe_done(self, job: _Job) -> None:
         if job.unplanned == 0 and job.outstanding == 0:
