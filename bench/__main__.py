@@ -143,6 +143,12 @@ def _parser() -> argparse.ArgumentParser:
     from bench.streaming import add_arguments as streaming_arguments
 
     streaming_arguments(live)
+    soak_streams = sub.add_parser("stream-soak", help="live streams connecting and dropping, round after round: "
+                                                      "memory, live streams and turn audio blocks left")
+    _common(soak_streams)
+    from bench.stream_soak import add_arguments as stream_soak_arguments
+
+    stream_soak_arguments(soak_streams)
     parse = sub.add_parser("parse", help="what reading a request body costs, this checkout against a baseline one")
     _common(parse)
     parse.add_argument("--baseline", type=Path, required=True,
@@ -259,7 +265,7 @@ def accuracy(args: argparse.Namespace) -> None:
 # Commands whose module is named after them (- as _) and holds a function of the same name; imported only
 # when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
 _MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu", "encoder-width",
-                    "domain-lm", "repeats", "steps", "parse", "speakers", "streaming")
+                    "domain-lm", "repeats", "steps", "parse", "speakers", "streaming", "stream-soak")
 
 
 def main() -> None:

@@ -90,6 +90,7 @@ class Node:
     url: str  # the API (API node) or /metrics (worker node) base URL
     kind: str
     cpus: str | None = None  # the cores it is pinned to (taskset), if any
+    stream_url: str = ""  # ws://host:port of its streaming API
 
     def log(self) -> str:
         """The whole log, as Daemon.log(): a test looking for a line must not lose it to a tail."""
@@ -122,22 +123,24 @@ class Cluster:
     nodes: list[Node] = field(default_factory=list)
 
     def api_node(self, **env: str) -> Node:
-        port = free_port()
+        port, stream_port = free_port(), free_port()
         node = self._spawn("serve", [], {"SKIP_DECODER": "1", "ASYNC_ENGINE_PORT": str(port),
-                                     "ASYNC_ENGINE_STREAM_PORT": "off", **env},
+                                         "ASYNC_ENGINE_STREAM_PORT": str(stream_port), **env},
                            f"http://127.0.0.1:{port}", "api")
+        node.stream_url = f"ws://127.0.0.1:{stream_port}"
         wait_until(lambda: _answers(node.url + "/health"), 60, node)
         return node
 
     def worker_node(self, cpus: str | None = None, **env: str) -> Node:
         """A worker node in its own mount namespace (private /dev/shm); returns once it has started (not
         necessarily ready: an API node's /health says when it is)."""
-        port = free_port()
+        port, stream_port = free_port(), free_port()
         wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _PRIVATE_SHM]
         if cpus is not None:
             wrapper += ["taskset", "-c", cpus]
-        node = self._spawn("worker", wrapper, {"METRICS_PORT": str(port), **env}, f"http://127.0.0.1:{port}",
-                           "worker")
+        node = self._spawn("worker", wrapper, {"METRICS_PORT": str(port), "ASYNC_ENGINE_STREAM_PORT": str(stream_port),
+                                               **env}, f"http://127.0.0.1:{port}", "worker")
+        node.stream_url = f"ws://127.0.0.1:{stream_port}"
         node.cpus = cpus
         wait_until(lambda: _answers(node.url + "/metrics"), 120, node)
         return node

@@ -45,6 +45,11 @@ def _kb(path: Path, key: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def process_rss_mb(pid: int) -> float:
+    """VmRSS of one process in MB; 0 if it is gone."""
+    return _kb(_PROC / str(pid) / "status", "VmRSS") / 1024
+
+
 def tree_memory_mb(root: int) -> tuple[float, float]:
     """(summed VmRSS, summed PSS) of the tree in MB."""
     pids = tree_pids(root)

@@ -54,7 +54,7 @@ def _serve(config: DaemonConfig) -> int:
     except DataDirInUse as exc:
         log.error("%s", exc)
         return 2
-    store, dispatcher, scheduler, webhooks, node = parts
+    store, dispatcher, scheduler, webhooks, node, nodes = parts
     limits = replace(config.http, max_connections=_raise_descriptor_limit(config.http.max_connections))
     uploads = {"/v2/upload": config.download.max_bytes,
                "/v1/audio/transcriptions": config.download.max_bytes + MULTIPART_OVERHEAD_BYTES}
@@ -62,7 +62,8 @@ def _serve(config: DaemonConfig) -> int:
     threads = config.max_transcripts_parallel + 4 if not config.redis_url else max(API_NODE_THREADS,
                                                                                    config.max_transcripts_parallel + 4)
     try:
-        server = HttpServer(create_app(config, scheduler, store, scheduler if config.redis_url else dispatcher),
+        server = HttpServer(create_app(config, scheduler, store, scheduler if config.redis_url else dispatcher,
+                                       None if config.redis_url else dispatcher),
                             config.host, config.port, threads=threads, limits=limits, max_body_bytes=MAX_BODY_BYTES,
                             uploads=uploads, error_body=error_body)
     except OSError as exc:  # the port is taken, or the host is not ours
@@ -72,7 +73,7 @@ def _serve(config: DaemonConfig) -> int:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 2
     try:
-        streams = _stream_server(config, dispatcher)
+        streams = _stream_server(config, dispatcher, nodes)
     except OSError as exc:
         server.close()
         if dispatcher is not None:
@@ -87,6 +88,8 @@ def _serve(config: DaemonConfig) -> int:
     if streams is not None:
         streams.start()
     if node is not None:
+        if streams is not None:
+            node.stream_endpoint = streams.endpoint
         node.start()
     stopping = threading.Event()
     drained = threading.Event()
@@ -141,13 +144,14 @@ def _serve(config: DaemonConfig) -> int:
     return 0
 
 
-def _stream_server(config: DaemonConfig, dispatcher):
-    """The WebSocket streaming API, where it is on (ASYNC_ENGINE_STREAM_PORT); None where it is off."""
+def _stream_server(config: DaemonConfig, dispatcher, nodes: Nodes | None):
+    """The WebSocket streaming API, where it is on (ASYNC_ENGINE_STREAM_PORT); None where it is off. Streams run
+    on this host's workers, or an API node's on the worker nodes'."""
     if config.stream_port is None:
         return None
     from daemon.stream.server import StreamServer  # websockets: only where streams are served
 
-    return StreamServer(config, dispatcher)
+    return StreamServer(config, dispatcher, nodes if dispatcher is None else None)
 
 
 def _embedded_parts(config: DaemonConfig) -> tuple:
@@ -157,7 +161,7 @@ def _embedded_parts(config: DaemonConfig) -> tuple:
     store = SqliteJobStore(config.data_dir)
     dispatcher = Dispatcher(config)
     webhooks = Webhooks(store, config.download)
-    return store, dispatcher, Scheduler(config, store, dispatcher, on_finished=webhooks.job_finished), webhooks, None
+    return store, dispatcher, Scheduler(config, store, dispatcher, on_finished=webhooks.job_finished), webhooks, None, None
 
 
 def _shared_parts(config: DaemonConfig) -> tuple:
@@ -167,9 +171,9 @@ def _shared_parts(config: DaemonConfig) -> tuple:
     store, nodes, queue = RedisJobStore(client), Nodes(client, config.worker_node_timeout), Queue(client)
     if config.skip_decoder:
         log.info("API node (SKIP_DECODER=1): jobs go to the worker nodes through Redis")
-        return store, None, SharedScheduler(config, store, nodes, queue), None, None
+        return store, None, SharedScheduler(config, store, nodes, queue), None, None, nodes
     dispatcher, webhooks, node = build_worker_node(config, store, nodes, queue)
-    return store, dispatcher, SharedScheduler(config, store, nodes, queue, local=dispatcher), webhooks, node
+    return store, dispatcher, SharedScheduler(config, store, nodes, queue, local=dispatcher), webhooks, node, nodes
 
 
 def _raise_descriptor_limit(connections: int) -> int:

@@ -638,11 +638,13 @@ def test_openai_multipart_without_a_boundary(daemon):
      (_form(("temperature", (None, "3"))), "temperature", ("temperature must be a number from 0 to 1", "'3'")),
      (_form(("temperature", (None, "nan"))), "temperature", ("temperature must be a number from 0 to 1",)),
      (_form(("language", (None, "fr"))), "language", ("language 'fr' is not supported", "English")),
-     (_form(("stream", (None, "true"))), "stream", ("stream is not supported by this server",)),
+     (_form(("stream", (None, "true")), ("response_format", (None, "srt"))), "stream",
+      ("stream=true sends the text as events: response_format must be json or text; got srt",)),
+     (_form(("stream", (None, "often"))), "stream", ("stream must be",)),
      (_form(("include[]", (None, "logprobs"))), "include[]", ("include[] is not supported",))],
     ids=["no-file", "unknown-field", "model-missing", "model-unknown", "response-format-xml",
          "granularities-without-verbose-json", "granularity-sentence", "temperature-hot", "temperature-3",
-         "temperature-nan", "language-fr", "stream-true", "include-logprobs"],
+         "temperature-nan", "language-fr", "stream-srt", "stream-often", "include-logprobs"],
 )
 def test_openai_form_refused(daemon, fields, param, mentions):
     """400 code 4, with OpenAI's error object naming the form field at fault in `param`."""

@@ -167,7 +167,7 @@ def test_a_form_takes_the_last_of_a_field_and_every_value_of_a_list():
     ({"include[]": ["logprobs"]}, "include[]", "include[] is not supported by this server; leave it out"),
     ({"speaker": ["1"]}, "speaker", "unknown form field 'speaker'; the fields are boost_param, file, "
                                     "known_speaker_names[], known_speaker_references[], language, model, prompt, "
-                                    "response_format, temperature, timestamp_granularities[], word_boost, "
+                                    "response_format, stream, temperature, timestamp_granularities[], word_boost, "
                                     "word_boost[]"),
 ], ids=["model", "temperature-range", "temperature-inf", "format", "format-long", "granularities", "unsupported",
         "unknown"])

@@ -222,6 +222,23 @@ def test_openai_every_response_format(oai, files, response_format):
         assert "-->" in result and (result.startswith("WEBVTT") == (response_format == "vtt"))
 
 
+def test_openai_stream_sends_each_turn_as_a_delta_then_the_whole_text(oai, tmp_path):
+    """stream=true: the file read as a live stream's turns, each turn's text an event as it is decoded."""
+    second = "the meeting with the new client has moved to tuesday afternoon"
+    audio = np.concatenate([silence(0.4, SR), speak_at(SENTENCE, SR), silence(2.0, SR), speak_at(second, SR),
+                            silence(0.4, SR)])
+    sf.write(tmp_path / "two.wav", audio, SR, subtype="PCM_16")
+    with open(tmp_path / "two.wav", "rb") as file:
+        events = list(oai.audio.transcriptions.create(model="whisper-1", file=file, stream=True))
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    assert [e.type for e in events] == ["transcript.text.delta"] * len(deltas) + ["transcript.text.done"]
+    assert len(deltas) == 2, deltas  # one a turn
+    assert events[-1].text == "".join(e.delta for e in deltas)
+    assert {"weekly", "friday"} <= _said(deltas[0].delta) and {"client", "afternoon"} <= _said(deltas[1].delta)
+    with open(tmp_path / "two.wav", "rb") as file, pytest.raises(openai.BadRequestError, match="json or text"):
+        oai.audio.transcriptions.create(model="whisper-1", file=file, stream=True, response_format="srt")
+
+
 def test_openai_prompt_and_language(oai, files):
     with open(files / "speech.wav", "rb") as audio:
         result = oai.audio.transcriptions.create(model="whisper-1", file=audio, language="en",

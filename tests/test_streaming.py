@@ -385,3 +385,60 @@ def test_force_endpoint_ends_a_turn_and_nothing_stays_in_shared_memory(daemon):
     text = requests.get(daemon.url + "/metrics", timeout=10).text
     assert re.search(r'^async_engine_streams_total\{code="1000"\} [1-9]', text, re.M)
     assert re.search(r'^async_engine_stream_turn_seconds_count\{kind="final"\} [1-9]', text, re.M)
+
+
+# --- shared mode: an API node relays streams to worker nodes ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, installed_model):
+    from bench.cluster import cluster, missing_tools, ready_nodes, wait_until
+
+    if missing_tools() is not None:
+        pytest.skip(f"shared mode cannot run: {missing_tools()}")
+    with cluster(tmp_path_factory.mktemp("stream-cluster"), ASYNC_ENGINE_DECODERS="1") as made:
+        made.api = made.api_node()
+        made.workers = [made.worker_node()]
+        wait_until(lambda: ready_nodes(made.api) == 1, 120, made.workers[0])
+        import redis
+
+        client = redis.Redis.from_url(made.redis.url)
+        wait_until(lambda: any(client.hget(k, "stream") for k in client.scan_iter("ae:node:*") if k.count(b":") == 2),
+                   30)  # its heartbeat tells where its streams go
+        client.close()
+        yield made
+
+
+def test_an_api_node_relays_a_stream_to_a_worker_node(shared, two_turns):
+    heard = _sdk_stream(shared.api.stream_url, _frames(two_turns), pace=0.05, key="any", sample_rate=16000,
+                        format_turns=True)
+    assert not heard.errors, heard.errors
+    finals = [t for t in heard.turns if t.end_of_turn and not t.turn_is_formatted]
+    assert [t.turn_order for t in finals] == [0, 1]
+    assert _close_enough(finals[0].transcript, FIRST) and _close_enough(finals[1].transcript, SECOND)
+    assert heard.ended and "relayed to" in shared.api.log()
+    with connect(f"{shared.api.stream_url}/v3/ws?sample_rate=4000", open_timeout=10) as refused:
+        closed, messages = _closed_with(refused)  # refused on the API node, before any worker node is asked
+    assert closed == 3006 and "sample_rate" in messages[-1]["error"]
+
+
+def test_a_worker_node_that_dies_mid_stream_ends_the_stream_with_an_error_not_a_hang(shared, two_turns):
+    from assemblyai.streaming.v3 import StreamingClient, StreamingClientOptions, StreamingEvents, StreamingParameters
+
+    heard = Heard()
+    client = StreamingClient(StreamingClientOptions(api_key="any", api_host=shared.api.stream_url, connect_timeout=10))
+    client.on(StreamingEvents.Turn, lambda _c, e: heard.turns.append(e))
+    client.on(StreamingEvents.Error, lambda _c, e: (heard.errors.append(e), heard.done.set()))
+    client.connect(StreamingParameters(sample_rate=16000))
+    frames = _frames(two_turns)
+    for i, frame in enumerate(frames):
+        client.stream(frame)
+        time.sleep(0.05)
+        if i == 40:  # about 4 s in: the first turn is under way
+            shared.workers[0].kill()
+            killed = time.monotonic()
+        if heard.done.is_set():
+            break
+    assert heard.done.wait(15), "the client was left hanging"
+    assert time.monotonic() - killed < 15
+    assert heard.errors and heard.errors[0].code == 3005 and "worker node" in str(heard.errors[0])
+    client.disconnect()

@@ -24,7 +24,7 @@ from daemon.http import legacy, v1, v2
 from daemon.http.auth import ApiKey
 from daemon.http.openapi import openapi_document
 from daemon.http.server import ARRIVED_KEY
-from daemon.jobs.client import Jobs
+from daemon.jobs.client import Jobs, WorkerPool
 from daemon.jobs.store import JobStore
 from engine.result import new_uid
 
@@ -35,11 +35,13 @@ _ENDPOINTS = "GET /openapi.json lists the endpoints"
 _SURFACE_ERRORS: dict[str, Callable[[ApiError], dict]] = {"/v2/": v2.error_fields, "/v1/": v1.error_fields}
 
 
-def create_app(config: DaemonConfig, scheduler: Jobs, store: JobStore, workers: HealthSource) -> falcon.App:
+def create_app(config: DaemonConfig, scheduler: Jobs, store: JobStore, workers: HealthSource,
+               live: WorkerPool | None = None) -> falcon.App:
     """The WSGI application; waitress serves it, tests drive it through falcon.testing.
 
     `scheduler` is the embedded Scheduler on one host, or an API node's SharedScheduler in shared mode;
-    `workers` answers /health (the local process tree, or the worker nodes seen in Redis)."""
+    `workers` answers /health (the local process tree, or the worker nodes seen in Redis); `live`: the local
+    process tree on one host, which OpenAI's stream=true reads a file's turns with."""
     app = falcon.App(middleware=[_RequestLog(), ApiKey(config.api_key)])
     app.req_options.strip_url_path_trailing_slash = True
     app.add_route("/health", _Health(workers))
@@ -47,7 +49,7 @@ def create_app(config: DaemonConfig, scheduler: Jobs, store: JobStore, workers: 
     app.add_route("/openapi.json", _OpenApi(openapi_document(config)))
     legacy.add_routes(app, config, scheduler)
     v2.add_routes(app, config, scheduler, store)
-    v1.add_routes(app, config, scheduler)
+    v1.add_routes(app, config, scheduler, live)
     app.add_error_handler(Exception, _unexpected_error)
     app.add_error_handler(falcon.HTTPError, _falcon_error)
     app.add_error_handler(ApiError, _api_error)

@@ -190,7 +190,10 @@ def _paths(config: DaemonConfig) -> dict:
                 "description": "the transcript in the response_format asked for", "content": {
                     "application/json": {"schema": {"anyOf": [_ref("V1Transcription"), _ref("V1TranscriptionVerbose"),
                                                               _ref("V1TranscriptionDiarized")]}},
-                    "text/plain": {"schema": {"type": "string", "description": "text, srt or vtt"}}}}, [
+                    "text/plain": {"schema": {"type": "string", "description": "text, srt or vtt"}},
+                    "text/event-stream": {"schema": {"type": "string", "description": (
+                        "stream=true: `data: {json}` events, transcript.text.delta ({type, delta}) then "
+                        "transcript.text.done ({type, text})")}}}}, [
                 (400, "invalid_parameter", "a form field is missing, unknown or invalid; error.param names it"),
                 (413, "audio_too_large", f"the file is larger than {max_bytes} bytes (DOWNLOAD_MAX_BYTES), or the "
                                          f"whole form than {max_bytes + MULTIPART_OVERHEAD_BYTES} bytes"),

@@ -274,12 +274,11 @@ def _served(model: str, info: ValidationInfo) -> str:
 
 
 class V1TranscriptionForm(Body):
-    """OpenAI's CreateTranscriptionRequest, a multipart form. Another field is a 400. OpenAI's stream, include[],
-    chunking_strategy and known_speaker_*[] are not supported: a 400 unless empty, false, 0 or null (the SDK sends
-    stream=false)."""
+    """OpenAI's CreateTranscriptionRequest, a multipart form. Another field is a 400. OpenAI's include[] and
+    chunking_strategy are not supported: a 400 unless empty, false, 0 or null."""
 
     model_config = ConfigDict(strict=False, extra="forbid", frozen=True, arbitrary_types_allowed=True)
-    unsupported = frozenset({"stream", "include[]", "include", "chunking_strategy"})
+    unsupported = frozenset({"include[]", "include", "chunking_strategy"})
 
     file: Annotated[bytearray, SkipValidation, Accepts("the audio, as a file field of the form"),
                     WithJsonSchema({"type": "string", "contentMediaType": "application/octet-stream"})] = Field(
@@ -292,6 +291,9 @@ class V1TranscriptionForm(Body):
     response_format: Literal[FORMATS] = Field("json", description="json, verbose_json and diarized_json (segments "
                                                                   "labelled with their speaker, A, B, ...) answer "
                                                                   "JSON; text, srt and vtt text/plain")
+    stream: bool = Field(False, description="true: the text as server-sent events, transcript.text.delta for each "
+                                            "turn as soon as it and those before it are transcribed, then "
+                                            "transcript.text.done (response_format json or text)")
     temperature: Annotated[Temperature | None, BeforeValidator(_blank_is_none)] = Field(
         None, description="0 keeps Whisper's fallback schedule; another value samples at it alone")
     timestamp_granularities: Annotated[Granularities, Accepts("word or segment")] = Field(
@@ -322,6 +324,13 @@ class V1TranscriptionForm(Body):
             fields = {**fields, "word_boost[]": [*fields.get("word_boost[]", []), *fields["word_boost"]],
                       "word_boost": []}
         return fields
+
+    @model_validator(mode="after")
+    def _stream_is_text(self):
+        if self.stream and self.response_format not in ("json", "text"):
+            raise refused(f"stream=true sends the text as events: response_format must be json or text; got "
+                          f"{self.response_format}", "stream")
+        return self
 
     @model_validator(mode="after")
     def _granularities_need_verbose_json(self):

@@ -9,17 +9,24 @@ answers 429 with Retry-After, which OpenAI's clients retry by themselves. Errors
 
 from __future__ import annotations
 
+import itertools
+import json
 import time
+from typing import Iterator
 
 import falcon
 
 from daemon.config import DaemonConfig
-from daemon.errors import AUDIO_TOO_LARGE, INVALID_PARAMETER, UNSUPPORTED_CONTENT_TYPE, ApiError
-from daemon.jobs.record import Job, Origin
-from daemon.jobs.client import Jobs
+from daemon.errors import AUDIO_TOO_LARGE, INVALID_PARAMETER, UNSUPPORTED_CONTENT_TYPE, ApiError, from_engine_error
+from daemon.jobs.client import Jobs, WorkerPool
+from daemon.jobs.record import Job, Options, Origin
+from engine.audio.files import SAMPLE_RATE, read_span
+from daemon.jobs.runner import decode_options
+from engine.errors import EngineError
 from daemon.http.request_models import V1TranscriptionForm
 from daemon.http.validation import names, parse_form
 from engine.text import exports
+from engine.text.format import TextOptions, format_words
 
 ALIAS = "whisper-1"  # the name OpenAI's examples and most clients send
 _CHUNK = 1 << 20
@@ -36,8 +43,10 @@ def error_fields(error: ApiError) -> dict:
     return {"error": {"message": error.description, "type": kind, "param": error.param, "code": error.name}}
 
 
-def add_routes(app: falcon.App, config: DaemonConfig, scheduler: Jobs) -> None:
-    app.add_route("/v1/audio/transcriptions", _Transcriptions(config, scheduler))
+def add_routes(app: falcon.App, config: DaemonConfig, scheduler: Jobs, live: WorkerPool | None = None) -> None:
+    """`live`: this host's workers, where the front has them (one host), for stream=true's turns as they are
+    decoded; without them (an API node) the events come from the finished job."""
+    app.add_route("/v1/audio/transcriptions", _Transcriptions(config, scheduler, live))
     app.add_route("/v1/models", _Models(config.engine.model))
     app.add_route("/v1/models/{model}", _Models(config.engine.model))
 
@@ -59,9 +68,10 @@ class _Models:
 
 
 class _Transcriptions:
-    def __init__(self, config: DaemonConfig, scheduler: Jobs) -> None:
+    def __init__(self, config: DaemonConfig, scheduler: Jobs, live: WorkerPool | None) -> None:
         self.config = config
         self.scheduler = scheduler
+        self.live = live
         self.models = (config.engine.model, ALIAS)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -71,14 +81,21 @@ class _Transcriptions:
         form = parse_form(V1TranscriptionForm, self._read_form(req), models=self.models)
         options, response_format, granularities, audio = form.options(), form.response_format, form.granularities, \
             form.file
+        stream = form.stream
         del form  # the audio is released as soon as the job has it
         deadline = req.context.started + self.config.request_timeout_seconds
+        if stream and self.live is not None and hasattr(self.scheduler, "take_slot"):
+            self._stream_turns(req, resp, options, audio, deadline)
+            return
         job = self.scheduler.run_now(Job.new(Origin.V1, options, req.context.uid), deadline, audio, busy_status=429)
         del audio
         result = job.result
         req.context.audio_seconds = result["duration"]
         req.context.redecoded = job.redecoded
-        if response_format == "json":
+        if stream:  # an API node: the events of the finished transcript, a delta per segment
+            segments = exports.openai_verbose(result, words=False, segments=True)["segments"]
+            _events(resp, iter([f"{' ' if i else ''}{s['text'].strip()}" for i, s in enumerate(segments)]))
+        elif response_format == "json":
             resp.media = exports.openai_json(result)
         elif response_format == "diarized_json":
             resp.media = exports.openai_diarized(result)
@@ -89,6 +106,41 @@ class _Transcriptions:
             resp.content_type = "text/plain; charset=utf-8"
             resp.text = exports.openai_text(result) if response_format == "text" else \
                 (exports.srt if response_format == "srt" else exports.vtt)(result, per_segment=True)
+
+    def _stream_turns(self, req: falcon.Request, resp: falcon.Response, options: Options, audio: bytearray,
+                      deadline: float) -> None:
+        """stream=true on a host with workers: the file read as a live stream's turns (engine/streaming/turns.py),
+        decoded four at a time by the same workers, each turn's text an event as soon as it and those before it
+        are done. Not a job: nothing of it is stored, and it lives as long as its connection."""
+        from engine.streaming.turns import recording_turns
+
+        try:
+            pcm, _ = read_span(audio, max_seconds=self.config.max_audio_seconds)
+        except EngineError as exc:
+            raise from_engine_error(exc) from None
+        del audio
+        req.context.audio_seconds = pcm.shape[1] / SAMPLE_RATE
+        release = self.scheduler.take_slot(deadline, busy_status=429)
+        how = decode_options(options)
+        uid, live, counter = req.context.uid, self.live, itertools.count()
+        text = TextOptions(punctuation=self.config.enable_auto_punctuation, casing=self.config.enable_auto_punctuation)
+
+        def decode(turn_audio):
+            remaining = max(1.0, deadline - time.monotonic())
+            return live.submit(f"{uid}-{next(counter)}", turn_audio[None, :], remaining, how).channels[0]
+
+        def texts():
+            try:
+                first = True
+                for turn in recording_turns(pcm[0], decode):
+                    words = format_words(turn.words, text)
+                    if words:
+                        yield ("" if first else " ") + " ".join(w.text for w in words)
+                        first = False
+            finally:
+                release()
+
+        _events(resp, texts())
 
     def _read_form(self, req: falcon.Request) -> dict[str, list]:
         """The form's fields, every value of each in order; the audio file read (and bounded) as it comes."""
@@ -110,6 +162,31 @@ class _Transcriptions:
                                                 "(DOWNLOAD_MAX_BYTES)")
             data += chunk
         return data
+
+
+def _events(resp: falcon.Response, deltas: Iterator[str]) -> None:
+    """OpenAI's transcription events, as its SDK reads them with stream=True: a transcript.text.delta per piece
+    of text, then transcript.text.done with the whole. A failure after the first event can no longer change the
+    status: it ends the events with an `error` event (the SDK raises APIError on it)."""
+
+    def events() -> Iterator[bytes]:
+        whole = []
+        try:
+            for delta in deltas:
+                whole.append(delta)
+                yield _event({"type": "transcript.text.delta", "delta": delta})
+        except ApiError as error:
+            yield _event({"error": error_fields(error)["error"]})
+            return
+        yield _event({"type": "transcript.text.done", "text": "".join(whole)})
+
+    resp.content_type = "text/event-stream"
+    resp.set_header("Cache-Control", "no-cache")
+    resp.stream = events()
+
+
+def _event(body: dict) -> bytes:
+    return f"data: {json.dumps(body)}\n\n".encode()
 
 
 def _invalid(param: str, description: str, status: int | None = None) -> ApiError:

@@ -142,6 +142,10 @@ class JobRunner:
 
     @staticmethod
     def _decode_options(job: Job) -> DecodeOptions:
-        options = job.options
-        return DecodeOptions.for_request(options.prompt, options.temperature, options.word_boost,
-                                         options.boost_param or "default")
+        return decode_options(job.options)
+
+
+def decode_options(options: Options) -> DecodeOptions:
+    """How a request's windows are decoded: its prompt, temperature and word_boost."""
+    return DecodeOptions.for_request(options.prompt, options.temperature, options.word_boost,
+                                     options.boost_param or "default")

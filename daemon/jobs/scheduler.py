@@ -91,18 +91,31 @@ class Scheduler:
         Over capacity: `busy_status` at once (423 for /transcribe/url, 429 for OpenAI's clients, which
         retry it) or, with REJECT_OVER_PARALLEL=False, a wait for a slot until the deadline.
         """
+        release = self.take_slot(deadline, busy_status)
+        try:
+            started = self.store.add(job.with_(status=Status.PROCESSING, started=time.time(), attempts=1))
+            return self.runner.run(started, deadline, audio)  # never queued: no runner can take it too
+        finally:
+            release()
+
+    def take_slot(self, deadline: float, busy_status: int = 423) -> Callable[[], None]:
+        """A slot for work run outside the job path (a file read as turns for OpenAI's stream=true); returns its
+        release. Over capacity as run_now."""
         if self.config.reject_over_parallel:
             if not self.slots.acquire(blocking=False):
                 raise over_capacity(self.config.max_transcripts_parallel, RETRY_AFTER_SECONDS, status=busy_status)
         elif not self.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise request_timed_out(self.config.request_timeout_seconds)
         self._count_slot(+1)
-        try:
-            started = self.store.add(job.with_(status=Status.PROCESSING, started=time.time(), attempts=1))
-            return self.runner.run(started, deadline, audio)  # never queued: no runner can take it too
-        finally:
-            self._count_slot(-1)
-            self.slots.release()
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                self._count_slot(-1)
+                self.slots.release()
+
+        return release
 
     def load(self) -> Load:
         with self._wake:

@@ -78,6 +78,15 @@ class NodeView:
                 "running": self.running, "ready": self.ready, "heartbeat_age_s": round(self.heartbeat_age_s, 3)}
 
 
+@dataclass(frozen=True)
+class StreamEndpoint:
+    """A worker node's streaming API as its heartbeat tells it."""
+
+    address: str  # host:port that other hosts reach
+    live: int
+    limit: int  # its ASYNC_ENGINE_MAX_STREAMS
+
+
 def new_node_id() -> str:
     return f"{socket.gethostname()[:40]}-{os.getpid()}-{os.urandom(3).hex()}"
 
@@ -92,10 +101,12 @@ class Nodes:
 
     # --- a worker node's own --------------------------------------------------------------------------
 
-    def beat(self, node_id: str, capacity: int, ready: bool) -> None:
-        self._beat(keys=[keys.NODES, keys.node(node_id)],
-                   args=[node_id, "capacity", capacity, "ready", int(ready), "host", socket.gethostname()[:100],
-                         "pid", os.getpid()])
+    def beat(self, node_id: str, capacity: int, ready: bool, stream: StreamEndpoint | None = None) -> None:
+        """`stream`: where this node takes live streams, and how many it has (API nodes relay streams there)."""
+        fields = ["capacity", capacity, "ready", int(ready), "host", socket.gethostname()[:100], "pid", os.getpid()]
+        if stream is not None:
+            fields += ["stream", stream.address, "streams", stream.live, "max_streams", stream.limit]
+        self._beat(keys=[keys.NODES, keys.node(node_id)], args=[node_id, *fields])
 
     def take(self, node_id: str, capacity: int, job_id: str) -> bool:
         return bool(self._take(keys=[keys.node_running(node_id)], args=[capacity, job_id]))
@@ -132,6 +143,17 @@ class Nodes:
             views.append(NodeView(node.decode(), (host or b"").decode(), int(pid or 0), int(capacity), running,
                                   ready == b"1", max(0.0, now - beat)))
         return views
+
+    def stream_endpoints(self) -> list[StreamEndpoint]:
+        """The ready live nodes that take streams, the least loaded first."""
+        now = self.now()
+        found = []
+        for node in self.redis.zrangebyscore(keys.NODES, now - self.timeout, "+inf"):
+            ready, address, live, limit = self.redis.hmget(keys.node(node.decode()), "ready", "stream", "streams",
+                                                           "max_streams")
+            if ready == b"1" and address:
+                found.append(StreamEndpoint(address.decode(), int(live or 0), int(limit or 0)))
+        return sorted(found, key=lambda e: (e.live / max(1, e.limit), e.live))
 
     def reserve(self, job_id: str) -> str | None:
         """A slot for a synchronous job on the ready live node with the most free slots, and the job handed

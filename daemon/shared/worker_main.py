@@ -1,7 +1,8 @@
 """`async-engine worker`: a worker node of shared mode, with no HTTP API.
 
 Today's process tree (supervisor, inference and decoder processes) fed from Redis by a WorkerNode,
-plus a /metrics listener on METRICS_PORT for Prometheus. SIGTERM or SIGINT: take no more jobs,
+plus a /metrics listener on METRICS_PORT for Prometheus and the streaming API on ASYNC_ENGINE_STREAM_PORT
+(API nodes relay their streams here). SIGTERM or SIGINT: take no more jobs,
 finish the ones in hand (up to REQUEST_TIMEOUT_SECONDS), hand back anything left, stop the tree.
 """
 
@@ -54,6 +55,21 @@ def _run(config: DaemonConfig) -> int:
         log.error("cannot listen on %s:%d for /metrics (METRICS_PORT): %s", config.host, config.metrics_port,
                   exc.strerror or exc)
         return 2
+    streams = None
+    if config.stream_port is not None:
+        from daemon.stream.server import StreamServer
+
+        try:
+            streams = StreamServer(config, dispatcher)
+        except OSError as exc:
+            listener.shutdown()
+            dispatcher.stop()
+            log.error("cannot listen on %s:%d for streams (ASYNC_ENGINE_STREAM_PORT): %s", config.host,
+                      config.stream_port, exc.strerror or exc)
+            return 2
+        node.stream_endpoint = streams.endpoint
+        streams.start()
+        log.info("streams on ws://%s:%d/v3/ws", *streams.address)
     webhooks.start()
     node.start()
     log.info("metrics on http://%s:%d/metrics", config.host, config.metrics_port)
@@ -61,6 +77,8 @@ def _run(config: DaemonConfig) -> int:
         pass
     log.info("stopping: finishing the job(s) in hand; nothing new is taken")
     try:
+        if streams is not None:
+            streams.stop()
         node.drain(config.request_timeout_seconds)
     finally:
         listener.shutdown()

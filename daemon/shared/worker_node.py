@@ -29,7 +29,7 @@ from daemon.jobs.webhooks import Webhooks
 from daemon.metrics import Load
 from daemon.shared import keys
 from daemon.shared.connection import BLOCK_SECONDS, Unreachable, describe
-from daemon.shared.nodes import Nodes, new_node_id
+from daemon.shared.nodes import Nodes, StreamEndpoint, new_node_id
 from daemon.shared.queue import Entry, Queue
 from daemon.shared.redis_store import RedisJobStore
 
@@ -60,6 +60,7 @@ class WorkerNode:
         self.runner = JobRunner(config, _HoldingStore(store, self._beating), workers, on_finished,
                                 cut_short=lambda job, error: error.code == STORE_UNREACHABLE or self._forced.is_set())
         self._threads: list[threading.Thread] = []
+        self.stream_endpoint: Callable[[], StreamEndpoint] | None = None  # this node's stream server, where it has one
 
     # --- life -----------------------------------------------------------------------------------------
 
@@ -111,7 +112,8 @@ class WorkerNode:
         while self._beating.is_set():
             try:
                 ready = self.workers.health()[0] and self._taking.is_set()
-                self.nodes.beat(self.id, self.capacity, ready)
+                stream = self.stream_endpoint() if self.stream_endpoint is not None else None
+                self.nodes.beat(self.id, self.capacity, ready, stream)
                 for dead in self.nodes.dead():
                     if dead != self.id and self.nodes.lock_takeover(dead, self.id):
                         self._move_jobs_of(dead)

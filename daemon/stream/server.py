@@ -31,6 +31,7 @@ from engine.result import Word
 from engine.text.format import TextOptions
 
 if TYPE_CHECKING:
+    from daemon.shared.nodes import Nodes, StreamEndpoint
     from daemon.workers.dispatcher import Dispatcher
 
 log = logging.getLogger("async_engine.stream")
@@ -41,9 +42,12 @@ MAX_MESSAGE_BYTES = 256 * 1024  # a larger frame is closed by the library with 1
 
 
 class StreamServer:
-    def __init__(self, config: DaemonConfig, dispatcher: "Dispatcher | None") -> None:
+    def __init__(self, config: DaemonConfig, dispatcher: "Dispatcher | None", nodes: "Nodes | None" = None) -> None:
+        """`dispatcher`: this host's workers, which run its streams; else `nodes`: an API node's view of the worker
+        nodes, to which its streams are relayed (daemon/stream/relay.py)."""
         self.config = config
         self.dispatcher = dispatcher
+        self.nodes = nodes
         self.vad_session = LiveVad.shared_session() if dispatcher is not None else None
         enabled = config.enable_auto_punctuation
         self.limits = SessionLimits(config.max_audio_seconds, TextOptions(written=True, punctuation=enabled,
@@ -65,6 +69,15 @@ class StreamServer:
     def live(self) -> int:
         with self.lock:
             return self.admitted
+
+    def endpoint(self) -> "StreamEndpoint":
+        """What a worker node's heartbeat says of its streams: where API nodes reach them, how many are live."""
+        from daemon.shared.nodes import StreamEndpoint
+
+        host, port = self.address
+        if host in ("0.0.0.0", "::", ""):
+            host = _route_to(self.config.redis_url)
+        return StreamEndpoint(f"{host}:{port}", self.live, self.config.max_streams)
 
     def start(self) -> None:
         metrics.stream_levels(lambda: self.live, self.config.max_streams)
@@ -101,6 +114,9 @@ class StreamServer:
             connection.close(code, reason[:123])
             return
         params = read_query(query)
+        if self.dispatcher is None:
+            self._relay(connection, session_id, started)
+            return
         session = StreamSession(session_id, connection, params, self._decode, self.limits, LiveVad(self.vad_session))
         with self.lock:
             self.sessions[session_id] = session
@@ -124,11 +140,7 @@ class StreamServer:
             read_query(query)
         except BadParameter as bad:
             return protocol.INVALID_INPUT, str(bad)
-        if self.dispatcher is None:
-            return protocol.UNAVAILABLE, ("this is an API node (SKIP_DECODER=1): connect the stream to a worker "
-                                          "node's ASYNC_ENGINE_STREAM_PORT")
-        ready, _ = self.dispatcher.health()
-        if not ready:
+        if self.dispatcher is not None and not self.dispatcher.health()[0]:
             return protocol.UNAVAILABLE, "the server is starting or restarting its workers; retry shortly"
         with self.lock:
             if self.admitted >= self.config.max_streams:
@@ -136,6 +148,27 @@ class StreamServer:
                                                    "(ASYNC_ENGINE_MAX_STREAMS); retry later")
             self.admitted += 1
         return None
+
+    def _relay(self, connection: ServerConnection, session_id: str, started: float) -> None:
+        """An API node's stream: run by a worker node, frames copied both ways."""
+        from daemon.stream.relay import open_upstream, relay
+
+        assert self.nodes is not None
+        try:
+            upstream = open_upstream(self.nodes, connection.request.path,
+                                     connection.request.headers.get("Authorization"), MAX_MESSAGE_BYTES)
+            if upstream is None:
+                code, reason = protocol.UNAVAILABLE, "no worker node takes a stream now; retry shortly"
+                connection.send(protocol.error(code, reason))
+                connection.close(code, reason)
+            else:
+                log.info("stream=%s relayed to %s", session_id, upstream.remote_address)
+                code, reason = relay(connection, upstream)
+        finally:
+            with self.lock:
+                self.admitted -= 1
+        metrics.stream_ended(str(code))
+        log.info("stream=%s ended code=%d wall_s=%.3f relayed=1", session_id, code, time.monotonic() - started)
 
     def _authorized(self, header: str | None, token: list[str] | None) -> bool:
         key = self.config.api_key
@@ -146,7 +179,19 @@ class StreamServer:
         given = [rest.strip() if scheme.lower() == "bearer" else header, *(token or [])]
         return any(g and hmac.compare_digest(g.encode(), key.encode()) for g in given)
 
-    def _decode(self, uid: str, audio: np.ndarray, options: DecodeOptions, timeout: float) -> list[Word]:
+    def _decode(self, uid: str, audio: np.ndarray, options: DecodeOptions, timeout: float, urgent: bool) -> list[Word]:
+        from daemon.workers.messages import TURN, TURN_END
+
         assert self.dispatcher is not None
-        transcribed = self.dispatcher.submit(uid, audio[None, :], timeout, options, priority=True)
+        transcribed = self.dispatcher.submit(uid, audio[None, :], timeout, options, TURN_END if urgent else TURN)
         return transcribed.channels[0]
+
+
+def _route_to(redis_url: str | None) -> str:
+    """This host's address on the way to Redis: the one other nodes of the cluster reach it by."""
+    import socket
+
+    target = urlsplit(redis_url or "redis://127.0.0.1:6379")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((target.hostname or "127.0.0.1", target.port or 6379))  # UDP: no packet is sent
+        return probe.getsockname()[0]

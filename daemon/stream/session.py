@@ -41,8 +41,8 @@ OUTGOING_MESSAGES = 256  # messages waiting for a client that does not read; mor
 DECODE_TIMEOUT_SECONDS = 60.0
 FINISH_SECONDS = 30.0  # after Terminate: the last turn's decode may take this long
 
-# (uid, 16 kHz mono audio, options, timeout) -> words in ms of that audio; raises ApiError
-DecodeFunction = Callable[[str, np.ndarray, DecodeOptions, float], list[Word]]
+# (uid, 16 kHz mono audio, options, timeout, urgent) -> words in ms of that audio; raises ApiError
+DecodeFunction = Callable[[str, np.ndarray, DecodeOptions, float, bool], list[Word]]
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,8 @@ class StreamSession:
     def _run_decode(self, request: Decode) -> None:
         options = DecodeOptions(word_boost=self.params.keyterms)
         try:
-            words = self.decode(f"s_{self.id}_{request.ticket}", request.audio, options, DECODE_TIMEOUT_SECONDS)
+            words = self.decode(f"s_{self.id}_{request.ticket}", request.audio, options, DECODE_TIMEOUT_SECONDS,
+                                request.urgent)
         except ApiError as error:
             self.failure = _Closed(protocol.SERVER_ERROR, f"a turn could not be transcribed: {error.description}")
             words = None

@@ -63,9 +63,9 @@ class Dispatcher:
         self._supervisor.start()
 
     def submit(self, uid: str, pcm: np.ndarray, timeout: float, options: DecodeOptions = DecodeOptions(),
-               priority: bool = False) -> Transcribed:
-        """The words of `pcm` ([channels, samples] at 16 kHz); `priority`: a live stream's turn, whose windows
-        go ahead of files' (daemon/workers/inference.py)."""
+               priority: int = m.FILE) -> Transcribed:
+        """The words of `pcm` ([channels, samples] at 16 kHz); `priority`: m.FILE, or a live stream's turn
+        (m.TURN, m.TURN_END), whose windows go ahead of files' (daemon/workers/inference.py)."""
         if self._draining.is_set():
             raise service_not_ready("the server is shutting down; retry on another instance")
         block = OwnedBlock(f"{self.prefix}pcm_{uid[2:]}", pcm.nbytes)

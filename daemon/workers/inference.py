@@ -46,6 +46,7 @@ class _Window:
     sequences: list[int]
     feed: list[int] | None
     rules: RowRules | None  # what its next step is reduced with
+    priority: int = m.FILE
 
 
 class InferenceWorker:
@@ -57,8 +58,8 @@ class InferenceWorker:
         self.inbox = inbox
         self.events = events
         self.decoder_inboxes = decoder_inboxes
-        # Files' windows fill `capacity`; live streams' turns (priority) may also take `stream_slots` more, so a
-        # busy file load never makes a turn wait for a file's window to finish.
+        # Files' windows fill `capacity`; live streams' turns (m.TURN, m.TURN_END) may also take `stream_slots`
+        # more, so a busy file load never makes a turn wait for a file's window to finish.
         self.capacity = windows_in_flight
         self.stream_slots = stream_slots
         slots = windows_in_flight + stream_slots
@@ -128,8 +129,7 @@ class InferenceWorker:
             self._open(outgoing)
             self._align(outgoing)
             self._step(outgoing)
-            for decoder, items in outgoing.items():
-                self.decoder_inboxes[decoder].put(m.Batch(items))
+            self._send(outgoing)
 
     def close(self) -> None:
         self.pcm.close()
@@ -142,7 +142,7 @@ class InferenceWorker:
 
     def _room(self, opening: m.Open, opened: int) -> bool:
         """Whether `opening` may open now, with `opened` more windows already opening this round."""
-        limit = self.capacity + (self.stream_slots if opening.priority else 0)
+        limit = self.capacity + (self.stream_slots if opening.priority > m.FILE else 0)
         return len(self.windows) + opened < limit
 
     def _receive(self) -> list:
@@ -161,11 +161,9 @@ class InferenceWorker:
         if isinstance(message, m.Probe):
             self.events.put(m.Ready("inference", self.index, message.nonce, os.getpid()))
         elif isinstance(message, m.Open):
-            if message.priority:  # ahead of every file's window, behind the turns that came before it
-                ahead = sum(1 for o in self.opening if o.priority)
-                self.opening.insert(ahead, message)
-            else:
-                self.opening.append(message)
+            # behind every window of its priority or higher, ahead of the rest
+            ahead = sum(1 for o in self.opening if o.priority >= message.priority)
+            self.opening.insert(ahead, message)
         elif isinstance(message, m.Step):
             window = self.windows.get(message.wid)
             if window is None:
@@ -187,7 +185,16 @@ class InferenceWorker:
 
     def _open(self, outgoing: dict[int, list]) -> None:
         batch, chunks = [], []
+        # Windows are encoded in batches of one priority. While turns are being decoded, files' windows are
+        # encoded one a round (a batch of 30 s file windows is the longest call this process makes, and a turn
+        # waiting behind it waits longest); while a turn's end is, nothing else is.
+        live = max((w.priority for w in self.windows.values()), default=m.FILE)
         while self.opening and self._room(self.opening[0], len(batch)):
+            head = self.opening[0]
+            if live == m.TURN_END and head.priority < m.TURN_END:
+                break
+            if batch and (batch[0].priority != head.priority or (live > m.FILE and head.priority == m.FILE)):
+                break
             opening = self.opening.popleft()
             try:
                 chunks.append(opening.span.gather(self.pcm.view(opening.pcm)))
@@ -213,7 +220,7 @@ class InferenceWorker:
         for o, handle in zip(batch, handles):
             sequences = self.runtime.open_sequences(handle, len(o.tokens))
             frames = min(self.runtime.dims.n_audio_ctx, o.span.samples // 320 + 1)
-            self.windows[o.wid] = _Window(o.decoder, handle, frames, sequences, o.tokens, o.rules)
+            self.windows[o.wid] = _Window(o.decoder, handle, frames, sequences, o.tokens, o.rules, o.priority)
 
     def _align(self, outgoing: dict[int, list]) -> None:
         if not self.aligning:
@@ -229,7 +236,26 @@ class InferenceWorker:
             outgoing[window.decoder].append(m.Scores(wid, self.scores.ref(shape, "float32", offset)))
 
     def _step(self, outgoing: dict[int, list]) -> None:
+        """One decoder step for every window that has its next tokens, a step per priority, highest first, each
+        one's answers sent before the next runs: a file load delays a growing turn's next step by at most one
+        step of the files. While a turn's end is decoded (m.TURN_END), only turns' ends step: on a CPU every
+        other step would share its cores."""
         ready = [(wid, w) for wid, w in self.windows.items() if w.feed is not None]
+        levels = sorted({w.priority for w in self.windows.values()}, reverse=True)
+        if levels and levels[0] == m.TURN_END:
+            levels = levels[:1]
+        for level in levels:
+            group = [(wid, w) for wid, w in ready if w.priority == level]
+            if group:
+                self._step_group(group, outgoing)
+                self._send(outgoing)
+
+    def _send(self, outgoing: dict[int, list]) -> None:
+        for decoder, items in outgoing.items():
+            self.decoder_inboxes[decoder].put(m.Batch(items))
+        outgoing.clear()
+
+    def _step_group(self, ready: list, outgoing: dict[int, list]) -> None:
         if not ready:
             return
         try:

@@ -19,13 +19,19 @@ if TYPE_CHECKING:  # the front imports these messages and must not import the en
     from engine.decoding.reduce import RowRules
 
 
+# How a job's windows are served (daemon/workers/inference.py): files' windows fill the files' slots;
+# a live stream's growing turn goes ahead of them in slots of its own; the decode a turn's end waits for
+# (the pause's, the final) holds back everything else while it runs.
+FILE, TURN, TURN_END = 0, 1, 2
+
+
 # front -> supervisor
 @dataclass(frozen=True)
 class Submit:
     uid: str
     pcm: ArrayRef  # float32 [channels, samples] at 16 kHz, owned by the front
     options: DecodeOptions  # the prompt and temperatures every window of the job is decoded with
-    priority: bool = False  # a live stream's turn: its windows go ahead of files' (docs/STREAMING.md)
+    priority: int = FILE  # FILE, TURN or TURN_END (docs/STREAMING.md)
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ class Window:
     span: SpeechWindow
     inference: int
     options: DecodeOptions
-    priority: bool = False
+    priority: int = FILE
 
 
 # decoder -> inference
@@ -91,7 +97,7 @@ class Open:
     span: SpeechWindow
     tokens: list[int]  # first token of every row
     rules: "RowRules"  # what the first step is reduced with
-    priority: bool = False  # opened before files' windows, in slots of its own
+    priority: int = FILE
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ class _Job:
     attempts: int = 1
     plan_sent: bool = False
     redecoded: int = 0
-    priority: bool = False
+    priority: int = m.FILE
 
 
 class WindowScheduler:

@@ -22,7 +22,9 @@ place however fast the audio arrives.
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -65,6 +67,9 @@ class Decode:
     audio: np.ndarray
     start_ms: int  # where the audio starts in the stream
     final: bool
+    # the end of the turn waits for it (the final, or the pause's decode, which becomes the final when the
+    # silence ends the turn): it should go ahead of everything else
+    urgent: bool
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,12 @@ class _Turn:
 
 
 class LiveTurns:
-    def __init__(self, settings: TurnSettings = TurnSettings(), vad: LiveVad | None = None) -> None:
+    def __init__(self, settings: TurnSettings = TurnSettings(), vad: LiveVad | None = None,
+                 partials: bool = True) -> None:
+        """`partials` False: only the decodes a turn's end needs (a recording read as a stream, where nobody
+        watches a turn grow)."""
         self.settings = settings
+        self.partials = partials
         self.vad = vad or LiveVad()
         self._audio = np.zeros(0, np.float32)  # from self._base on
         self._base = 0  # stream sample of self._audio[0]
@@ -103,7 +112,7 @@ class LiveTurns:
         self._orders = itertools.count()
         self._tickets = itertools.count()
         self._in_flight: dict[int, tuple[_Turn, int, bool]] = {}  # ticket -> turn, end sample, final
-        self._partial_busy = False
+        self._partial: int | None = None  # the ticket of the partial decode in flight
         self._last_partial = 0  # stream sample where the last partial was asked for
 
     @property
@@ -134,14 +143,14 @@ class LiveTurns:
     def decoded(self, ticket: int, words: list[Word]) -> list[TurnUpdate | Decode]:
         """A decode asked for has its words (in ms of the audio it was given)."""
         turn, end, final = self._in_flight.pop(ticket)
-        if not final:
-            self._partial_busy = False
+        if ticket == self._partial:
+            self._partial = None
         offset = turn.start * 1000 // SAMPLE_RATE
         words = [Word(w.text, w.start_ms + offset, w.end_ms + offset, w.confidence) for w in words]
         if final:
             return [TurnUpdate(turn.order, words, len(words), True, _confidence(words))]
-        if turn.ended:
-            return []  # a partial that came back after its turn's end: the final speaks for it
+        if turn.ended or (turn.decoded is not None and turn.decoded[0] > end):
+            return []  # after its turn's end (the final speaks for it), or after a decode of more of the turn
         turn.decoded = (end, words, _confidence(words))
         out: list[TurnUpdate | Decode] = [self._partial_update(turn, words)] if words else []
         if turn is self._turn:
@@ -185,18 +194,21 @@ class LiveTurns:
 
     def _maybe_partial(self) -> list[Decode | TurnUpdate]:
         turn = self._turn
-        if turn is None or self._partial_busy:
+        if turn is None:
             return []
         cut = self._speech_cut(turn)
         now = self._base + self._audio.size
+        if cut <= now and turn.covered < cut:
+            # the pause's decode: the turn so far, exactly as its end would decode it; it goes at once, beside
+            # a partial in flight, since the end of the turn waits for it
+            return [self._decode(turn, cut, final=False, urgent=True)]
         due = now - self._last_partial >= PARTIAL_EVERY_MS * SAMPLE_RATE // 1000
-        # the pause's decode: the turn so far, exactly as its end would decode it
-        pause = cut <= now and turn.covered < cut
-        if not (due or pause) or cut <= turn.covered:
+        if not self.partials or self._partial is not None or not due or min(cut, now) <= turn.covered:
             return []
         self._last_partial = now
-        self._partial_busy = True
-        return [self._decode(turn, min(cut, now), final=False)]
+        decode = self._decode(turn, min(cut, now), final=False)
+        self._partial = decode.ticket
+        return [decode]
 
     def _speech_cut(self, turn: _Turn) -> int:
         """Where the turn's audio ends for a decode: TURN_PAD_MS after its last speech."""
@@ -214,16 +226,15 @@ class LiveTurns:
         for ticket, (owner, end, _) in self._in_flight.items():
             if owner is turn and end >= cut:  # the pause's decode, on its way: it is the final one
                 self._in_flight[ticket] = (owner, end, True)
-                self._partial_busy = False
                 return []
-        return [self._decode(turn, cut, final=True)]
+        return [self._decode(turn, cut, final=True, urgent=True)]
 
-    def _decode(self, turn: _Turn, end: int, final: bool) -> Decode:
+    def _decode(self, turn: _Turn, end: int, final: bool, urgent: bool = False) -> Decode:
         ticket = next(self._tickets)
         self._in_flight[ticket] = (turn, end, final)
         turn.covered = max(turn.covered, end)
         audio = self._audio[turn.start - self._base: end - self._base].copy()
-        return Decode(ticket, turn.order, audio, turn.start * 1000 // SAMPLE_RATE, final)
+        return Decode(ticket, turn.order, audio, turn.start * 1000 // SAMPLE_RATE, final, urgent)
 
     def _partial_update(self, turn: _Turn, words: list[Word]) -> TurnUpdate:
         """LocalAgreement-2: the words this decode and the one before agree on, from the start, are final."""
@@ -258,3 +269,47 @@ def _confidence(words: list[Word]) -> float:
     if not words or not words[-1].text.endswith(_SENTENCE_END):
         return 0.0
     return round(words[-1].confidence, 4)
+
+
+def recording_turns(audio: np.ndarray, decode: Callable[[np.ndarray], list[Word]], parallel: int = 4,
+                    settings: TurnSettings = TurnSettings(), vad: LiveVad | None = None) -> Iterator[TurnUpdate]:
+    """A whole recording's final turns, in order, each as soon as it and those before it are decoded.
+
+    The recording is read as a stream at full speed (no partials) and its turns' decodes run `parallel`
+    at a time, so the first turn's text comes long before the last is decoded: what a client asking for
+    a file's transcript as server-sent events (OpenAI's stream=true) wants.
+    """
+    turns = LiveTurns(settings, vad, partials=False)
+    pending: dict[Future, int] = {}
+    done: dict[int, TurnUpdate] = {}
+    following = 0
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="recording-turns") as pool:
+
+        def run(asked: list) -> None:
+            for item in asked:
+                if isinstance(item, Decode):
+                    pending[pool.submit(decode, item.audio)] = item.ticket
+                elif item.end_of_turn:
+                    done[item.turn] = item
+
+        def collect(block: bool) -> None:
+            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED, timeout=None if block else 0)
+            for future in finished:
+                run(turns.decoded(pending.pop(future), future.result()))
+
+        step = 4 * SAMPLE_RATE
+        for start in range(0, audio.size, step):
+            run(turns.push(audio[start:start + step]))
+            while len(pending) >= parallel:
+                collect(block=True)
+            collect(block=False)
+            while following in done:
+                yield done.pop(following)
+                following += 1
+        run(turns.force_endpoint())
+        while pending or following in done:
+            if following in done:
+                yield done.pop(following)
+                following += 1
+            else:
+                collect(block=True)
