@@ -41,9 +41,9 @@ class SoakResult:
     errors: list[str] = field(default_factory=list)
 
 
-def _stream(url: str, pcm: bytes, ending: str) -> str:
+def _stream(url: str, pcm: bytes, ending: str, key: str) -> str:
     query = {"sample_rate": 16000} if ending != "refused" else {"sample_rate": 16000, "speaker_labels": "true"}
-    with connect(f"{url}/v3/ws?{urlencode(query)}", open_timeout=30) as ws:
+    with connect(f"{url}/v3/ws?{urlencode(query)}", open_timeout=30, additional_headers={"Authorization": key}) as ws:
         first = json.loads(ws.recv(timeout=30))
         if ending == "refused":
             return "refused" if first["type"] == "Error" else f"not refused: {first}"
@@ -70,8 +70,8 @@ def _stream(url: str, pcm: bytes, ending: str) -> str:
 
 
 def run_soak(stream_url: str, http_url: str, root_pid: int, prefix: str, speech: list[bytes], rounds: int,
-             per_round: int, warmup: int) -> SoakResult:
-    """The soak against a running daemon; `prefix`: its tree's shared-memory prefix."""
+             per_round: int, warmup: int, key: str = "soak") -> SoakResult:
+    """The soak against a running daemon; `prefix`: its tree's shared-memory prefix, `key`: its API key."""
     result = SoakResult()
     for round_ in range(rounds):
         found: list[str] = [""] * per_round
@@ -79,7 +79,7 @@ def run_soak(stream_url: str, http_url: str, root_pid: int, prefix: str, speech:
         def one(i: int) -> None:
             ending = ENDINGS[(round_ + i) % len(ENDINGS)]
             try:
-                found[i] = _stream(stream_url, speech[(round_ * per_round + i) % len(speech)], ending)
+                found[i] = _stream(stream_url, speech[(round_ * per_round + i) % len(speech)], ending, key)
             except Exception as exc:  # noqa: BLE001  (counted and shown: the soak goes on)
                 found[i] = f"{ending}: {type(exc).__name__}: {exc}"
 

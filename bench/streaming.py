@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import tempfile
 import threading
 import time
@@ -156,6 +155,59 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+@dataclass
+class Row:
+    label: str
+    streams: int
+    file_clients: int
+    results: list[StreamResult]
+    refs: list[str]
+    files: list[str]
+    files_done: int
+
+    def cells(self) -> str:
+        finals = [lat for r in self.results for lat in r.final_latency]
+        partials = [lat for r in self.results for lat in r.partial_latency]
+        swer = score(self.refs, [" ".join(r.finals) for r in self.results]).overall.wer * 100
+        fwer = score(self.refs, self.files).overall.wer * 100
+        errors = sum(1 for r in self.results if r.error)
+        load = f"{self.file_clients} clients" if self.file_clients else "none"
+        return (f"| {self.label} | {self.streams} | {load} | {len(finals)} | {_pct(finals, 50):.2f} | "
+                f"{_pct(finals, 95):.2f} | {_pct(finals, 95) - MAX_TURN_SILENCE_S:.2f} | {_pct(partials, 50):.2f} | "
+                f"{_pct(partials, 95):.2f} | {max(r.end_lag for r in self.results):.2f} | {swer:.2f} % | "
+                f"{fwer:.2f} % | {swer - fwer:+.2f} | {self.files_done} | {errors} |")
+
+
+def _run(label: str, stream_url: str, http_url: str, calls: list[Call], files: list[str], streams: int,
+         file_clients: int, eval_origin: str, eval_dir: Path, load_paths: list[Path]) -> Row:
+    stop, done = threading.Event(), [0]
+    loaders = [threading.Thread(target=_file_load, args=(http_url, eval_origin, eval_dir, load_paths, stop, done))
+               for _ in range(file_clients)]
+    for thread in loaders:
+        thread.start()
+    if loaders:
+        time.sleep(3.0)  # the file load is running before the first stream connects
+    results: list[StreamResult] = [StreamResult() for _ in range(streams)]
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, stream_call(stream_url, calls[i], "bench")))
+               for i in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    for thread in loaders:
+        thread.join()
+    row = Row(label, streams, file_clients, results, [c.reference for c in calls[:streams]], files[:streams], done[0])
+    print(row.cells(), flush=True)
+    return row
+
+
+def _file_answers(http_url: str, origin: str, root: Path, calls: list[Call]) -> list[str]:
+    return [requests.post(http_url + "/transcribe/url", timeout=600,
+                          json={"audio_url": file_url(origin, root, root / f"{c.name}.wav")}).json()["blob"]
+            for c in calls]
+
+
 def streaming(args: argparse.Namespace) -> None:
     calls = build_calls(args.eval_dir, max(args.streams), args.clips_per_call, args.seed)
     root = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
@@ -167,54 +219,37 @@ def streaming(args: argparse.Namespace) -> None:
         else:
             sf.write(root / f"{call.name}.wav", call.audio, 16000, subtype="PCM_16")
     load_paths = [c.path for c in dataset.load_manifest(args.eval_dir, 40)]
-    runs = [(n, 0) for n in args.streams] + [(n, args.file_clients) for n in args.with_load]
-    rows = []
-    with running_daemon(ASYNC_ENGINE_MODEL=args.model) as daemon, audio_server(root) as origin, \
-            audio_server(args.eval_dir) as eval_origin:
-        files = []
-        for call in calls:
-            answer = requests.post(daemon.url + "/transcribe/url", timeout=600,
-                                   json={"audio_url": file_url(origin, root, root / f"{call.name}.wav")}).json()
-            files.append(answer["blob"])
-        for streams, file_clients in runs:
-            stop, done = threading.Event(), [0]
-            loaders = [threading.Thread(target=_file_load, args=(daemon.url, eval_origin, args.eval_dir, load_paths,
-                                                                 stop, done)) for _ in range(file_clients)]
-            for thread in loaders:
-                thread.start()
-            if loaders:
-                time.sleep(3.0)  # the file load is running before the first stream connects
-            results: list[StreamResult | None] = [None] * streams
-            threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, stream_call(
-                daemon.stream_url, calls[i], "bench"))) for i in range(streams)]
-            started = time.monotonic()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            wall = time.monotonic() - started
-            stop.set()
-            for thread in loaders:
-                thread.join()
-            finals = [lat for r in results for lat in r.final_latency]
-            partials = [lat for r in results for lat in r.partial_latency]
-            hyps = [" ".join(r.finals) for r in results]
-            refs = [calls[i].reference for i in range(streams)]
-            stream_wer = score(refs, hyps).overall.wer * 100
-            file_wer = score(refs, files[:streams]).overall.wer * 100
-            errors = [r.error for r in results if r.error]
-            rows.append((streams, file_clients, len(finals), _pct(finals, 50), _pct(finals, 95),
-                         _pct(finals, 95) - MAX_TURN_SILENCE_S, _pct(partials, 50), _pct(partials, 95),
-                         max(r.end_lag for r in results), stream_wer, file_wer, done[0], wall, errors))
-            print(rows[-1], flush=True)
-    table = ["| streams | file load | final turns | final p50 s | final p95 s | p95 beyond max_turn_silence s | "
-             "partial p50 s | partial p95 s | end lag max s | WER streamed | WER as files | Δ points | "
-             "files done | errors |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for (streams, clients, n, p50, p95, beyond, pp50, pp95, lag, swer, fwer, done, wall, errors) in rows:
-        table.append(f"| {streams} | {f'{clients} clients' if clients else 'none'} | {n} | {p50:.2f} | {p95:.2f} | "
-                     f"{beyond:.2f} | {pp50:.2f} | {pp95:.2f} | {lag:.2f} | {swer:.2f} % | {fwer:.2f} % | "
-                     f"{swer - fwer:+.2f} | {done} | {len(errors)} |")
+    rows: list[Row] = []
+    with audio_server(root) as origin, audio_server(args.eval_dir) as eval_origin:
+        if args.shared:
+            from bench.cluster import cluster, ready_nodes, wait_until
+
+            with cluster(Path(tempfile.mkdtemp(prefix="bench-streaming-cluster-"))) as made:
+                api = made.api_node()
+                worker = made.worker_node()
+                wait_until(lambda: ready_nodes(api) == 1, 180, worker)
+                time.sleep(5.0)  # a heartbeat or two: the worker node's stream address is in Redis
+                files = _file_answers(api.url, origin, root, calls)
+                for n in args.streams:
+                    for label, url in (("worker node, direct", worker.stream_url), ("through the API node",
+                                                                                    api.stream_url)):
+                        rows.append(_run(label, url, api.url, calls, files, n, 0, eval_origin, args.eval_dir,
+                                         load_paths))
+        else:
+            with running_daemon(ASYNC_ENGINE_MODEL=args.model) as daemon:
+                files = _file_answers(daemon.url, origin, root, calls)
+                runs = [(n, 0) for n in args.streams] + [(n, args.file_clients) for n in args.with_load]
+                for streams, clients in runs:
+                    rows.append(_run("one host", daemon.stream_url, daemon.url, calls, files, streams, clients,
+                                     eval_origin, args.eval_dir, load_paths))
+    table = ["| served by | streams | file load | final turns | final p50 s | final p95 s | "
+             "p95 beyond max_turn_silence s | partial p50 s | partial p95 s | end lag max s | WER streamed | "
+             "WER as files | Δ points | files done | errors |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    table += [row.cells() for row in rows]
+    refs = [ref for row in rows for ref in row.refs]
+    pooled_stream = score(refs, [" ".join(r.finals) for row in rows for r in row.results]).overall.wer * 100
+    pooled_file = score(refs, [f for row in rows for f in row.files]).overall.wer * 100
     durations = [len(c.audio) / 16000 for c in calls]
     notes = [f"{len(calls)} calls of {args.clips_per_call} dev clips each from {args.eval_dir} (seed {args.seed}), "
              f"{min(durations):.0f}-{max(durations):.0f} s, pauses {PAUSES_S} s; odd calls as 8 kHz mu-law; "
@@ -223,9 +258,13 @@ def streaming(args: argparse.Namespace) -> None:
              "defaults (confidence 0.4, min_turn_silence 400 ms, max_turn_silence 1280 ms), format_turns on",
              "AssemblyAI's SDK (assemblyai.streaming.v3.StreamingClient), 50 ms frames on a fixed schedule",
              "WER: the formatted final turns joined, and the /transcribe/url answer for the same audio, both "
-             "normalised with the Whisper English normaliser"]
-    text = report.dated_section(f"{args.model}, live streams over WebSocket at real-time pace", notes,
-                                "\n".join(table))
+             f"normalised with the Whisper English normaliser; pooled over every row: streamed {pooled_stream:.2f} %, "
+             f"as files {pooled_file:.2f} % ({pooled_stream - pooled_file:+.2f} points)"]
+    if args.shared:
+        notes.append("shared mode: a redis-server, an API node (SKIP_DECODER=1) and one worker node on this machine; "
+                     "each stream count runs straight to the worker node's stream port, then through the API node")
+    text = report.dated_section(f"{args.model}, live streams over WebSocket at real-time pace"
+                                + (", shared mode" if args.shared else ""), notes, "\n".join(table))
     print(text)
     report.append(args.results, text)
     print(f"appended to {args.results}")
@@ -238,3 +277,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file-clients", type=int, default=2, help="clients of the file load")
     parser.add_argument("--clips-per-call", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--shared", action="store_true",
+                        help="instead: shared mode, each stream count straight to a worker node and through an API node")

@@ -91,18 +91,22 @@ def test_the_live_vad_scores_a_stream_as_the_file_vad_scores_the_whole(two_turns
     np.testing.assert_allclose(scored, whole[: scored.size], atol=1e-5)
 
 
-def _run_turns(transcriber, audio: np.ndarray, frame: int = 800) -> list[TurnUpdate]:
-    """Drive the turn tracker with the real model, decoding each request as it is asked for."""
-    turns, updates, queue = LiveTurns(), [], []
-    for start in range(0, audio.size, frame):
-        queue += turns.push(audio[start:start + frame])
-        while queue:
-            item = queue.pop(0)
-            if isinstance(item, Decode):
-                queue += turns.decoded(item.ticket, transcriber.transcribe(item.audio).words)
-            else:
-                updates.append(item)
+def _answer(transcriber, turns: LiveTurns, asked: list) -> list[TurnUpdate]:
+    """Decode what the turn tracker asks for with the real model, as it asks; the updates it gives back."""
+    updates = []
+    while asked:
+        item = asked.pop(0)
+        if isinstance(item, Decode):
+            asked += turns.decoded(item.ticket, transcriber.transcribe(item.audio).words)
+        else:
+            updates.append(item)
     return updates
+
+
+def _run_turns(transcriber, audio: np.ndarray, frame: int = 800) -> list[TurnUpdate]:
+    turns = LiveTurns()
+    return [u for start in range(0, audio.size, frame)
+            for u in _answer(transcriber, turns, turns.push(audio[start:start + frame]))]
 
 
 def test_turns_end_at_the_pause_with_the_words_of_a_file_and_partials_before(transcriber, two_turns):
@@ -128,13 +132,7 @@ def test_force_endpoint_ends_the_turn_mid_speech(transcriber):
     turns = LiveTurns()
     asked = turns.push(np.concatenate([silence(0.3, SAMPLE_RATE), speech[: speech.size // 2]]))
     asked += turns.force_endpoint()
-    updates = []
-    while asked:
-        item = asked.pop(0)
-        if isinstance(item, Decode):
-            asked += turns.decoded(item.ticket, transcriber.transcribe(item.audio).words)
-        else:
-            updates.append(item)
+    updates = _answer(transcriber, turns, asked)
     finals = [u for u in updates if u.end_of_turn]
     assert len(finals) == 1 and finals[0].words and finals[0].final_words == len(finals[0].words)
     assert turns.force_endpoint() == []  # no turn is left open
@@ -149,7 +147,7 @@ def test_silence_and_noise_start_no_turn():
 
 @pytest.mark.parametrize("query, fault", [
     ({"sample_rate": ["4000"]}, "sample_rate must be between 8000 and 48000"),
-    ({"sample_rate": ["16k"]}, "sample_rate must be an integer"),
+    ({"sample_rate": ["16k"]}, "sample_rate must be a whole number"),
     ({"encoding": ["opus"]}, "encoding must be one of pcm_s16le, pcm_mulaw"),
     ({"speaker_labels": ["true"]}, "unknown or unsupported parameter 'speaker_labels'"),
     ({"format_turns": ["yes"]}, "format_turns must be true or false"),
@@ -442,3 +440,18 @@ def test_a_worker_node_that_dies_mid_stream_ends_the_stream_with_an_error_not_a_
     assert time.monotonic() - killed < 15
     assert heard.errors and heard.errors[0].code == 3005 and "worker node" in str(heard.errors[0])
     client.disconnect()
+
+
+def test_streams_connecting_and_dropping_leave_memory_flat_and_nothing_behind(daemon):
+    """A short soak (bench stream-soak runs the long one): streams ending every way, round after round."""
+    from bench.stream_soak import ENDINGS, run_soak
+    from daemon.workers.leftovers import tree_prefix
+
+    speech = [(np.clip(np.concatenate([silence(0.3, SAMPLE_RATE), _say(text), silence(1.0, SAMPLE_RATE)]), -1, 1)
+               * 32767).astype("<i2").tobytes() for text in (FIRST, SECOND)]
+    result = run_soak(daemon.stream_url, daemon.url, daemon.process.pid, tree_prefix(daemon.process.pid), speech,
+                      rounds=15, per_round=2, warmup=5, key=KEY)
+    assert not result.errors, result.errors
+    assert sum(result.outcomes.values()) == 30 and set(result.outcomes) == set(ENDINGS)
+    assert result.live_after == 0 and result.pcm_blocks_after == 0
+    assert max(result.front_mb) - result.front_mb[0] < 20, result.front_mb  # MB, over 20 streams after warm-up

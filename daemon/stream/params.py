@@ -13,6 +13,7 @@ from typing import Callable, Mapping
 
 from engine.audio.live_input import ENCODINGS, MAX_RATE, MIN_RATE
 from engine.decoding.options import check_word_boost
+from engine.settings import SettingsError, parse_float, parse_int
 from engine.streaming.turns import TurnSettings
 
 MIN_INACTIVITY_SECONDS, MAX_INACTIVITY_SECONDS = 5, 3600
@@ -38,22 +39,16 @@ class StreamParams:
 
 def _int(name: str, text: str, low: int, high: int) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        raise BadParameter(f"{name} must be an integer; got {text[:40]!r}") from None
-    if not low <= value <= high:
-        raise BadParameter(f"{name} must be between {low} and {high}; got {value}")
-    return value
+        return parse_int(name, text, low, high)
+    except SettingsError as exc:  # the same words as a bad environment variable's
+        raise BadParameter(str(exc)) from None
 
 
 def _float(name: str, text: str, low: float, high: float) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise BadParameter(f"{name} must be a number; got {text[:40]!r}") from None
-    if not low <= value <= high:
-        raise BadParameter(f"{name} must be between {low} and {high}; got {value}")
-    return value
+        return parse_float(name, text, low, high)
+    except SettingsError as exc:
+        raise BadParameter(str(exc)) from None
 
 
 def _bool(name: str, text: str) -> bool:
