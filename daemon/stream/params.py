@@ -11,10 +11,9 @@ import json
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
-from engine.audio.live_input import ENCODINGS, MAX_RATE, MIN_RATE
 from engine.decoding.options import check_word_boost
 from engine.settings import SettingsError, parse_float, parse_int
-from engine.streaming.turns import TurnSettings
+from engine.streaming.settings import ENCODINGS, MAX_RATE, MIN_RATE, TurnSettings
 
 MIN_INACTIVITY_SECONDS, MAX_INACTIVITY_SECONDS = 5, 3600
 DEFAULT_INACTIVITY_SECONDS = 30  # no audio frame this long closes the stream (4031)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import TYPE_CHECKING
 
-from engine.streaming.turns import TurnUpdate
 from engine.text.format import TextOptions, format_words
+
+if TYPE_CHECKING:
+    from engine.streaming.turns import TurnUpdate
 
 NORMAL = 1000
 SERVER_ERROR = 3005
@@ -34,7 +37,7 @@ def begin(session_id: str, expires_in_seconds: float) -> str:
     return json.dumps({"type": "Begin", "id": session_id, "expires_at": int(expires.timestamp())})
 
 
-def turn(update: TurnUpdate, formatted: TextOptions | None) -> str:
+def turn(update: "TurnUpdate", formatted: TextOptions | None) -> str:
     """A Turn message: the words as spoken (lower case, unpunctuated), or `formatted` (format_turns' final one)."""
     options = formatted or UNFORMATTED
     shaped = format_words(update.words, options)
@@ -48,7 +51,7 @@ def turn(update: TurnUpdate, formatted: TextOptions | None) -> str:
     })
 
 
-def _final_count(update: TurnUpdate, shaped: list) -> int:
+def _final_count(update: "TurnUpdate", shaped: list) -> int:
     """Shaped words wholly inside the final raw words' time are final (shaping can join or split words)."""
     if update.final_words == 0:
         return 0

@@ -24,14 +24,13 @@ from daemon import metrics
 from daemon.config import DaemonConfig
 from daemon.stream import protocol
 from daemon.stream.params import BadParameter, read_query
-from daemon.stream.session import SessionLimits, StreamSession
-from engine.audio.live_vad import LiveVad
 from engine.decoding.options import DecodeOptions
 from engine.result import Word
 from engine.text.format import TextOptions
 
 if TYPE_CHECKING:
     from daemon.shared.nodes import Nodes, StreamEndpoint
+    from daemon.stream.session import StreamSession
     from daemon.workers.dispatcher import Dispatcher
 
 log = logging.getLogger("async_engine.stream")
@@ -48,12 +47,15 @@ class StreamServer:
         self.config = config
         self.dispatcher = dispatcher
         self.nodes = nodes
-        self.vad_session = LiveVad.shared_session() if dispatcher is not None else None
         enabled = config.enable_auto_punctuation
-        self.limits = SessionLimits(config.max_audio_seconds, TextOptions(written=True, punctuation=enabled,
-                                                                          casing=enabled))
+        self.formatted = TextOptions(written=True, punctuation=enabled, casing=enabled)
+        self.vad_session = None
+        if dispatcher is not None:  # streams run here: the VAD's ONNX session, shared by every stream
+            from engine.audio.live_vad import LiveVad
+
+            self.vad_session = LiveVad.shared_session()
         self.lock = threading.Lock()
-        self.sessions: dict[str, StreamSession] = {}
+        self.sessions: dict[str, "StreamSession"] = {}
         self.admitted = 0
         self.server: Server = serve(self._handle, config.host, config.stream_port, process_request=self._path,
                                     compression=None, max_size=MAX_MESSAGE_BYTES, open_timeout=10,
@@ -117,7 +119,11 @@ class StreamServer:
         if self.dispatcher is None:
             self._relay(connection, session_id, started)
             return
-        session = StreamSession(session_id, connection, params, self._decode, self.limits, LiveVad(self.vad_session))
+        from daemon.stream.session import SessionLimits, StreamSession  # the engine's audio code: not on an API node
+        from engine.audio.live_vad import LiveVad
+
+        session = StreamSession(session_id, connection, params, self._decode,
+                                SessionLimits(self.config.max_audio_seconds, self.formatted), LiveVad(self.vad_session))
         with self.lock:
             self.sessions[session_id] = session
         try:

@@ -137,13 +137,20 @@ class InferenceWorker:
         self.scores.close()
 
     def _busy(self) -> bool:
-        ready = any(w.feed is not None for w in self.windows.values())
+        """Whether there is work this round; held-back work is none (the loop waits for messages instead of
+        spinning on a core the turn's end needs)."""
+        floor = self._floor()
+        ready = any(w.feed is not None and w.priority >= floor for w in self.windows.values())
         return ready or bool(self.aligning) or (bool(self.opening) and self._room(self.opening[0], 0))
+
+    def _floor(self) -> int:
+        """The lowest priority that may open or step now: while a turn's end is decoded, nothing below it."""
+        return m.TURN_END if any(w.priority == m.TURN_END for w in self.windows.values()) else m.FILE
 
     def _room(self, opening: m.Open, opened: int) -> bool:
         """Whether `opening` may open now, with `opened` more windows already opening this round."""
         limit = self.capacity + (self.stream_slots if opening.priority > m.FILE else 0)
-        return len(self.windows) + opened < limit
+        return opening.priority >= self._floor() and len(self.windows) + opened < limit
 
     def _receive(self) -> list:
         """Everything queued now; waits for the first message only when there is no work."""
@@ -188,12 +195,10 @@ class InferenceWorker:
         # Windows are encoded in batches of one priority. While turns are being decoded, files' windows are
         # encoded one a round (a batch of 30 s file windows is the longest call this process makes, and a turn
         # waiting behind it waits longest); while a turn's end is, nothing else is.
-        live = max((w.priority for w in self.windows.values()), default=m.FILE)
+        turns_live = any(w.priority > m.FILE for w in self.windows.values())
         while self.opening and self._room(self.opening[0], len(batch)):
             head = self.opening[0]
-            if live == m.TURN_END and head.priority < m.TURN_END:
-                break
-            if batch and (batch[0].priority != head.priority or (live > m.FILE and head.priority == m.FILE)):
+            if batch and (batch[0].priority != head.priority or (turns_live and head.priority == m.FILE)):
                 break
             opening = self.opening.popleft()
             try:
@@ -241,10 +246,8 @@ class InferenceWorker:
         step of the files. While a turn's end is decoded (m.TURN_END), only turns' ends step: on a CPU every
         other step would share its cores."""
         ready = [(wid, w) for wid, w in self.windows.items() if w.feed is not None]
-        levels = sorted({w.priority for w in self.windows.values()}, reverse=True)
-        if levels and levels[0] == m.TURN_END:
-            levels = levels[:1]
-        for level in levels:
+        floor = self._floor()
+        for level in sorted({w.priority for w in self.windows.values() if w.priority >= floor}, reverse=True):
             group = [(wid, w) for wid, w in ready if w.priority == level]
             if group:
                 self._step_group(group, outgoing)

@@ -11,9 +11,7 @@ import numpy as np
 import soxr
 
 from engine.audio.files import SAMPLE_RATE
-
-ENCODINGS = ("pcm_s16le", "pcm_mulaw")
-MIN_RATE, MAX_RATE = 8000, 48000
+from engine.streaming.settings import ENCODINGS, MAX_RATE, MIN_RATE
 
 
 def _mulaw_table() -> np.ndarray:

@@ -31,30 +31,13 @@ import numpy as np
 from engine.audio.files import SAMPLE_RATE
 from engine.audio.live_vad import FRAME_SAMPLES, LiveVad
 from engine.result import Word
+from engine.streaming.settings import TurnSettings
 
 MIN_SPEECH_MS = 96  # three VAD frames: a click or a breath does not start a turn
 TURN_PAD_MS = 300  # audio kept before a turn's first speech and after its last
 PARTIAL_EVERY_MS = 500
 MAX_TURN_MS = 28_000
 _SENTENCE_END = (".", "?", "!")
-
-
-@dataclass(frozen=True)
-class TurnSettings:
-    """AssemblyAI's end-of-turn parameters, with its defaults."""
-
-    end_of_turn_confidence_threshold: float = 0.4
-    min_turn_silence_ms: int = 400  # min_end_of_turn_silence_when_confident
-    max_turn_silence_ms: int = 1280
-    vad_threshold: float = 0.4
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.end_of_turn_confidence_threshold <= 1.0:
-            raise ValueError("end_of_turn_confidence_threshold must be between 0 and 1")
-        if not 0.0 < self.vad_threshold < 1.0:
-            raise ValueError("vad_threshold must be between 0 and 1 (exclusive)")
-        if not 0 <= self.min_turn_silence_ms <= 60_000 or not 0 <= self.max_turn_silence_ms <= 60_000:
-            raise ValueError("turn silences must be between 0 and 60000 ms")
 
 
 @dataclass(frozen=True)
