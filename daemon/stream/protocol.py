@@ -68,6 +68,11 @@ def error(code: int, message: str) -> str:
     return json.dumps({"type": "Error", "error_code": code, "error": message})
 
 
+def close_reason(reason: str) -> str:
+    """A close frame's reason holds at most 123 bytes."""
+    return reason.encode()[:123].decode(errors="ignore")
+
+
 class BadMessage(ValueError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)

@@ -107,13 +107,13 @@ class StreamServer:
         started = time.monotonic()
         session_id = str(uuid.uuid4())
         query = parse_qs(urlsplit(connection.request.path).query, keep_blank_values=True)
-        code, reason, audio = self._refusal(connection, query), "", 0.0
-        if code is not None:
-            code, reason = code
+        refusal = self._refusal(connection, query)
+        if refusal is not None:
+            code, reason = refusal
             metrics.stream_ended(str(code))
             log.info("stream=%s refused code=%d reason=%r", session_id, code, reason)
             connection.send(protocol.error(code, reason))
-            connection.close(code, reason[:123])
+            connection.close(code, protocol.close_reason(reason))
             return
         params = read_query(query)
         if self.dispatcher is None:
@@ -122,11 +122,13 @@ class StreamServer:
         from daemon.stream.session import SessionLimits, StreamSession  # the engine's audio code: not on an API node
         from engine.audio.live_vad import LiveVad
 
-        session = StreamSession(session_id, connection, params, self._decode,
-                                SessionLimits(self.config.max_audio_seconds, self.formatted), LiveVad(self.vad_session))
-        with self.lock:
-            self.sessions[session_id] = session
+        code, audio = protocol.SERVER_ERROR, 0.0
         try:
+            session = StreamSession(session_id, connection, params, self._decode,
+                                    SessionLimits(self.config.max_audio_seconds, self.formatted),
+                                    LiveVad(self.vad_session))
+            with self.lock:
+                self.sessions[session_id] = session
             code = session.run()
             audio = session.audio.received_samples / session.audio.sample_rate
         finally:
@@ -166,7 +168,7 @@ class StreamServer:
             if upstream is None:
                 code, reason = protocol.UNAVAILABLE, "no worker node takes a stream now; retry shortly"
                 connection.send(protocol.error(code, reason))
-                connection.close(code, reason)
+                connection.close(code, protocol.close_reason(reason))
             else:
                 log.info("stream=%s relayed to %s", session_id, upstream.remote_address)
                 code, reason = relay(connection, upstream)

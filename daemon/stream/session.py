@@ -95,7 +95,7 @@ class StreamSession:
         self._send(None)
         sender.join(5.0)
         try:
-            self.connection.close(code, _close_reason(reason))
+            self.connection.close(code, protocol.close_reason(reason))
         except Exception:  # the client is gone already
             pass
         return code
@@ -243,8 +243,3 @@ class StreamSession:
             except (ConnectionClosed, OSError):
                 return
 
-
-def _close_reason(reason: str) -> str:
-    """A close frame's reason holds at most 123 bytes."""
-    data = reason.encode()[:123]
-    return data.decode(errors="ignore")
