@@ -46,9 +46,7 @@ class Decode:
     audio given; `final`: the turn has ended and waits for it."""
 
     ticket: int
-    turn: int
     audio: np.ndarray
-    start_ms: int  # where the audio starts in the stream
     final: bool
     # the end of the turn waits for it (the final, or the pause's decode, which becomes the final when the
     # silence ends the turn): it should go ahead of everything else
@@ -97,10 +95,6 @@ class LiveTurns:
         self._in_flight: dict[int, tuple[_Turn, int, bool]] = {}  # ticket -> turn, end sample, final
         self._partial: int | None = None  # the ticket of the partial decode in flight
         self._last_partial = 0  # stream sample where the last partial was asked for
-
-    @property
-    def received_ms(self) -> int:
-        return (self._base + self._audio.size) * 1000 // SAMPLE_RATE
 
     def update(self, settings: TurnSettings) -> None:
         self.settings = settings
@@ -217,7 +211,7 @@ class LiveTurns:
         self._in_flight[ticket] = (turn, end, final)
         turn.covered = max(turn.covered, end)
         audio = self._audio[turn.start - self._base: end - self._base].copy()
-        return Decode(ticket, turn.order, audio, turn.start * 1000 // SAMPLE_RATE, final, urgent)
+        return Decode(ticket, audio, final, urgent)
 
     def _partial_update(self, turn: _Turn, words: list[Word]) -> TurnUpdate:
         """LocalAgreement-2: the words this decode and the one before agree on, from the start, are final."""
