@@ -36,6 +36,7 @@ class SoakResult:
     outcomes: dict[str, int] = field(default_factory=dict)
     front_mb: list[float] = field(default_factory=list)
     tree_mb: list[float] = field(default_factory=list)
+    roles_mb: list[dict[str, float]] = field(default_factory=list)  # per sample: front, supervisor, each worker
     live_after: float = float("nan")
     pcm_blocks_after: int = -1
     errors: list[str] = field(default_factory=list)
@@ -98,6 +99,7 @@ def run_soak(stream_url: str, http_url: str, root_pid: int, prefix: str, speech:
             time.sleep(0.5)
             result.front_mb.append(process_rss_mb(root_pid))
             result.tree_mb.append(tree_memory_mb(root_pid)[0])
+            result.roles_mb.append(roles_rss_mb(http_url, root_pid))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         result.live_after = live_streams(http_url)
@@ -106,6 +108,35 @@ def run_soak(stream_url: str, http_url: str, root_pid: int, prefix: str, speech:
             break
         time.sleep(0.3)
     return result
+
+
+def roles_rss_mb(http_url: str, root_pid: int) -> dict[str, float]:
+    """RSS of the front, the supervisor (the front's one other child that /health does not name) and each
+    worker /health names, MB."""
+    workers = requests.get(http_url + "/health", timeout=10).json().get("workers", [])
+    named = {w["pid"]: w["name"] for w in workers if w.get("pid")}
+    roles = {"front": process_rss_mb(root_pid)}
+    for pid in tree_pids(root_pid)[1:]:
+        name = named.get(pid)
+        if name is None and _parent(pid) == root_pid and "resource_tracker" not in _cmdline(pid):
+            name = "supervisor"
+        if name is not None:
+            roles[name] = process_rss_mb(pid)
+    return roles
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def live_streams(http_url: str) -> float:
@@ -159,6 +190,12 @@ def stream_soak(args: argparse.Namespace) -> None:
     notes = [f"{args.rounds} rounds of {args.per_round} streams at once ({args.warmup} warm-up rounds not sampled), "
              f"each ending one of {', '.join(ENDINGS)} in turn; dev clips at {PACE:g}× real time; model {args.model}",
              *[f"unexpected: {e}" for e in result.errors[:5]]]
+    samples = result.roles_mb
+    marks = [samples[min(len(samples) - 1, round(q * (len(samples) - 1)))] for q in (0, 0.25, 0.5, 0.75, 1)]
+    table += ["", "| process | RSS after warm-up MB | at 25 % | 50 % | 75 % | at the end | max |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    table += [f"| {role} | " + " | ".join(f"{mark.get(role, float('nan')):.0f}" for mark in marks)
+              + f" | {max(sample.get(role, 0) for sample in samples):.0f} |" for role in samples[0]]
     text = report.dated_section(f"{args.model}, live streams connecting and dropping (soak)", notes, "\n".join(table))
     print(text)
     report.append(args.results, text)
