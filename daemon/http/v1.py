@@ -69,6 +69,7 @@ class _Models:
 
 class _Transcriptions:
     def __init__(self, config: DaemonConfig, scheduler: Jobs, live: WorkerPool | None) -> None:
+        """`live` is given only on one host, where `scheduler` is the embedded Scheduler (its take_slot)."""
         self.config = config
         self.scheduler = scheduler
         self.live = live
@@ -84,7 +85,7 @@ class _Transcriptions:
         stream = form.stream
         del form  # the audio is released as soon as the job has it
         deadline = req.context.started + self.config.request_timeout_seconds
-        if stream and self.live is not None and hasattr(self.scheduler, "take_slot"):
+        if stream and self.live is not None:  # one host: `scheduler` is the embedded Scheduler
             self._stream_turns(req, resp, options, audio, deadline)
             return
         job = self.scheduler.run_now(Job.new(Origin.V1, options, req.context.uid), deadline, audio, busy_status=429)

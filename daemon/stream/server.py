@@ -57,6 +57,7 @@ class StreamServer:
         self.lock = threading.Lock()
         self.sessions: dict[str, "StreamSession"] = {}
         self.admitted = 0
+        self.stopped = False
         self.server: Server = serve(self._handle, config.host, config.stream_port, process_request=self._path,
                                     compression=None, max_size=MAX_MESSAGE_BYTES, open_timeout=10,
                                     server_header="async-engine")
@@ -86,8 +87,11 @@ class StreamServer:
         self.thread.start()
 
     def stop(self) -> None:
-        """Close every live stream (1013: reconnect elsewhere) and stop listening."""
+        """Close every live stream (1013: reconnect elsewhere) and stop listening; once (drain, then the exit path)."""
         with self.lock:
+            if self.stopped:
+                return
+            self.stopped = True
             sessions = list(self.sessions.values())
         for session in sessions:
             session.stopping.set()
