@@ -3,11 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./install.sh
-# Shared-mode tests run a real redis-server of their own (Debian's package). As root, install it when
-# missing; elsewhere those tests skip and say why.
-if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
-        || echo "run-tests: could not install redis-server; the shared-mode tests will skip" >&2
+# Debian packages the tests use, installed as root when missing; elsewhere those tests skip and say why:
+# shared-mode tests run a real redis-server of their own; the image tests (tests/test_docker.py) start
+# Debian's dockerd (docker.io) and docker-compose, and build their base image with debootstrap.
+missing=()
+for need in redis-server:redis-server dockerd:docker.io docker-compose:docker-compose debootstrap:debootstrap; do
+    command -v "${need%%:*}" >/dev/null || missing+=("${need#*:}")
+done
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
+        || echo "run-tests: could not install ${missing[*]}; the tests that need them will skip" >&2
 fi
 .venv/bin/python -m pip install --quiet -r requirements-test.txt
 # Resemblyzer itself, only so tests/test_speakers.py can hold our speaker encoder to the package's own;

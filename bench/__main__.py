@@ -154,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     parse.add_argument("--baseline", type=Path, required=True,
                        help="a checkout of the commit to compare with (git worktree add PATH COMMIT)")
     parse.add_argument("--rounds", type=int, default=3, help="baseline, this, alternating, this many times")
+    image = sub.add_parser("image", help="the CPU Docker image against the daemon on the host: build time cold and "
+                                         "cached, size, start to /health 200, WER on the dev clips")
+    from bench.image import add_arguments as image_arguments
+
+    image_arguments(image)
     idle = sub.add_parser("idle", help="the idle daemon: startup to /health 200, RSS and PSS per process")
     idle.add_argument("--model", default="tiny.en")
     idle.add_argument("--runs", type=int, default=3)
@@ -265,7 +270,7 @@ def accuracy(args: argparse.Namespace) -> None:
 # Commands whose module is named after them (- as _) and holds a function of the same name; imported only
 # when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
 _MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu", "encoder-width",
-                    "domain-lm", "repeats", "steps", "parse", "speakers", "streaming", "stream-soak")
+                    "domain-lm", "repeats", "steps", "parse", "speakers", "streaming", "stream-soak", "image")
 
 
 def main() -> None:

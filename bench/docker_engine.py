@@ -51,8 +51,9 @@ def project_version() -> str:
 class DockerEngine:
     """A dockerd this process started; `docker(...)` runs the CLI against it."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, data_root: Path = DATA_ROOT) -> None:
         self.run_dir = run_dir
+        self.data_root = data_root
         self.socket = run_dir / "docker.sock"
         self.log_path = run_dir / "dockerd.log"
         self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
@@ -60,11 +61,11 @@ class DockerEngine:
         self.children: list[int] = []
 
     def start(self, timeout: float = 60.0) -> None:
-        DATA_ROOT.mkdir(parents=True, exist_ok=True)
+        self.data_root.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
                 ["dockerd", "--host", f"unix://{self.socket}", "--pidfile", str(self.run_dir / "dockerd.pid"),
-                 "--exec-root", str(self.run_dir / "exec"), "--data-root", str(DATA_ROOT),
+                 "--exec-root", str(self.run_dir / "exec"), "--data-root", str(self.data_root),
                  "--bridge=none", "--iptables=false"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -135,10 +136,10 @@ def _children(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def docker_engine() -> Iterator[DockerEngine]:
+def docker_engine(data_root: Path = DATA_ROOT) -> Iterator[DockerEngine]:
     """Start an engine in a short temporary directory (unix socket paths are limited); stop it after."""
     run_dir = Path(tempfile.mkdtemp(prefix="ae-docker-", dir="/tmp"))
-    engine = DockerEngine(run_dir)
+    engine = DockerEngine(run_dir, data_root)
     try:
         engine.start()
         engine.reset()

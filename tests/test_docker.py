@@ -177,7 +177,7 @@ def test_a_job_accepted_before_docker_kill_completes_after_a_restart(engine, ima
         assert accepted.status_code == 200, accepted.text
         job = accepted.json()["id"]
         engine.docker("kill", container.name)
-        assert container.state()["Status"] == "exited"
+        wait_until(lambda: container.state()["Status"] == "exited", 30, step=0.1)
         engine.docker("start", container.name)  # the same container: the same data volume
         container.started = time.monotonic()
         container.wait_healthy()
