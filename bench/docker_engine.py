@@ -102,22 +102,32 @@ class DockerEngine:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 60.0) -> None:
-        """SIGTERM to the dockerd we started (it stops its containerd), SIGKILL if it hangs."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        """SIGTERM to the dockerd we started (it stops its containerd), SIGKILL if it hangs; then its mounts go."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
         for pid in self.children:  # a managed containerd outliving a killed dockerd
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        self.unmount()
+
+    def mounts(self) -> list[str]:
+        """Mount points under the run directory: dockerd leaves its network namespace file mounted."""
+        with open("/proc/self/mounts") as table:
+            points = [line.split()[1] for line in table]
+        return [p for p in points if p == str(self.run_dir) or p.startswith(f"{self.run_dir}/")]
+
+    def unmount(self) -> None:
+        for point in reversed(self.mounts()):
+            subprocess.run(["umount", point], capture_output=True)
 
     def leftovers(self) -> list[str]:
-        """Processes of this engine still alive (after stop: none)."""
-        alive = []
+        """Processes of this engine still alive, and its mounts (after stop: none)."""
+        alive = [f"mount {point}" for point in self.mounts()]
         for pid in ([self.process.pid] if self.process else []) + self.children:
             with contextlib.suppress(OSError):
                 state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
