@@ -150,14 +150,20 @@ class Daemon:
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM (drain), then SIGKILL if it hangs; returns the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        return terminate(self.process, timeout)
+
+
+def terminate(process: subprocess.Popen, timeout: float = 60.0) -> int:
+    """SIGTERM, then SIGKILL if it is not gone within `timeout`; the exit status (a server we started
+    drains on SIGTERM, so the grace is what a drain may take)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    return process.returncode
 
 
 @contextlib.contextmanager

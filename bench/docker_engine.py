@@ -23,6 +23,8 @@ from typing import Iterator
 
 import requests
 
+from bench.daemon_proc import terminate
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path("/var/lib/async-engine-test-docker")
 CI_REDIS_IMAGE = "async-engine-ci-redis:bookworm"
@@ -103,13 +105,8 @@ class DockerEngine:
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM to the dockerd we started (it stops its containerd), SIGKILL if it hangs; then its mounts go."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            terminate(self.process, timeout)
         for pid in self.children:  # a managed containerd outliving a killed dockerd
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -15,7 +15,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-from tqdm import tqdm
 
 from bench import domain_data, report
 from bench.wer import score

@@ -145,6 +145,22 @@ def write_wav(path: str | Path, samples: np.ndarray, sr: int) -> Path:
     return Path(path)
 
 
+# A sentence that transcribes at once, and a passage said twice (about 40 s) that is long enough to be
+# caught mid-decode: the files of the tests that kill, stop or drain a server under a request.
+SHORT_SENTENCE = "please send the weekly report to the finance team before friday"
+LONG_PASSAGE = ("the meeting started late because the projector in the main room would not turn on and the team had "
+                "to move next door where the chairs were stacked against the wall and nobody could find the remote "
+                "control for the screen so the first slides were shown on a laptop passed around the table")
+
+
+def write_short_and_long(root: Path, sr: int = 16000) -> Path:
+    """root/short.wav (SHORT_SENTENCE between short silences) and root/long.wav (LONG_PASSAGE twice)."""
+    write_wav(root / "short.wav", np.concatenate([silence(0.3, sr), speak_at(SHORT_SENTENCE, sr), silence(0.3, sr)]), sr)
+    write_wav(root / "long.wav", np.concatenate([speak_at(LONG_PASSAGE, sr), silence(0.5, sr),
+                                                 speak_at(LONG_PASSAGE, sr)]), sr)
+    return root
+
+
 def two_party_call(turns: list[tuple[int, str]], gap_s: float = 0.8,
                    sr: int = 16000) -> tuple[np.ndarray, list[float]]:
     """A stereo call: each (channel 1 or 2, text) turn spoken in order by that channel's voice.

@@ -22,10 +22,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import pytest
 import requests
-import soundfile as sf
 import yaml
 
 from bench.cluster import wait_until
@@ -33,13 +31,7 @@ from bench.docker_engine import (REPO_ROOT, Container, DockerEngine, build_image
                                  missing_tools)
 from bench.wer import normalise
 from daemon_support import audio_server, free_port, running_daemon
-from synth import silence, speak_at
-
-SR = 16000
-SHORT = "please send the weekly report to the finance team before friday"
-LONG = ("the meeting started late because the projector in the main room would not turn on and the team had to "
-        "move next door where the chairs were stacked against the wall and nobody could find the remote control "
-        "for the screen so the first slides were shown on a laptop passed around the table")
+from synth import write_short_and_long
 
 pytestmark = pytest.mark.skipif(missing_tools(compose=True) is not None,
                                 reason=f"Docker tests cannot run: {missing_tools(compose=True)}")
@@ -61,12 +53,7 @@ def image(engine) -> str:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, installed_model) -> Path:
-    root = tmp_path_factory.mktemp("docker-audio")
-    sf.write(root / "short.wav", np.concatenate([silence(0.3, SR), speak_at(SHORT, SR), silence(0.3, SR)]), SR,
-             subtype="PCM_16")
-    long = np.concatenate([speak_at(LONG, SR), silence(0.5, SR), speak_at(LONG, SR)])  # about 40 s
-    sf.write(root / "long.wav", long, SR, subtype="PCM_16")
-    return root
+    return write_short_and_long(tmp_path_factory.mktemp("docker-audio"))
 
 
 @pytest.fixture(scope="module")

@@ -15,33 +15,20 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import pytest
 import requests
-import soundfile as sf
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.cluster import Cluster, Node, cluster, free_core, health, missing_tools, ready_nodes, wait_until
 from daemon_support import audio_server, running_daemon
-from synth import silence, speak_at
-
-SR = 16000
-SHORT = "please send the weekly report to the finance team before friday"
-LONG = ("the meeting started late because the projector in the main room would not turn on and the team had to "
-        "move next door where the chairs were stacked against the wall and nobody could find the remote control "
-        "for the screen so the first slides were shown on a laptop passed around the table")
+from synth import write_short_and_long
 
 pytestmark = pytest.mark.skipif(missing_tools() is not None, reason=f"shared mode cannot run: {missing_tools()}")
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, installed_model) -> Path:
-    root = tmp_path_factory.mktemp("shared-audio")
-    sf.write(root / "short.wav", np.concatenate([silence(0.3, SR), speak_at(SHORT, SR), silence(0.3, SR)]), SR,
-             subtype="PCM_16")
-    long = np.concatenate([speak_at(LONG, SR), silence(0.5, SR), speak_at(LONG, SR)])  # about 40 s
-    sf.write(root / "long.wav", long, SR, subtype="PCM_16")
-    return root
+    return write_short_and_long(tmp_path_factory.mktemp("shared-audio"))
 
 
 @pytest.fixture(scope="module")
