@@ -43,13 +43,6 @@ def missing_tools(compose: bool = False) -> str | None:
     return None
 
 
-def project_version() -> str:
-    for line in (REPO_ROOT / "setup.py").read_text().splitlines():
-        if line.strip().startswith("version="):
-            return line.split('"')[1]
-    raise RuntimeError("no version in setup.py")
-
-
 class DockerEngine:
     """A dockerd this process started; `docker(...)` runs the CLI against it."""
 
