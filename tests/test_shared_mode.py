@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import openai
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -111,6 +112,20 @@ def test_sync_async_and_openai_jobs_run_on_the_worker_nodes(shared, origin, file
         openai_answer = requests.post(shared.api.url + "/v1/audio/transcriptions", files={"file": audio},
                                       data={"model": "whisper-1"}, timeout=300)
     assert openai_answer.status_code == 200 and openai_answer.json()["text"] == answer.json()["blob"]
+
+
+def test_openai_stream_through_the_api_node_runs_as_a_job(shared, files):
+    """stream=true on an API node (OpenAI's SDK): the file runs as a job on a worker node, and its segments
+    come back as deltas once it is done, then the whole text."""
+    _workers(shared, 2)
+    client = openai.OpenAI(base_url=f"{shared.api.url}/v1", api_key="unused", max_retries=0)
+    with open(files / "long.wav", "rb") as audio:
+        events = list(client.audio.transcriptions.create(model="whisper-1", file=audio, stream=True))
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    assert deltas and [e.type for e in events] == ["transcript.text.delta"] * len(deltas) + ["transcript.text.done"]
+    assert events[-1].text == "".join(e.delta for e in deltas)
+    assert "projector" in events[-1].text.lower() and "remote control" in events[-1].text.lower()
+    assert "libtorch" not in Path(f"/proc/{shared.api.process.pid}/maps").read_text()
 
 
 def test_speaker_labels_on_a_worker_node(shared, origin):
