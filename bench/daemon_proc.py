@@ -129,8 +129,8 @@ class Daemon:
                 raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
                 seen.append(requests.get(self.url + "/health", timeout=5).status_code)
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or listening before it serves (a start on a loaded machine)
             if seen and seen[-1] == 200:
                 self.startup_s = time.monotonic() - started
                 return seen
