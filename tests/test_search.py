@@ -174,10 +174,11 @@ def test_beam_keeps_its_rows_and_parents(tokenizer, model_config, vocab, words):
     tb = tokenizer.timestamp_begin
     cfg = SearchConfig.for_model(tokenizer, model_config, beam_size=3)
     search = WindowSearch(cfg, 30.0)
-    assert search.rows == 3 and search.first_tokens() == [tokenizer.sot] * 3
+    # one row until the first token: the start (and any prompt) is fed once, then the beam widens
+    assert search.rows == 1 and search.first_tokens() == [tokenizer.sot]
     first = _row(vocab, {tb: 10.0, tb + 1: 9.0, tb + 2: 8.0, tb + 3: 7.0})
-    tokens, parents = advance(search, np.tile(first, (3, 1)))
-    assert tokens == [tb, tb + 1, tb + 2] and parents == [0, 0, 0]
+    tokens, parents = advance(search, first[None])
+    assert tokens == [tb, tb + 1, tb + 2] and parents == [0, 0, 0] and search.rows == 3
     # Row 2 (tb + 2) holds by far the best continuations: both surviving beams descend from it.
     rows = np.stack([
         _row(vocab, {words[0]: 1.0}),

@@ -29,7 +29,8 @@ Feed = list[Union[int, tuple[int, ...]]]  # a row's next token, or (a search's f
 
 @dataclass(frozen=True)
 class Continue:
-    """Row i continues from row parents[i] with tokens[i]; rows past len(parents) are dropped."""
+    """Row i continues from row parents[i] with tokens[i]; rows past len(parents) are dropped, and rows
+    opened when there are more parents than rows (a beam widening from its prompt's one row)."""
 
     tokens: list[int]
     parents: list[int]
@@ -79,6 +80,8 @@ def apply_instruction(runtime: InferenceRuntime, window: int, sequences: list[in
     if isinstance(instruction, Continue):
         count = len(instruction.parents)
         kept = sequences[:count]
+        if count > len(kept):
+            kept += runtime.open_sequences(window, count - len(kept))
         if instruction.parents != list(range(count)):
             runtime.reorder(kept, [sequences[p] for p in instruction.parents])
         runtime.close_sequences(sequences[count:])

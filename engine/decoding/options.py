@@ -14,13 +14,11 @@ if TYPE_CHECKING:
 
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
-# Prompt tokens kept (the last ones, as Whisper keeps them; Whisper itself allows 223). Every
-# hypothesis row's self-attention cache is reserved for the longest search (InferenceRuntime.reserve)
-# in chunks of 64 positions: n_text_ctx / 2 + 4 = 228 positions without a prompt round up to 256;
-# with <|startofprev|> and 91 prompt tokens it is exactly 320, so any bound from 28 to 91 costs the
-# same 64 positions and 91 is the most they buy. Each position is layers × 2 × d_model values a row:
-# tiny.en on CPU (float32) gains 0.75 MiB a row, 60 MiB for 16 windows × 5 rows (240 → 300 MiB).
-MAX_PROMPT_TOKENS = 91
+# Prompt tokens kept (the last ones): n_text_ctx / 2 - 1 of every Whisper model (448 / 2 - 1), as
+# openai/whisper and faster-whisper keep them. A window's prompt is prefilled once, in one row, and
+# its beam's other rows copy that row's cache (search.WindowSearch.first_tokens); the search stops
+# early enough that prompt, SOT sequence and text fit the text context (WindowSearch's token limit).
+MAX_PROMPT_TOKENS = 223
 
 # word_boost bounds (AssemblyAI's own: phrases of at most 6 words); a request past them is a 400.
 MAX_BOOST_PHRASES = 1000
@@ -35,7 +33,7 @@ class DecodeOptions:
 
     prompt: Whisper's initial prompt (OpenAI's `prompt`): text the model reads as if it preceded
         the audio, which steers spelling and style. Our windows are decoded independently, so it
-        precedes every window. Only its last MAX_PROMPT_TOKENS tokens are used; None or blank
+        precedes every window. Only its last MAX_PROMPT_TOKENS (223) tokens are used; None or blank
         means no prompt.
     temperatures: the fallback schedule. The first is tried first (0 is beam search, above 0
         samples `best_of` rows); a suspect result is decoded again at each next one in turn.

@@ -43,7 +43,8 @@ class SearchConfig:
     timestamp_begin: int
     suppress: tuple[int, ...]
     suppress_begin: tuple[int, ...]
-    max_tokens: int = 224
+    max_tokens: int = 224  # sampled tokens a window may have (openai/whisper's sample_len: n_text_ctx / 2)
+    text_context: int = 448  # positions the decoder attends over: prompt, SOT sequence and text together
     max_initial_timestamp: float = 1.0
     best_of: int = 5  # rows sampled per window at a fallback temperature
     scorers: tuple[Scorer, ...] = ()  # every window's bonuses on beam candidates' ranking (language model)
@@ -72,6 +73,7 @@ class SearchConfig:
             suppress=tuple(suppress),
             suppress_begin=tuple(model_config["suppress_ids_begin"]),
             max_tokens=model_config["dims"]["n_text_ctx"] // 2,
+            text_context=model_config["dims"]["n_text_ctx"],
         )
 
     @property
@@ -133,7 +135,11 @@ class WindowSearch:
         self.scorers = (*config.scorers, *scorers) if temperature == 0 else ()
         self.temperature = temperature
         self._prompt = prompt
-        self.rows = config.beam_size if temperature == 0 else config.best_of
+        # A beam starts from one row, its only hypothesis, and widens to beam_size rows at its first token
+        # (which copy that row's cache): the prompt is prefilled once, not once per beam row.
+        self.rows = 1 if temperature == 0 else config.best_of
+        # openai/whisper stops a sample that would overflow the text context; a long prompt leaves less room
+        self.max_tokens = min(config.max_tokens, config.text_context - len(prompt) - len(config.sot_sequence))
         self._sot_fed = 0
         self._seed = seed
         self._steps = 0
@@ -151,7 +157,8 @@ class WindowSearch:
         """The first feed of each row: the start token, preceded by the prompt when there is one.
 
         A prompt goes in as one multi-token feed (the runtime prefills it in a single step) ending
-        at the start token, so the first logits are still those where <|nospeech|> is read.
+        at the start token, so the first logits are still those where <|nospeech|> is read. A beam
+        has one row here, whatever its width; sampling has best_of (each row draws its own tokens).
         """
         first = self.cfg.sot_sequence[0]
         return [(*self._prompt, first) if self._prompt else first] * self.rows
@@ -199,14 +206,14 @@ class WindowSearch:
         self._live = [hyp for _, hyp in kept]
         longest = max((len(h.tokens) for h in self._live), default=0)
         enough = self.temperature == 0 and len(self._finished) >= self.cfg.beam_size
-        if enough or not self._live or longest >= self.cfg.max_tokens:
+        if enough or not self._live or longest >= self.max_tokens:
             self.done = True
             return [], []
         parents = [row for row, _ in kept]
         tokens = [hyp.tokens[-1] for _, hyp in kept]
-        if self.temperature == 0:  # a beam keeps its width even when fewer candidates survive
-            parents += [parents[0]] * (self.rows - len(parents))
-            tokens += [tokens[0]] * (self.rows - len(tokens))
+        if self.temperature == 0:  # a beam keeps its full width even when fewer candidates survive
+            parents += [parents[0]] * (self.cfg.beam_size - len(parents))
+            tokens += [tokens[0]] * (self.cfg.beam_size - len(tokens))
         self.rows = len(parents)
         return tokens, parents
 

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.decoding.options import MAX_PROMPT_TOKENS
 from engine.model.encoder_width import encoder_width, shortens_windows
 from engine.model.store import StoredModel
 from engine.model.step_graphs import Caches, StepGraphs
@@ -195,9 +194,9 @@ class InferenceRuntime:
         for layer in range(d.n_decoder_layers):
             self._self_k[layer] = _grow(self._self_k[layer], 0, rows)
             self._self_v[layer] = _grow(self._self_v[layer], 0, rows)
-        # The search stops at n_text_ctx / 2 sampled tokens, after an SOT sequence of at most 3
-        # and, with a prompt, <|startofprev|> and at most MAX_PROMPT_TOKENS prompt tokens.
-        self._ensure_time(d.n_text_ctx // 2 + 4 + 1 + MAX_PROMPT_TOKENS)
+        # A prompt of MAX_PROMPT_TOKENS, its <|startofprev|>, the SOT sequence and the text fill the
+        # whole text context (the search stops before it overflows: WindowSearch's token limit).
+        self._ensure_time(d.n_text_ctx)
 
     def release_window(self, window: int) -> None:
         self._windows.give_back([window])
