@@ -75,17 +75,19 @@ class WindowSearch(search.WindowSearch):
             tokens = top[row].tolist()
             for scorer, state in zip(self.scorers, hyp.states):
                 tokens += [t for t in scorer.proposals(state) if t not in tokens]
-            bonus, states = self._score(hyp, tokens)
+            bonus, whole, states = self._score(hyp, tokens)
             for i, token in enumerate(tokens):
                 logit = float(filtered[row, token])
                 if np.isfinite(logit):
                     extra = bonus[i] if bonus else 0.0
                     after = tuple(s[i] for s in states)
-                    candidates.append((hyp.score + logit - float(norm[row]), row, token, extra, after))
+                    candidates.append((hyp.score + logit - float(norm[row]), row, token, extra, after,
+                                       whole[i] if whole else 0.0))
         candidates.sort(key=lambda c: -(c[0] + self._live[c[1]].bonus + c[3]))
         kept: list[tuple[int, Hypothesis]] = []
-        for score, row, token, extra, after in candidates:
-            hyp = self._live[row].extended(token, float(filtered[row, token] - raw_norm[row]), score, extra, after)
+        for score, row, token, extra, after, extra_whole in candidates:
+            hyp = self._live[row].extended(token, float(filtered[row, token] - raw_norm[row]), score, extra, after,
+                                           extra_whole)
             if token == self.cfg.eot:
                 if len(self._finished) < self.cfg.beam_size:
                     self._finished.append(hyp)

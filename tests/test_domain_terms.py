@@ -16,7 +16,7 @@ import pytest
 
 from drive import advance
 from engine.lm.domain_terms import DomainTerms, corpus_terms, load_domain_terms, terms_path, write_terms
-from engine.lm.text import corpus_sentences
+from engine.lm.text import corpus_sentences, spells_any
 from engine.text.tokenizer import WhisperTokenizer
 
 RAW = """The Montreal Forced Aligner aligns speech. We ran the Montreal Forced Aligner again.
@@ -72,11 +72,11 @@ def test_a_phrase_whose_rare_word_was_heard_is_no_near_miss(tokenizer):
     assert terms.near_misses("Give forty miligrams by mouth.") == ("milligrams",)
 
 
-def test_spells_any_compares_normalised_words(tokenizer):
-    terms = DomainTerms(["lisinopril", "Forced Aligner"], tokenizer)
-    assert terms.spells_any("She takes Lisinopril.", ("lisinopril",))
-    assert terms.spells_any("the forced aligner, again", ("Forced Aligner",))
-    assert not terms.spells_any("She takes lysinopril.", ("lisinopril",))
+def test_spells_any_compares_normalised_words():
+    assert spells_any("She takes Lisinopril.", ("lisinopril",))
+    assert spells_any("the forced aligner, again", ("Forced Aligner",))
+    assert not spells_any("She takes lysinopril.", ("lisinopril",))
+    assert not spells_any("the forced aligners", ("forced aligner",))
 
 
 # --- the recheck's decision, on constructed logits (engine/decoding/fallback.py) -----------------------------------
@@ -110,3 +110,36 @@ def test_the_recheck_wins_only_when_it_spells_a_term(tokenizer, installed_model,
     _finish(recheck, vocab, [tb, *tokenizer.encode(recheck_says), tb + 100], eot)
     assert window.retry() is None
     assert tokenizer.decode([t for t in window.result().tokens if t < eot]) == kept
+
+
+# --- word_boost's own decision: a boosted decode that spells none of its terms is decoded again without them -------
+
+@pytest.mark.parametrize(("boosted_says", "unboosted"), [
+    (" She takes lisinopril daily.", False),  # a boosted term came: the boosted text stands
+    (" She takes lemons daily.", True),  # none did: the window is decoded as if the list were empty
+])
+def test_a_boosted_window_that_spells_no_term_is_decoded_as_without_the_list(tokenizer, installed_model,
+                                                                               boosted_says, unboosted):
+    from engine.decoding.fallback import WindowDecode
+    from engine.decoding.options import DecodeOptions
+    from engine.decoding.search import SearchConfig
+
+    config = json.loads((installed_model / "config.json").read_text())
+    vocab = config["dims"]["n_vocab"]
+    search_config = SearchConfig.for_model(tokenizer, config, beam_size=1)
+    tb, eot = tokenizer.timestamp_begin, tokenizer.eot
+    options = DecodeOptions(prompt="Cardiology clinic.", word_boost=("lisinopril", "metoprolol"))
+    window = WindowDecode(search_config, tokenizer, 5.0, options)
+    assert window.search.first_tokens() == [(*options.prompt_tokens(tokenizer), tokenizer.sot)]
+    _finish(window.search, vocab, [tb, *tokenizer.encode(boosted_says), tb + 100], eot)
+    again = window.retry()
+    if not unboosted:
+        assert again is None
+        assert tokenizer.decode([t for t in window.result().tokens if t < eot]) == boosted_says
+        return
+    plain = DecodeOptions(prompt="Cardiology clinic.")
+    assert again is window.search and again.first_tokens() == [(*plain.prompt_tokens(tokenizer), tokenizer.sot)]
+    assert again.scorers == ()
+    _finish(again, vocab, [tb, *tokenizer.encode(" She takes lemons every day."), tb + 100], eot)
+    assert window.retry() is None
+    assert tokenizer.decode([t for t in window.result().tokens if t < eot]) == " She takes lemons every day."

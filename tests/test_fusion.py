@@ -165,6 +165,24 @@ def test_word_boost_rewards_each_spelling_and_gives_a_broken_match_back(tokenize
     assert bonuses[0] == pytest.approx(-score), "the end of the text gives an unfinished match back"
 
 
+def test_word_boost_rewards_a_phrase_once_and_the_phrases_inside_it_with_it(tokenizer):
+    """Rewarded at every spelling, a beam says a boosted term again ("Montreal forced aligner, aligner.")."""
+    boost = WordBoost(["Montreal Forced Aligner", "forced aligner", "aligner", "TextGrid"], tokenizer, reward=0.5)
+
+    def run(text: str) -> float:
+        state, score = boost.initial(), 0.0
+        for token in _ids(tokenizer, text):
+            bonuses, states = boost.advance(state, [token])
+            score, state = score + bonuses[0], states[0]
+        return score
+
+    first = len(" montreal forced aligner") * 0.5
+    assert run(" Montreal Forced Aligner") == pytest.approx(first)
+    assert run(" Montreal Forced Aligner, aligner, forced aligner") == pytest.approx(first)
+    assert run(" Montreal Forced Aligner and a TextGrid") == pytest.approx(first + len(" textgrid") * 0.5)
+    assert run(" aligner, Montreal Forced Aligner") == pytest.approx(len(" aligner") * 0.5 + first)
+
+
 def test_word_boost_values_are_checked():
     assert check_word_boost(["  Montreal   Forced Aligner ", "", "MFA", "MFA"]) == ("Montreal Forced Aligner", "MFA")
     for bad, message in [("MFA", "a list"), ([3], "strings"), (["a b c d e f g"], "6 words"), (["x" * 101], "100"),
@@ -235,6 +253,15 @@ def test_word_boost_brings_back_a_drug_name(transcriber, speech):
     assert "metoprolol" in _said(boosted), (plain, boosted)
 
 
+def test_an_empty_word_boost_changes_nothing(transcriber, speech):
+    audio = sf.read(speech / "drug.wav", dtype="float32")[0]
+    plain = transcriber.transcribe(audio)
+    for empty in ((), (" ", "")):  # blank entries are dropped
+        options = DecodeOptions(word_boost=empty)
+        assert options == DecodeOptions() and options.scorers(transcriber.tokenizer) == ()
+        assert transcriber.transcribe(audio, options=options).words == plain.words
+
+
 # --- the real daemon -----------------------------------------------------------------------------------
 
 def _serve(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -289,6 +316,14 @@ def test_word_boost_over_transcribe_url(daemon, origin):
     boosted = daemon.transcribe({"audio_url": url, "word_boost": ["metoprolol"], "boost_param": "high"})
     assert boosted.status_code == 200, boosted.text
     assert "metoprolol" not in _said(plain) and "metoprolol" in _said(boosted.json()["blob"])
+
+
+def test_an_empty_word_boost_over_the_api_changes_nothing(daemon, origin):
+    url = f"{origin}/drug.wav"
+    plain = daemon.transcribe({"audio_url": url}).json()
+    empty = daemon.transcribe({"audio_url": url, "word_boost": [], "boost_param": "high"})
+    assert empty.status_code == 200, empty.text
+    assert empty.json()["words"] == plain["words"] and empty.json()["blob"] == plain["blob"]
 
 
 @pytest.mark.parametrize(("body", "field"), [

@@ -44,6 +44,9 @@ class Scorer(Protocol):
 
     The state is immutable and travels with the hypothesis (search.Hypothesis.states), so a
     language model's context or a boosted phrase's progress is never recomputed from the tokens.
+    A scorer whose class sets `per_hypothesis = True` rewards a hypothesis as a whole (a boosted phrase
+    spelled): the final choice adds its bonus to the length-normalised score rather than normalising it
+    (search.Hypothesis.final_rank); a language model's per-word scores are normalised with the rest.
     """
 
     def initial(self) -> object:

@@ -94,14 +94,23 @@ class Hypothesis:
     score: float = 0.0  # sum of filtered log-probabilities: Whisper's avg_logprob, the fallback's test
     bonus: float = 0.0  # sum of the scorers' bonuses; the beam ranks by score + bonus
     states: tuple = ()  # one per scorer (Scorer.advance)
+    whole: float = 0.0  # the part of `bonus` that rewards the hypothesis as a whole (Scorer.per_hypothesis)
 
     def extended(self, token: int, logprob: float, score: float, bonus: float = 0.0,
-                 states: tuple = ()) -> "Hypothesis":
-        return Hypothesis(self.tokens + [token], self.logprobs + [logprob], score, self.bonus + bonus, states)
+                 states: tuple = (), whole: float = 0.0) -> "Hypothesis":
+        return Hypothesis(self.tokens + [token], self.logprobs + [logprob], score, self.bonus + bonus, states,
+                          self.whole + whole)
 
     @property
     def rank(self) -> float:
         return self.score + self.bonus
+
+    @property
+    def final_rank(self) -> float:
+        """openai/whisper's length-normalised score, with a reward for the whole hypothesis added after:
+        divided by the length, a boosted phrase's reward would make every hypothesis that spells it
+        prefer to end early ("here's some more word." for "... word, word, word, word")."""
+        return (self.rank - self.whole) / max(1, len(self.tokens)) + self.whole
 
 
 @dataclass
@@ -230,17 +239,18 @@ class WindowSearch:
                          if t not in top]
                 tokens += [t for t, _ in extra]
                 logprobs += [lp for _, lp in extra]
-            bonus, states = self._score(hyp, tokens)
+            bonus, whole, states = self._score(hyp, tokens)
             shift = float(block[row, RAW_SHIFT])
             for i, (token, logprob) in enumerate(zip(tokens, logprobs)):
                 if logprob != float("-inf"):
                     extra_bonus = bonus[i] if bonus else 0.0
                     after = tuple(s[i] for s in states)
-                    candidates.append((hyp.score + logprob, row, token, extra_bonus, after, logprob + shift))
+                    candidates.append((hyp.score + logprob, row, token, extra_bonus, after, logprob + shift,
+                                       whole[i] if whole else 0.0))
         candidates.sort(key=lambda c: -(c[0] + self._live[c[1]].bonus + c[3]))
         kept: list[tuple[int, Hypothesis]] = []
-        for score, row, token, extra_bonus, after, raw in candidates:
-            hyp = self._live[row].extended(token, raw, score, extra_bonus, after)
+        for score, row, token, extra_bonus, after, raw, extra_whole in candidates:
+            hyp = self._live[row].extended(token, raw, score, extra_bonus, after, extra_whole)
             if token == self.cfg.eot:
                 if len(self._finished) < self.cfg.beam_size:
                     self._finished.append(hyp)
@@ -250,17 +260,21 @@ class WindowSearch:
                     break
         return kept
 
-    def _score(self, hyp: Hypothesis, tokens: list[int]) -> tuple[list[float], list[list[object]]]:
-        """The scorers' summed bonus and each scorer's next states, per candidate token ([] without scorers)."""
+    def _score(self, hyp: Hypothesis, tokens: list[int]) -> tuple[list[float], list[float], list[list[object]]]:
+        """Per candidate token: the scorers' summed bonus, the part of it from per-hypothesis scorers,
+        and each scorer's next states ([], [], [] without scorers)."""
         if not self.scorers:  # the hot path builds nothing
-            return [], []
+            return [], [], []
         total = [0.0] * len(tokens)
+        whole = [0.0] * len(tokens)
         states = []
         for scorer, state in zip(self.scorers, hyp.states):
             bonus, after = scorer.advance(state, tokens)
             total = [t + b for t, b in zip(total, bonus)]
+            if getattr(scorer, "per_hypothesis", False):
+                whole = [w + b for w, b in zip(whole, bonus)]
             states.append(after)
-        return total, states
+        return total, whole, states
 
     def _sample_step(self, block: np.ndarray) -> list[tuple[int, Hypothesis]]:
         """Each row's draw from softmax(logits / T), made on the inference side (reduce.StepReducer)."""
@@ -278,7 +292,7 @@ class WindowSearch:
     def result(self) -> SearchResult:
         """The best hypothesis by length-normalised log-probability, as openai/whisper ranks them."""
         pool = self._finished or self._live
-        best = max(pool, key=lambda h: h.rank / max(1, len(h.tokens)))
+        best = max(pool, key=lambda h: h.final_rank)
         tokens, logprobs = best.tokens, best.logprobs
         if tokens and tokens[-1] == self.cfg.eot:
             tokens, logprobs = tokens[:-1], logprobs[:-1]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -29,7 +30,7 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
-from engine.lm.text import normalize_words
+from engine.lm.text import spaced, normalize_words
 
 if TYPE_CHECKING:
     from engine.text.tokenizer import WhisperTokenizer
@@ -97,7 +98,7 @@ class DomainTerms:
         self._one_token: dict[str, bool] = {}
         kept = [t for t in terms if any(not self._common(w) for w in normalize_words(t))]
         self.terms = tuple(kept)
-        self._spelled = [_spaced(normalize_words(t)) for t in kept]
+        self._spelled = [spaced(normalize_words(t)) for t in kept]
         self._rare_words = [frozenset(w for w in normalize_words(t) if not self._common(w)) for t in kept]
         self._term_letters = [_NOT_LETTER.sub("", t.lower()) for t in kept]
         self._limits = np.array([int(NEAR * len(t)) for t in self._term_letters], dtype=np.int32)
@@ -133,7 +134,7 @@ class DomainTerms:
         distances = cdist(candidates, self._term_letters, scorer=Levenshtein.distance,
                           score_cutoff=int(self._limits.max()), dtype=np.int32)
         near = (distances > 0) & (distances <= self._limits[None, :])
-        spelled = _spaced(words)
+        spelled = spaced(words)
         heard = set(words)
         found = []
         for j in np.flatnonzero(near.any(axis=0)):
@@ -142,15 +143,6 @@ class DomainTerms:
                 found.append(self.terms[j])
         return tuple(found[:MAX_TERMS_PER_WINDOW])
 
-    def spells_any(self, text: str, terms: Sequence[str]) -> bool:
-        """True when `text` spells one of `terms` (as near_misses compares: normalised words)."""
-        spelled = _spaced(normalize_words(text))
-        return any(_spaced(normalize_words(t)) in spelled for t in terms)
-
-
-def _spaced(words: Sequence[str]) -> str:
-    """Words joined with a space at each end, so that `in` matches whole words only."""
-    return " " + " ".join(words) + " "
 
 
 def _differs_early(candidate: str, term: str) -> bool:
@@ -158,6 +150,12 @@ def _differs_early(candidate: str, term: str) -> bool:
     ordinary inflections and compounds, not a term misheard."""
     shared = len(os.path.commonprefix([candidate, term]))
     return shared < len(term) - SAME_STEM_TAIL
+
+
+@lru_cache(maxsize=64)
+def boosted_terms(phrases: tuple[str, ...], tokenizer: "WhisperTokenizer") -> DomainTerms:
+    """A request's word_boost as DomainTerms, built once per distinct list in each process."""
+    return DomainTerms(phrases, tokenizer)
 
 
 def load_domain_terms(model: Path, tokenizer: "WhisperTokenizer") -> DomainTerms | None:

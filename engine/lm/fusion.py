@@ -25,7 +25,7 @@ LN10 = math.log(10.0)
 
 # word_boost's strength, AssemblyAI's boost_param: the reward (log domain) per character of a boosted
 # phrase's spelling that a hypothesis follows; tuned on the dev half of bench/domains (docs/LANGUAGE_MODEL.md).
-BOOST_REWARD = {"low": 0.3, "default": 0.5, "high": 0.8}
+BOOST_REWARD = {"low": 0.1, "default": 0.25, "high": 0.4}
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,7 @@ class LanguageModelFusion:
 class _BoostState:
     matched: str  # lower-cased text of the boosted phrase followed so far ("" when none)
     credited: float  # what the match has been rewarded so far, taken back if it breaks off
+    spelled: frozenset = frozenset()  # the phrases this hypothesis has spelled: a second spelling earns nothing
 
 
 class WordBoost:
@@ -118,17 +119,27 @@ class WordBoost:
     "Aligner" counts. Each token that extends a match earns `reward` per character (per token would
     favour spelling a term in many short tokens, which the model finds unlikely); a match that breaks off
     before its phrase ends gives its reward back, so a beam is drawn toward the phrase without
-    keeping a false start. Once a match has begun, the tokens that would continue it are proposed
-    as candidates even when the model ranks them below the beam's usual top-k: a misheard term's
-    spelling is rarely among the model's first few choices, which is why the boost exists.
+    keeping a false start. A phrase earns its reward once per hypothesis: rewarded at every spelling, a
+    beam learns to say it again ("Montreal forced aligner, aligner, aligner."), and once the text holds
+    it the model's own context carries it. Once a match has begun, the tokens that would continue it are
+    proposed as candidates even when the model ranks them below the beam's usual top-k: a misheard
+    term's spelling is rarely among the model's first few choices, which is why the boost exists.
     """
+
+    per_hypothesis = True  # Scorer: the final choice adds the reward, not divided by the hypothesis's length
 
     def __init__(self, phrases: Sequence[str], tokenizer: "WhisperTokenizer", reward: float) -> None:
         self._texts = tokenizer.token_texts
         self._by_text = tokenizer.tokens_by_lower_text
         self._reward = reward
         self._targets = frozenset(" " + " ".join(words) for words in map(normalize_words, phrases) if words)
-        self._prefixes = frozenset(t[:i] for t in self._targets for i in range(2, len(t) + 1))
+        completions: dict[str, set[str]] = {}
+        for target in self._targets:
+            for i in range(2, len(target) + 1):
+                completions.setdefault(target[:i], set()).add(target)
+        self._completions = {prefix: frozenset(found) for prefix, found in completions.items()}
+        # a phrase spelled also spells the boosted phrases inside it ("Montreal Forced Aligner": "aligner")
+        self._covers = {t: frozenset(u for u in self._targets if (t + " ").find(u + " ") >= 0) for t in self._targets}
         self._continuations: dict[str, tuple[int, ...]] = {}
         self._none = _BoostState("", 0.0)
 
@@ -150,20 +161,28 @@ class WordBoost:
             found = self._continuations[state.matched] = tuple(sorted(ids))
         return found
 
+    def _idle(self, state: _BoostState) -> _BoostState:
+        return self._none if not state.spelled else _BoostState("", 0.0, state.spelled)
+
+    def _open(self, prefix: str, spelled: frozenset) -> bool:
+        """True when `prefix` begins a boosted phrase this hypothesis has not spelled yet."""
+        found = self._completions.get(prefix)
+        return found is not None and not found <= spelled
+
     def _follow(self, state: _BoostState, piece: str) -> tuple[float, _BoostState]:
         earned = self._reward * len(piece)
         if state.matched:
             extended = state.matched + piece
-            if extended in self._targets:
-                return earned, self._none
-            if extended in self._prefixes:
-                return earned, _BoostState(extended, state.credited + earned)
+            if extended in self._targets and extended not in state.spelled:
+                return earned, _BoostState("", 0.0, state.spelled | self._covers[extended])
+            if self._open(extended, state.spelled):
+                return earned, _BoostState(extended, state.credited + earned, state.spelled)
         refund = -state.credited
-        if piece.startswith(" ") and piece in self._prefixes:
-            if piece in self._targets:
-                return refund + earned, self._none
-            return refund + earned, _BoostState(piece, earned)
-        return refund, self._none
+        if piece.startswith(" ") and self._open(piece, state.spelled):
+            if piece in self._targets and piece not in state.spelled:
+                return refund + earned, _BoostState("", 0.0, state.spelled | self._covers[piece])
+            return refund + earned, _BoostState(piece, earned, state.spelled)
+        return refund, self._idle(state)
 
     def advance(self, state: _BoostState, tokens: Sequence[int]) -> tuple[list[float], list[_BoostState]]:
         bonuses: list[float] = []
@@ -172,7 +191,7 @@ class WordBoost:
         for token in tokens:
             if token >= len(texts):  # a timestamp or the end: an unfinished match is given back
                 bonuses.append(-state.credited)
-                states.append(self._none)
+                states.append(self._idle(state))
                 continue
             bonus, after = self._follow(state, lower_text(texts[token]))
             bonuses.append(bonus)

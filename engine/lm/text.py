@@ -8,7 +8,7 @@ curly apostrophes made straight, everything but letters, digits and inner apostr
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 _NOT_WORD = re.compile(r"[^a-z0-9']+")
@@ -19,6 +19,18 @@ def normalize_words(text: str) -> list[str]:
     """The words of `text` as LM tokens ("Montreal Forced-Aligner's." -> montreal forced aligner's)."""
     words = _NOT_WORD.split(text.lower().translate(_APOSTROPHES))
     return [w for w in (word.strip("'") for word in words) if w]
+
+
+def spells_any(text: str, terms: Sequence[str]) -> bool:
+    """True when `text` spells one of `terms` as whole words, compared as normalize_words sees them
+    ("the forced aligner, again" spells "Forced Aligner"; "lysinopril" does not spell "lisinopril")."""
+    spelled = spaced(normalize_words(text))
+    return any(spaced(normalize_words(t)) in spelled for t in terms)
+
+
+def spaced(words: Sequence[str]) -> str:
+    """Words joined with a space at each end, so that `in` matches whole words only."""
+    return " " + " ".join(words) + " "
 
 
 def corpus_sentences(lines: Iterable[str]) -> Iterator[str]:
