@@ -111,13 +111,21 @@ def _parser() -> argparse.ArgumentParser:
                                          "short + re-decode encoder windows, on dev and on short clips cut from it")
     _common(rep)
     rep.add_argument("--no-fw", action="store_true", help="leave faster-whisper's WER and repeats out")
-    domain = sub.add_parser("domain-lm", help="WER with and without a custom LM and word_boost, per domain")
+    domain = sub.add_parser("domain-lm", help="custom vocabulary: WER with word_boost, prompt and a custom LM, ours beside faster-whisper's hotwords and initial_prompt, per domain and on general speech")
     domain.add_argument("--model", default="tiny.en")
     domain.add_argument("--eval-dir", type=Path, default=dataset.default_eval_dir())
     domain.add_argument("--results", type=Path, default=RESULTS, help="markdown file the dated section is appended to")
     from bench.domain_lm import add_arguments
 
     add_arguments(domain)
+    cost = sub.add_parser("prompt-cost", help="a long prompt's prefill and step cost on the runtime, "
+                                              "prefilled once per window against once per beam row")
+    cost.add_argument("--model", default="tiny.en")
+    cost.add_argument("--eval-dir", type=Path, default=dataset.default_eval_dir())
+    cost.add_argument("--results", type=Path, default=RESULTS, help="markdown file the dated section is appended to")
+    from bench.prompt_cost import add_arguments as prompt_cost_arguments
+
+    prompt_cost_arguments(cost)
     steps = sub.add_parser("steps", help="bytes per row per step to the decoders, and decoder CPU per token over "
                                          "HTTP against a baseline checkout, same load")
     _common(steps)
@@ -270,7 +278,7 @@ def accuracy(args: argparse.Namespace) -> None:
 # Commands whose module is named after them (- as _) and holds a function of the same name; imported only
 # when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
 _MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu", "encoder-width",
-                    "domain-lm", "repeats", "steps", "parse", "speakers", "streaming", "stream-soak", "image")
+                    "domain-lm", "prompt-cost", "repeats", "steps", "parse", "speakers", "streaming", "stream-soak", "image")
 
 
 def main() -> None:

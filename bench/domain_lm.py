@@ -1,11 +1,20 @@
-"""`domain-lm`: WER with and without a custom language model and word_boost, per domain and on general speech.
+"""`domain-lm`: WER with a domain's vocabulary, ours beside faster-whisper's, per domain and on general speech.
 
 Each domain (bench/domain_data.py: the Montreal Forced Aligner recordings, generated clinic speech)
-brings its own LM corpus, built here with the project's own `lm build` code, and its own boost terms.
-The engine runs in-process (the daemon's decoders run the same search and scorers), one model
-loaded once; each configuration only swaps the scorers of the search. General speech is decoded
-with each domain's LM too, since a customer's LM must not cost them their ordinary calls.
-Tuning uses `--part dev`; the reported figures use `--part test`, the other half of every set.
+brings what a customer would: a list of terms and a text corpus. One run puts every way of using
+them side by side:
+
+- faster-whisper (the same tiny.en weights, bench/peers.py) plain, with the terms as `hotwords` and
+  as `initial_prompt`;
+- ours plain, with the terms as `prompt`, with them as `word_boost` at each `boost_param`, and with a
+  custom language model built from the corpus by the project's own `lm build` code (fusion and the
+  recheck of near-missed terms).
+
+General speech (the dev set without the recordings) is decoded with each domain's terms or LM, and
+with a list of 50 terms of a domain it never mentions (bench/domains/unrelated_boost.txt): a list
+that has nothing to find must not cost a customer their ordinary calls. The engine runs in-process
+(the daemon's decoders run the same search and scorers), one model loaded once. Tuning uses
+`--part dev`; the reported figures use `--part test`, the other half of every set.
 """
 
 from __future__ import annotations
@@ -14,12 +23,14 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
-
+from typing import Callable
 
 from bench import domain_data, report
 from bench.wer import score
 
 CACHE = Path.home() / ".cache" / "async-engine" / "bench"
+UNRELATED_TERMS = domain_data.DOMAINS_DIR / "unrelated_boost.txt"
+PEER_SYSTEMS = ("plain", "hotwords", "initial_prompt")
 
 
 def _weights(text: str) -> list[tuple[float, float]]:
@@ -31,6 +42,10 @@ def _weights(text: str) -> list[tuple[float, float]]:
     return pairs
 
 
+def _names(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from engine.settings import DEFAULT_LM_WEIGHT, DEFAULT_LM_WORD_BONUS
 
@@ -38,19 +53,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="half of every clip set: dev to tune on, test to report")
     parser.add_argument("--weights", type=_weights, default=[(float(DEFAULT_LM_WEIGHT), float(DEFAULT_LM_WORD_BONUS))],
                         help="comma-separated WEIGHT:WORD_BONUS pairs for the fusion (default: the served ones)")
-    parser.add_argument("--boost", type=lambda t: t.split(",") if t else [], default=["default"],
+    parser.add_argument("--boost", type=_names, default=["low", "default", "high"],
                         help="comma-separated boost_param values to run word_boost at ('' for none)")
+    parser.add_argument("--peer", type=_names, default=list(PEER_SYSTEMS),
+                        help=f"faster-whisper rows, comma-separated from {','.join(PEER_SYSTEMS)} ('' for none)")
+    parser.add_argument("--no-prompt", dest="prompt", action="store_false", help="skip our row with the terms as prompt")
     parser.add_argument("--beams", type=lambda t: [int(b) for b in t.split(",")], default=[5],
                         help="comma-separated beam widths")
     parser.add_argument("--general-limit", type=int, help="first N general clips of the part only")
     parser.add_argument("--order", type=int, default=3, help="n-gram order of the domain LMs")
-    parser.add_argument("--recheck", choices=["on", "off", "both"], default="both",
-                        help="LM runs with the terms' recheck (as served), without it (fusion alone), or both")
+    parser.add_argument("--recheck", choices=["on", "off", "both"], default="on",
+                        help="LM rows with the terms' recheck (as served), without it (fusion alone), or both")
 
 
-def _decode(transcriber, clips: list, options) -> list[str]:
-    audios = [domain_data.load_clip_audio(c.audio) for c in clips]
-    return [t.text for t in transcriber.transcribe_many(audios, options=options)]
+def terms_text(terms: list[str]) -> str:
+    """A term list as one text, the way hotwords, initial_prompt and our prompt are given it."""
+    return ", ".join(terms) + "."
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setting:
+    """How one system decodes with one list of terms (and that list's domain LM, where it has one)."""
+
+    options: object = None  # our DecodeOptions
+    scorers: tuple = ()
+    domain_terms: object = None
+    peer: tuple[tuple[str, str], ...] | None = None  # faster-whisper's transcribe options; None for ours
 
 
 def domain_lm(args: argparse.Namespace) -> None:
@@ -61,10 +89,12 @@ def domain_lm(args: argparse.Namespace) -> None:
     from engine.transcriber import Transcriber
 
     domains = [domain_data.forced_alignment(args.eval_dir), domain_data.clinic(CACHE / "clinic")]
+    unrelated = domain_data.read_lines(UNRELATED_TERMS)
     general = domain_data.general(args.eval_dir)
     pick = (lambda clips: list(clips)) if args.part == "all" else (lambda clips: domain_data.split(clips, args.part))
     sets = {d.name: pick(d.clips) for d in domains}
     sets["general"] = pick(general)[: args.general_limit]
+    audio = {name: [domain_data.load_clip_audio(c.audio) for c in clips] for name, clips in sets.items()}
     models = {}
     for domain in domains:
         out = CACHE / "lm" / f"{domain.name}.{args.order}.klm"
@@ -73,54 +103,81 @@ def domain_lm(args: argparse.Namespace) -> None:
         models[domain.name] = load_language_model(out)
     transcriber = Transcriber.load(args.model, beam_size=max(args.beams))
     texts = transcriber.tokenizer.token_texts
-    terms = {d.name: load_domain_terms(CACHE / "lm" / f"{d.name}.{args.order}.klm", transcriber.tokenizer)
-             for d in domains}
-    plain = DecodeOptions()
-    rows = ["| beam | system | " + " | ".join(f"{d.name} WER %" for d in domains)
-            + " | general WER % (with each domain's LM or terms) | wall s |",
-            "|---:|---|" + "---:|" * len(domains) + "---|---:|"]
+    lm_terms = {d.name: load_domain_terms(CACHE / "lm" / f"{d.name}.{args.order}.klm", transcriber.tokenizer)
+                for d in domains}
+    base = transcriber.search_config
+    peers: dict[int, object] = {}
+    # (column, clip set, terms, the domain whose LM goes with them or None)
+    columns = [(d.name, d.name, d.boost_terms, d.name) for d in domains]
+    columns += [(f"general, {d.name} terms", "general", d.boost_terms, d.name) for d in domains]
+    columns.append(("general, 50 unrelated terms", "general", unrelated, None))
+    rows = ["| beam | system | " + " | ".join(f"{c[0]} WER %" for c in columns) + " | wall s |",
+            "|---:|---|" + "---:|" * len(columns) + "---:|"]
 
-    def run(label: str, beam: int, scorers_for, options_for, terms_for=lambda d: None) -> None:
+    def decode(setting: _Setting, beam: int, name: str) -> list[str]:
+        if setting.peer is not None:
+            if beam not in peers:
+                from bench.peers import FasterWhisperRunner
+
+                peers[beam] = FasterWhisperRunner(args.model, beam)
+            return [peers[beam].transcribe(a, **dict(setting.peer)) for a in audio[name]]
+        transcriber.search_config = dataclasses.replace(base, beam_size=beam, scorers=setting.scorers,
+                                                        domain_terms=setting.domain_terms)
+        return [t.text for t in transcriber.transcribe_many(audio[name], options=setting.options)]
+
+    def run(label: str, beam: int, setting_for: Callable[[list[str], str | None], _Setting | None]) -> None:
         started = time.monotonic()
-        domain_wer, general_wer = [], []
-        for domain in domains:
-            transcriber.search_config = dataclasses.replace(base, beam_size=beam, scorers=scorers_for(domain),
-                                                            domain_terms=terms_for(domain))
-            for name, wers in ((domain.name, domain_wer), ("general", general_wer)):
-                if (name == "general" and not scorers_for(domain) and terms_for(domain) is None
-                        and options_for(domain) == plain and general_wer):
-                    wers.append(general_wer[0])  # the baseline's general speech does not depend on the domain
-                    continue
-                clips = sets[name]
-                hyps = _decode(transcriber, clips, options_for(domain))
-                wers.append(100 * score([c.reference for c in clips], hyps).overall.wer)
-        wall = time.monotonic() - started
-        general_text = " / ".join(f"{w:.2f}" for w in general_wer)
-        rows.append(f"| {beam} | {label} | " + " | ".join(f"{w:.2f}" for w in domain_wer)
-                    + f" | {general_text} | {wall:.0f} |")
+        cells, done = [], {}
+        for _, name, terms, lm in columns:
+            setting = setting_for(terms, lm)
+            if setting is None:
+                cells.append("–")
+                continue
+            if (name, setting) not in done:  # a setting that ignores the terms decodes general speech once
+                hyps = decode(setting, beam, name)
+                done[(name, setting)] = 100 * score([c.reference for c in sets[name]], hyps).overall.wer
+            cells.append(f"{done[(name, setting)]:.2f}")
+        rows.append(f"| {beam} | {label} | " + " | ".join(cells) + f" | {time.monotonic() - started:.0f} |")
         print(rows[-1], flush=True)
 
-    base = transcriber.search_config
+    plain = DecodeOptions()
     for beam in args.beams:
-        run("no LM", beam, lambda d: (), lambda d: plain)
-        for weight, bonus in args.weights:
-            fusion = lambda d, w=weight, b=bonus: (LanguageModelFusion(models[d.name], texts, w, b),) if w else ()  # noqa: E731
-            if args.recheck in ("off", "both") and weight:
-                run(f"LM weight {weight:g}, word bonus {bonus:g}, fusion alone", beam, fusion, lambda d: plain)
-            if args.recheck in ("on", "both"):
-                run(f"LM weight {weight:g}, word bonus {bonus:g}, fusion + recheck of near-missed terms", beam, fusion,
-                    lambda d: plain, lambda d: terms[d.name])
+        for system in args.peer:
+            run(f"faster-whisper {system}", beam,
+                lambda terms, lm, s=system: _Setting(peer=() if s == "plain" else ((s, terms_text(terms)),)))
+        run("ours, plain", beam, lambda terms, lm: _Setting(options=plain))
+        if args.prompt:
+            run("ours, terms as prompt", beam, lambda terms, lm: _Setting(options=DecodeOptions(prompt=terms_text(terms))))
         for strength in args.boost:
-            run(f"word_boost ({strength})", beam, lambda d: (),
-                lambda d, s=strength: DecodeOptions(word_boost=tuple(d.boost_terms), boost_param=s))
+            run(f"ours, word_boost ({strength})", beam,
+                lambda terms, lm, s=strength: _Setting(options=DecodeOptions(word_boost=tuple(terms), boost_param=s)))
+        for weight, bonus in args.weights:
+            fusion = lambda lm, w=weight, b=bonus: (LanguageModelFusion(models[lm], texts, w, b),) if w else ()  # noqa: E731
+            if args.recheck in ("off", "both") and weight:
+                run(f"ours, custom LM (weight {weight:g}, word bonus {bonus:g}), fusion alone", beam,
+                    lambda terms, lm, f=fusion: _Setting(options=plain, scorers=f(lm)) if lm else None)
+            if args.recheck in ("on", "both"):
+                run(f"ours, custom LM (weight {weight:g}, word bonus {bonus:g}), fusion + recheck", beam,
+                    lambda terms, lm, f=fusion: _Setting(options=plain, scorers=f(lm), domain_terms=lm_terms[lm])
+                    if lm else None)
     counts = ", ".join(f"{name} {len(clips)}" for name, clips in sets.items())
-    notes = [f"part {args.part} of each set (bench/domain_data.split; clips: {counts}); engine in-process on the "
-             f"CPU, model {args.model}; domain LMs of order {args.order} built by engine.lm.toolkit from "
-             f"bench/domains/*/lm.txt (never the test references), with the rare terms `lm build` writes beside "
-             f"them for the recheck (engine/lm/domain_terms.py); word_boost terms from bench/domains/*/boost.txt",
-             "general WER is the dev set without mfa_selfrecorded, decoded with the forced-alignment LM or terms "
-             "and then with the clinic ones"]
-    text = report.dated_section(f"{args.model}, custom language model and word_boost", notes, "\n".join(rows))
+    notes = [f"part {args.part} of each set (bench/domain_data.split; clips: {counts}); model {args.model}; ours "
+             f"in-process on the CPU, faster-whisper {_peer_version()} (int8, 2 threads, language en) on the same "
+             f"weights and audio",
+             "terms: bench/domains/*/boost.txt, given to faster-whisper's hotwords and initial_prompt and to our "
+             "prompt as one text ('Montreal Forced Aligner, forced aligner, ....'), to word_boost as the list; "
+             "custom LMs of order "
+             f"{args.order} built by engine.lm.toolkit from bench/domains/*/lm.txt (never the test references), "
+             "with the rare terms `lm build` writes beside them for the recheck",
+             "general: the part's dev-set clips without mfa_selfrecorded, decoded with each domain's terms (or "
+             "LM) and with bench/domains/unrelated_boost.txt (50 software terms, none of them spoken)"]
+    text = report.dated_section(f"{args.model}, custom vocabulary: word_boost, prompt and custom LM", notes,
+                                "\n".join(rows))
     print(text)
     report.append(args.results, text)
 
+
+def _peer_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("faster-whisper")

@@ -83,8 +83,9 @@ class FasterWhisperRunner:
         self._model = WhisperModel(str(ct2_model_dir(model)), device=device, num_workers=num_workers,
                                    **(on_cpu if device == "cpu" else {"compute_type": "float16"}))
 
-    def transcribe(self, audio: np.ndarray, vad_filter: bool = False) -> str:
-        """Full text of one 16 kHz clip; the generator is drained so all work is timed."""
+    def transcribe(self, audio: np.ndarray, vad_filter: bool = False, **options: object) -> str:
+        """Full text of one 16 kHz clip; the generator is drained so all work is timed. `options` go to
+        faster-whisper's transcribe as they are (hotwords, initial_prompt)."""
         segments, _ = self._model.transcribe(audio, language="en", beam_size=self.beam_size,
-                                             word_timestamps=self.word_timestamps, vad_filter=vad_filter)
+                                             word_timestamps=self.word_timestamps, vad_filter=vad_filter, **options)
         return " ".join(s.text.strip() for s in segments)
