@@ -40,7 +40,8 @@ class DecodeOptions:
         A single temperature decodes each window once, at that temperature.
     word_boost: words or phrases the beam search is drawn toward (AssemblyAI's word_boost): they
         lead the prompt, and a hypothesis is rewarded as it spells one (engine.lm.fusion.WordBoost)
-        with `boost_param`'s strength.
+        with `boost_param`'s strength; a window they had nothing to do with is decoded as without
+        them, one that nearly spelled a phrase again with it alone (engine/decoding/fallback.py).
     """
 
     prompt: str | None = None

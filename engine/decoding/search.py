@@ -142,6 +142,7 @@ class WindowSearch:
                  prompt: tuple[int, ...] = (), scorers: tuple[Scorer, ...] = ()) -> None:
         self.cfg = config
         self.scorers = (*config.scorers, *scorers) if temperature == 0 else ()
+        self._per_hypothesis = [getattr(s, "per_hypothesis", False) for s in self.scorers]
         self.temperature = temperature
         self._prompt = prompt
         # A beam starts from one row, its only hypothesis, and widens to beam_size rows at its first token
@@ -268,10 +269,10 @@ class WindowSearch:
         total = [0.0] * len(tokens)
         whole = [0.0] * len(tokens)
         states = []
-        for scorer, state in zip(self.scorers, hyp.states):
+        for scorer, state, per_hypothesis in zip(self.scorers, hyp.states, self._per_hypothesis):
             bonus, after = scorer.advance(state, tokens)
             total = [t + b for t, b in zip(total, bonus)]
-            if getattr(scorer, "per_hypothesis", False):
+            if per_hypothesis:
                 whole = [w + b for w, b in zip(whole, bonus)]
             states.append(after)
         return total, whole, states
