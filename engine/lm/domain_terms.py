@@ -3,12 +3,14 @@
 Shallow fusion can only rerank what the model proposes, and a term the model has never heard is
 misheard from its first token ("Montreal forced a liner"), so the LM never gets to score it
 (docs/LANGUAGE_MODEL.md). word_boost fixes such terms by naming them in Whisper's prompt and
-rewarding their spelling, but named on every window it costs ordinary speech about a point of WER.
-So a custom LM brings its terms along and uses them only where a window asks for them: a window
+rewarding their spelling; a custom LM brings its terms along and uses them only where a window
+asks for them: a window
 whose unbiased text comes within a few edits of spelling it (NEAR below; "a liner" for
 "aligner", "lysinopril" for "lisinopril"), without spelling it, is decoded once more with the
 terms it nearly spelled boosted (engine/decoding/fallback.py). Ordinary speech rarely comes that close to a
-drug name, so it is rarely decoded twice and almost never changed.
+drug name, so it is rarely decoded twice and almost never changed. A request's word_boost list is
+tested the same way (boosted_terms): its near misses are rechecked with them alone, and a boosted
+window that neither spells nor nearly spells one is decoded as without the list.
 
 `lm build` writes the terms beside the model (MODEL.terms, "count<TAB>term" per line): the
 corpus's long words and the phrases of two or three words that hold one, at least three times, and
