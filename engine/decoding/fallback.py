@@ -50,15 +50,20 @@ class WindowDecode:
         self._tokenizer = tokenizer
         self._seconds = audio_seconds
         self._temperatures = options.temperatures
-        self._options = options
         self._rechecking = False
         self._rechecked: SearchResult | None = None
         self._missed: tuple[str, ...] = ()  # the terms the recheck boosted
-        self._prompt = options.prompt_tokens(tokenizer)
-        self._scorers = options.scorers(tokenizer)
+        self._start(options)
+
+    def _start(self, options: DecodeOptions) -> WindowSearch:
+        """The window's attempts from the first, decoded with `options` (the request's, or them without word_boost)."""
+        self._options = options
+        self._prompt = options.prompt_tokens(self._tokenizer)
+        self._scorers = options.scorers(self._tokenizer)
         self._attempts: list[tuple[SearchResult, float]] = []
-        self.search = WindowSearch(config, audio_seconds, self._temperatures[0], prompt=self._prompt,
+        self.search = WindowSearch(self._config, self._seconds, self._temperatures[0], prompt=self._prompt,
                                    scorers=self._scorers)
+        return self.search
 
     def retry(self) -> WindowSearch | None:
         """Record the finished search; return the next one to run, or None when decided."""
@@ -86,13 +91,7 @@ class WindowDecode:
         text = self._tokenizer.decode(self._decided().tokens)
         if spells_any(text, self._options.word_boost) or self._boosted_terms().near_misses(text):
             return None
-        self._options = dataclasses.replace(self._options, word_boost=())
-        self._prompt = self._options.prompt_tokens(self._tokenizer)
-        self._scorers = self._options.scorers(self._tokenizer)
-        self._attempts = []
-        self.search = WindowSearch(self._config, self._seconds, self._temperatures[0], prompt=self._prompt,
-                                   scorers=self._scorers)
-        return self.search
+        return self._start(dataclasses.replace(self._options, word_boost=()))
 
     def _recheck(self) -> WindowSearch | None:
         """The window once more, at the first temperature, with the terms the decided text nearly spelled boosted."""
