@@ -13,11 +13,14 @@ temperature and after the window's text is decided (the first attempt's, or the 
   one of them nor nearly spells one (engine/lm/domain_terms.py) is decoded again, with its whole
   schedule, as if word_boost were empty: a list that has nothing to find in a window must leave it
   as it would have been (named in the prompt, the terms cost general speech a point or more).
-- **Recheck**: a window whose text nearly spells a boosted term, or one of a custom language
-  model's terms, without spelling it, is decoded once more with only the terms it nearly spelled
-  boosted. The recheck's text replaces the decided one only when it spells one of those terms (the
-  recheck exists to let a term in; boosted, a window can also wander off into text the model does
-  not believe, and without the term that is all it is) and is neither suspect nor silence.
+- **Recheck**: a window whose text nearly spells a boosted term (the request's list, tested even
+  when the window was unboosted), a rare word or listed phrase of the request's prompt
+  (engine/lm/domain_terms.prompt_terms), or one of a custom language model's terms, without spelling
+  it, is decoded once more with only the terms it nearly spelled boosted. The recheck's text replaces
+  the decided one only when it spells one of those terms (the recheck exists to let a term in;
+  boosted, a window can also wander off into text the model does not believe, and without the term
+  that is all it is), is neither suspect nor silence, and does not say a phrase twice that the
+  decided text said once (the model copying the list of terms in its prompt).
 """
 
 from __future__ import annotations
@@ -26,14 +29,18 @@ import dataclasses
 
 from engine.text.compression import compression_ratio
 from engine.decoding.options import DecodeOptions
+from engine.decoding.repeats import adds_repeat
 from engine.decoding.search import SearchConfig, SearchResult, WindowSearch
-from engine.lm.domain_terms import MAX_TERMS_PER_WINDOW, DomainTerms, boosted_terms
+from engine.lm.domain_terms import MAX_TERMS_PER_WINDOW, DomainTerms, boosted_terms, prompt_terms
 from engine.lm.text import spells_any
 from engine.text.tokenizer import WhisperTokenizer
 
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOGPROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
+# A recheck that says a phrase of this many words twice where the decided text did not ("Montreal forced
+# aligner, forced aligner" for "Montreal forced liner") copied the list of terms in its prompt, not the audio.
+RECHECK_REPEAT_WORDS = 2
 
 
 def is_silence(result: SearchResult) -> bool:
@@ -53,6 +60,7 @@ class WindowDecode:
         self._rechecking = False
         self._rechecked: SearchResult | None = None
         self._missed: tuple[str, ...] = ()  # the terms the recheck boosted
+        self._terms = options.word_boost  # the request's, tested for near misses even after an unboost
         self._start(options)
 
     def _start(self, options: DecodeOptions) -> WindowSearch:
@@ -73,7 +81,9 @@ class WindowDecode:
         suspect = ratio > COMPRESSION_RATIO_THRESHOLD or result.avg_logprob < LOGPROB_THRESHOLD
         if self._rechecking:
             self._rechecking = False
-            if not suspect and not is_silence(result) and spells_any(text, self._missed):
+            decided = self._tokenizer.decode(self._decided().tokens)
+            if (not suspect and not is_silence(result) and spells_any(text, self._missed)
+                    and not adds_repeat(decided, text, RECHECK_REPEAT_WORDS)):
                 self._rechecked = result
             return None
         self._attempts.append((result, ratio))
@@ -111,13 +121,16 @@ class WindowDecode:
         return self.search
 
     def _boosted_terms(self) -> DomainTerms:
-        return boosted_terms(self._options.word_boost, self._tokenizer)
+        return boosted_terms(self._terms, self._tokenizer)
 
     def _near_misses(self, text: str) -> tuple[str, ...]:
-        """The boosted terms and the language model's terms that `text` nearly spells, at most MAX_TERMS_PER_WINDOW."""
-        found = list(self._boosted_terms().near_misses(text)) if self._options.word_boost else []
+        """The boosted terms, the prompt's rare words and the language model's terms that `text` nearly spells,
+        at most MAX_TERMS_PER_WINDOW."""
+        found = list(self._boosted_terms().near_misses(text)) if self._terms else []
+        if self._options.prompt:
+            found += prompt_terms(self._options.prompt, self._tokenizer).near_misses(text)
         if self._config.domain_terms is not None:
-            found += [t for t in self._config.domain_terms.near_misses(text) if t not in self._options.word_boost]
+            found += [t for t in self._config.domain_terms.near_misses(text) if t not in self._terms]
         return tuple(dict.fromkeys(found))[:MAX_TERMS_PER_WINDOW]
 
     def result(self) -> SearchResult:

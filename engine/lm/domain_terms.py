@@ -50,6 +50,7 @@ SAME_STEM_TAIL = 2  # a near miss that differs only in the term's last letters i
 MAX_TERMS_PER_WINDOW = 20  # a window's recheck boosts at most this many terms (its prompt stays short)
 _NOT_LETTER = re.compile(r"[^a-z]")
 _RAW_WORD = re.compile(r"[A-Za-z]+")
+_PROMPT_PARTS = re.compile(r"[,.;:!?\n]+")
 
 
 def terms_path(model: Path) -> Path:
@@ -158,6 +159,24 @@ def _differs_early(candidate: str, term: str) -> bool:
 def boosted_terms(phrases: tuple[str, ...], tokenizer: "WhisperTokenizer") -> DomainTerms:
     """A request's word_boost as DomainTerms, built once per distinct list in each process."""
     return DomainTerms(phrases, tokenizer)
+
+
+@lru_cache(maxsize=64)
+def prompt_terms(prompt: str, tokenizer: "WhisperTokenizer") -> DomainTerms:
+    """The rare words of a request's prompt, and its short listed phrases, as DomainTerms (once per prompt).
+
+    OpenAI's guide gives the prompt to fix "specific words or acronyms that the model often misrecognizes";
+    read only as preceding text, a long prompt still lets a rare word through misspelled ("lisinoprel"
+    with "lisinopril" in it). A window that nearly spells one of them is rechecked with it boosted, as a
+    word_boost term would be (engine/decoding/fallback.py). A phrase is a part of the prompt between
+    commas or stops of at most MAX_PHRASE_WORDS words ("Montreal Forced Aligner" in a list of terms):
+    misheard, a phrase's rare word can become an ordinary one ("forced liner"), no near miss alone.
+    """
+    words = [w for w in _RAW_WORD.findall(prompt) if len(w) >= MIN_WORD_LETTERS]
+    phrases = [" ".join(part.split()) for part in _PROMPT_PARTS.split(prompt)]
+    terms = words + [p for p in phrases if 1 < len(p.split()) <= MAX_PHRASE_WORDS]
+    first = {t.lower(): t for t in reversed(terms)}  # each term once, as first written
+    return DomainTerms(tuple(dict.fromkeys(first[t.lower()] for t in terms)), tokenizer)
 
 
 def load_domain_terms(model: Path, tokenizer: "WhisperTokenizer") -> DomainTerms | None:
