@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from drive import advance
-from engine.lm.domain_terms import DomainTerms, corpus_terms, load_domain_terms, terms_path, write_terms
+from engine.lm.domain_terms import DomainTerms, corpus_terms, load_domain_terms, prompt_terms, terms_path, write_terms
 from engine.lm.text import corpus_sentences, spells_any
 from engine.text.tokenizer import WhisperTokenizer
 
@@ -72,6 +72,16 @@ def test_a_phrase_whose_rare_word_was_heard_is_no_near_miss(tokenizer):
     assert terms.near_misses("Give forty miligrams by mouth.") == ("milligrams",)
 
 
+def test_a_prompt_s_terms_are_its_rare_words_and_short_listed_phrases(tokenizer):
+    listed = prompt_terms("Montreal Forced Aligner, forced aligner, aligner, MFA, TextGrid.", tokenizer)
+    assert listed.terms == ("Aligner", "TextGrid", "Montreal Forced Aligner", "forced aligner")
+    assert listed.near_misses("the Montreal forced liner") == ("Montreal Forced Aligner", "forced aligner")
+    visit = prompt_terms("Follow-up visit. She takes lisinopril and metoprolol every morning, and feels well.", tokenizer)
+    assert visit.terms == ("lisinopril", "metoprolol")  # a clause is no phrase, "morning" is one token
+    ordinary = "Yesterday the committee discussed the quarterly transcripts, and everybody agreed."
+    assert prompt_terms(ordinary, tokenizer).terms == ()
+
+
 def test_spells_any_compares_normalised_words():
     assert spells_any("She takes Lisinopril.", ("lisinopril",))
     assert spells_any("the forced aligner, again", ("Forced Aligner",))
@@ -93,6 +103,8 @@ def _finish(search, vocab: int, tokens: list[int], eot: int) -> None:
 @pytest.mark.parametrize(("recheck_says", "kept"), [
     (" She takes lisinopril daily.", " She takes lisinopril daily."),  # the term came back: the recheck wins
     (" She takes lemons daily.", " She takes lysinopril daily."),  # it did not: the decided text stays
+    # the term came, said twice: the model copied its prompt's list, not the audio
+    (" She takes lisinopril, takes lisinopril daily.", " She takes lysinopril daily."),
 ])
 def test_the_recheck_wins_only_when_it_spells_a_term(tokenizer, installed_model, recheck_says, kept):
     from engine.decoding.fallback import WindowDecode
@@ -143,3 +155,49 @@ def test_a_boosted_window_that_spells_no_term_is_decoded_as_without_the_list(tok
     _finish(again, vocab, [tb, *tokenizer.encode(" She takes lemons every day."), tb + 100], eot)
     assert window.retry() is None
     assert tokenizer.decode([t for t in window.result().tokens if t < eot]) == " She takes lemons every day."
+
+
+def test_a_window_nearly_spelling_a_prompt_s_rare_word_is_rechecked_with_it(tokenizer, installed_model):
+    """OpenAI's prompt carries the spellings of uncommon words; a near miss of one is decoded again with it boosted."""
+    from engine.decoding.fallback import WindowDecode
+    from engine.decoding.options import DecodeOptions
+    from engine.decoding.search import SearchConfig
+
+    config = json.loads((installed_model / "config.json").read_text())
+    vocab = config["dims"]["n_vocab"]
+    search_config = SearchConfig.for_model(tokenizer, config, beam_size=1)
+    tb, eot = tokenizer.timestamp_begin, tokenizer.eot
+    options = DecodeOptions(prompt="Medications: lisinopril, metoprolol.")
+    window = WindowDecode(search_config, tokenizer, 5.0, options)
+    _finish(window.search, vocab, [tb, *tokenizer.encode(" She takes lysinopril daily."), tb + 100], eot)
+    recheck = window.retry()
+    boosted = DecodeOptions(prompt=options.prompt, word_boost=("lisinopril",))
+    assert recheck is window.search and recheck.first_tokens() == [(*boosted.prompt_tokens(tokenizer), tokenizer.sot)]
+    assert recheck.scorers  # the word is rewarded as well as named
+    _finish(recheck, vocab, [tb, *tokenizer.encode(" She takes lisinopril daily."), tb + 100], eot)
+    assert window.retry() is None
+    assert tokenizer.decode([t for t in window.result().tokens if t < eot]) == " She takes lisinopril daily."
+
+
+def test_an_unboosted_window_is_still_rechecked_for_the_request_s_terms(tokenizer, installed_model):
+    """Boosted, the window said nothing like a term, so it was decoded as without the list; that text can
+    still nearly spell one, and is rechecked with it."""
+    from engine.decoding.fallback import WindowDecode
+    from engine.decoding.options import DecodeOptions
+    from engine.decoding.search import SearchConfig
+
+    config = json.loads((installed_model / "config.json").read_text())
+    vocab = config["dims"]["n_vocab"]
+    search_config = SearchConfig.for_model(tokenizer, config, beam_size=1)
+    tb, eot = tokenizer.timestamp_begin, tokenizer.eot
+    window = WindowDecode(search_config, tokenizer, 5.0, DecodeOptions(word_boost=("lisinopril", "metoprolol")))
+    _finish(window.search, vocab, [tb, *tokenizer.encode(" She takes lemons daily."), tb + 100], eot)
+    unboosted = window.retry()
+    assert unboosted is window.search and unboosted.scorers == ()
+    _finish(unboosted, vocab, [tb, *tokenizer.encode(" She takes lysinopril daily."), tb + 100], eot)
+    recheck = window.retry()
+    assert recheck is window.search and recheck.first_tokens() == [
+        (*DecodeOptions(word_boost=("lisinopril",)).prompt_tokens(tokenizer), tokenizer.sot)]
+    _finish(recheck, vocab, [tb, *tokenizer.encode(" She takes lisinopril daily."), tb + 100], eot)
+    assert window.retry() is None
+    assert tokenizer.decode([t for t in window.result().tokens if t < eot]) == " She takes lisinopril daily."
