@@ -28,7 +28,7 @@ import numpy as np
 import requests
 import soundfile as sf
 
-from bench import dataset, report
+from bench import dataset, domain_data, report
 from bench.daemon_proc import audio_server, file_url, running_daemon
 from bench.wer import score
 
@@ -93,7 +93,7 @@ class StreamResult:
     error: str = ""
 
 
-def stream_call(url: str, call: Call, key: str) -> StreamResult:
+def stream_call(url: str, call: Call, key: str, keyterms: tuple[str, ...] = ()) -> StreamResult:
     from assemblyai.streaming.v3 import (StreamingClient, StreamingClientOptions, StreamingEvents,
                                          StreamingParameters)
 
@@ -127,7 +127,8 @@ def stream_call(url: str, call: Call, key: str) -> StreamResult:
     client.on(StreamingEvents.Turn, on_turn)
     client.on(StreamingEvents.Termination, on_end)
     client.on(StreamingEvents.Error, on_error)
-    client.connect(StreamingParameters(sample_rate=rate, encoding=encoding, format_turns=True))
+    client.connect(StreamingParameters(sample_rate=rate, encoding=encoding, format_turns=True,
+                                       **({"keyterms_prompt": list(keyterms)} if keyterms else {})))
     t0[0] = time.monotonic()
     for i, frame in enumerate(frames):
         delay = t0[0] + i * FRAME_SECONDS - time.monotonic()
@@ -179,7 +180,8 @@ class Row:
 
 
 def _run(label: str, stream_url: str, http_url: str, calls: list[Call], files: list[str], streams: int,
-         file_clients: int, eval_origin: str, eval_dir: Path, load_paths: list[Path]) -> Row:
+         file_clients: int, eval_origin: str, eval_dir: Path, load_paths: list[Path],
+         keyterms: tuple[str, ...] = ()) -> Row:
     stop, done = threading.Event(), [0]
     loaders = [threading.Thread(target=_file_load, args=(http_url, eval_origin, eval_dir, load_paths, stop, done))
                for _ in range(file_clients)]
@@ -188,7 +190,8 @@ def _run(label: str, stream_url: str, http_url: str, calls: list[Call], files: l
     if loaders:
         time.sleep(3.0)  # the file load is running before the first stream connects
     results: list[StreamResult] = [StreamResult() for _ in range(streams)]
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, stream_call(stream_url, calls[i], "bench")))
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, stream_call(stream_url, calls[i], "bench",
+                                                                                      keyterms)))
                for i in range(streams)]
     for thread in threads:
         thread.start()
@@ -202,13 +205,18 @@ def _run(label: str, stream_url: str, http_url: str, calls: list[Call], files: l
     return row
 
 
-def _file_answers(http_url: str, origin: str, root: Path, calls: list[Call]) -> list[str]:
+def _file_answers(http_url: str, origin: str, root: Path, calls: list[Call],
+                  word_boost: tuple[str, ...] = ()) -> list[str]:
+    extra = {"word_boost": list(word_boost)} if word_boost else {}
     return [requests.post(http_url + "/transcribe/url", timeout=600,
-                          json={"audio_url": file_url(origin, root, root / f"{c.name}.wav")}).json()["blob"]
+                          json={"audio_url": file_url(origin, root, root / f"{c.name}.wav"), **extra}).json()["blob"]
             for c in calls]
 
 
 def streaming(args: argparse.Namespace) -> None:
+    keyterms = tuple(domain_data.read_lines(args.keyterms)) if args.keyterms else ()
+    if keyterms and args.shared:
+        raise SystemExit("--keyterms runs beside the one-host rows only, not with --shared")
     calls = build_calls(args.eval_dir, max(args.streams), args.clips_per_call, args.seed)
     root = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
     for call in calls:  # what the file transcription reads: the same audio, through the same telephony encoding
@@ -237,11 +245,15 @@ def streaming(args: argparse.Namespace) -> None:
                                          load_paths))
         else:
             with running_daemon(ASYNC_ENGINE_MODEL=args.model) as daemon:
-                files = _file_answers(daemon.url, origin, root, calls)
+                # each row once as is and, with --keyterms, once more with the list: the two side by side
+                lists = [()] + ([keyterms] if keyterms else [])
+                files = {terms: _file_answers(daemon.url, origin, root, calls, terms) for terms in lists}
                 runs = [(n, 0) for n in args.streams] + [(n, args.file_clients) for n in args.with_load]
                 for streams, clients in runs:
-                    rows.append(_run("one host", daemon.stream_url, daemon.url, calls, files, streams, clients,
-                                     eval_origin, args.eval_dir, load_paths))
+                    for terms in lists:
+                        label = f"one host, keyterms_prompt ({len(terms)} terms)" if terms else "one host"
+                        rows.append(_run(label, daemon.stream_url, daemon.url, calls, files[terms], streams, clients,
+                                         eval_origin, args.eval_dir, load_paths, terms))
     table = ["| served by | streams | file load | final turns | final p50 s | final p95 s | "
              "p95 beyond max_turn_silence s | partial p50 s | partial p95 s | end lag max s | WER streamed | "
              "WER as files | Δ points | files done | errors |",
@@ -260,6 +272,9 @@ def streaming(args: argparse.Namespace) -> None:
              "WER: the formatted final turns joined, and the /transcribe/url answer for the same audio, both "
              f"normalised with the Whisper English normaliser; pooled over every row: streamed {pooled_stream:.2f} %, "
              f"as files {pooled_file:.2f} % ({pooled_stream - pooled_file:+.2f} points)"]
+    if keyterms:
+        notes.append(f"keyterms_prompt: the {len(keyterms)} lines of {args.keyterms}, none of them spoken in the calls; "
+                     "each row is run without and then with them, and the files are transcribed with them as word_boost")
     if args.shared:
         notes.append("shared mode: a redis-server, an API node (SKIP_DECODER=1) and one worker node on this machine; "
                      "each stream count runs straight to the worker node's stream port, then through the API node")
@@ -279,3 +294,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--shared", action="store_true",
                         help="instead: shared mode, each stream count straight to a worker node and through an API node")
+    parser.add_argument("--keyterms", type=Path,
+                        help="a file of terms, one a line: every one-host row is run again with them as keyterms_prompt")
