@@ -81,34 +81,32 @@ class WindowDecode:
         suspect = ratio > COMPRESSION_RATIO_THRESHOLD or result.avg_logprob < LOGPROB_THRESHOLD
         if self._rechecking:
             self._rechecking = False
-            decided = self._tokenizer.decode(self._decided().tokens)
             if (not suspect and not is_silence(result) and spells_any(text, self._missed)
-                    and not adds_repeat(decided, text, RECHECK_REPEAT_WORDS)):
+                    and not adds_repeat(self._decided_text(), text, RECHECK_REPEAT_WORDS)):
                 self._rechecked = result
             return None
         self._attempts.append((result, ratio))
         if not suspect or is_silence(result) or len(self._attempts) == len(self._temperatures):
-            return self._unboost() or self._recheck()
+            decided = self._decided_text()
+            return self._unboost(decided) or self._recheck(decided)
         temperature = self._temperatures[len(self._attempts)]
         self.search = WindowSearch(self._config, self._seconds, temperature, seed=len(self._attempts),
                                    prompt=self._prompt, scorers=self._scorers)
         return self.search
 
-    def _unboost(self) -> WindowSearch | None:
+    def _unboost(self, text: str) -> WindowSearch | None:
         """The window decoded again as if word_boost were empty, when the boosted text has nothing to do with it."""
         if not self._options.word_boost:
             return None
-        text = self._tokenizer.decode(self._decided().tokens)
         if spells_any(text, self._options.word_boost) or self._boosted_terms().near_misses(text):
             return None
         return self._start(dataclasses.replace(self._options, word_boost=()))
 
-    def _recheck(self) -> WindowSearch | None:
+    def _recheck(self, text: str) -> WindowSearch | None:
         """The window once more, at the first temperature, with the terms the decided text nearly spelled boosted."""
-        decided = self._decided()
-        if is_silence(decided):
+        if is_silence(self._decided()):
             return None
-        missed = self._near_misses(self._tokenizer.decode(decided.tokens).strip())
+        missed = self._near_misses(text)
         if not missed:
             return None
         # Only those terms: named alone in the prompt, a term is spelled more often than in a long list
@@ -119,6 +117,9 @@ class WindowDecode:
         self.search = WindowSearch(self._config, self._seconds, self._temperatures[0],
                                    prompt=boosted.prompt_tokens(self._tokenizer), scorers=boosted.scorers(self._tokenizer))
         return self.search
+
+    def _decided_text(self) -> str:
+        return self._tokenizer.decode(self._decided().tokens).strip()
 
     def _boosted_terms(self) -> DomainTerms:
         return boosted_terms(self._terms, self._tokenizer)

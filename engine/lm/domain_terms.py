@@ -174,9 +174,10 @@ def prompt_terms(prompt: str, tokenizer: "WhisperTokenizer") -> DomainTerms:
     """
     words = [w for w in _RAW_WORD.findall(prompt) if len(w) >= MIN_WORD_LETTERS]
     phrases = [" ".join(part.split()) for part in _PROMPT_PARTS.split(prompt)]
-    terms = words + [p for p in phrases if 1 < len(p.split()) <= MAX_PHRASE_WORDS]
-    first = {t.lower(): t for t in reversed(terms)}  # each term once, as first written
-    return DomainTerms(tuple(dict.fromkeys(first[t.lower()] for t in terms)), tokenizer)
+    unique: dict[str, str] = {}
+    for term in words + [p for p in phrases if 1 < len(p.split()) <= MAX_PHRASE_WORDS]:
+        unique.setdefault(term.lower(), term)  # each term once, as first written
+    return DomainTerms(tuple(unique.values()), tokenizer)
 
 
 def load_domain_terms(model: Path, tokenizer: "WhisperTokenizer") -> DomainTerms | None:
