@@ -111,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
                                          "short + re-decode encoder windows, on dev and on short clips cut from it")
     _common(rep)
     rep.add_argument("--no-fw", action="store_true", help="leave faster-whisper's WER and repeats out")
+    edges = sub.add_parser("vad-edges", help="in-process WER and speed with a file's head and tail kept in its windows "
+                                              "or trimmed to the VAD's speech, on dev and on short clips cut from it")
+    _common(edges)
+    edges.add_argument("--no-fw", action="store_true", help="leave faster-whisper's rows out")
     domain = sub.add_parser("domain-lm", help="custom vocabulary: WER with word_boost, prompt and a custom LM, ours beside faster-whisper's hotwords and initial_prompt, per domain and on general speech")
     domain.add_argument("--model", default="tiny.en")
     domain.add_argument("--eval-dir", type=Path, default=dataset.default_eval_dir())
@@ -278,7 +282,7 @@ def accuracy(args: argparse.Namespace) -> None:
 # Commands whose module is named after them (- as _) and holds a function of the same name; imported only
 # when run, so one benchmark's dependencies (faster-whisper, py-spy, redis-server) do not burden another.
 _MODULE_COMMANDS = ("heldout", "calls", "soak", "jobs", "profile", "idle", "scale", "gpu", "encoder-width",
-                    "domain-lm", "prompt-cost", "repeats", "steps", "parse", "speakers", "streaming", "stream-soak", "image")
+                    "domain-lm", "prompt-cost", "repeats", "vad-edges", "steps", "parse", "speakers", "streaming", "stream-soak", "image")
 
 
 def main() -> None:

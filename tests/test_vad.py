@@ -79,18 +79,53 @@ def test_rejects_multichannel_input(vad):
 
 
 @pytest.mark.parametrize("voice", [VOICE_A, VOICE_B])
-def test_speech_is_covered_tightly(vad, voice):
+def test_a_short_file_keeps_its_head_and_tail_around_tight_speech(vad, voice):
     speech = say(SENTENCES[1], voice=voice)
     lead = 3 * SR
     audio = np.concatenate([silence(3, SR), speech, silence(3, SR)])
 
-    windows = vad.windows(audio)
+    (w,) = vad.windows(audio)
+
+    assert w.pieces == ((0, audio.size),), "Whisper sees a file that fits one window whole, as faster-whisper does"
+    # The speech the VAD heard is still where it was: word timings are fitted to it.
+    assert w.speech[0][0] > lead - SR and w.speech[-1][1] < lead + speech.size + SR
+
+
+@pytest.mark.parametrize("voice", [VOICE_A, VOICE_B])
+def test_speech_is_covered_tightly_when_edges_are_trimmed(voice):
+    speech = say(SENTENCES[1], voice=voice)
+    lead = 3 * SR
+    audio = np.concatenate([silence(3, SR), speech, silence(3, SR)])
+
+    windows = VoiceActivityDetector(keep_file_edges=False).windows(audio)
 
     assert len(windows) == 1
     (w,) = windows
     # eSpeak output starts and ends with a little silence of its own.
     assert covered(windows, lead + int(0.1 * SR), lead + speech.size - int(0.1 * SR))
     assert w.start > lead - SR and w.end < lead + speech.size + SR
+
+
+def test_file_edges_join_a_window_only_where_it_still_fits():
+    short = VoiceActivityDetector(max_window_s=8.0)
+    speech = say(SENTENCES[2])
+    audio = np.concatenate([silence(2, SR), speech, silence(6, SR)])
+
+    (w,) = short.windows(audio)
+
+    assert_well_formed([w], audio.size, max_s=8.0)
+    assert w.start == 0, "the 2 s head fits the window"
+    assert w.end < audio.size - 4 * SR, "the 6 s tail would not, so it stays trimmed to a pad"
+
+
+def test_silences_inside_a_file_are_still_cut_when_its_edges_are_kept(vad):
+    first, second = say(SENTENCES[0]), say(SENTENCES[1])
+    audio = np.concatenate([silence(2, SR), first, silence(6.0, SR), second, silence(2, SR)])
+
+    (w,) = vad.windows(audio)
+
+    assert w.start == 0 and w.end == audio.size
+    assert len(w.pieces) == 2 and w.samples < audio.size - 4.5 * SR
 
 
 def test_speech_in_noise_is_found(vad):

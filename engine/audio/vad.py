@@ -8,6 +8,7 @@ call inside GIL-releasing kernels, so a 1-hour file takes seconds and memory
 beyond the input is one block plus one float per 32 ms frame.
 """
 
+from dataclasses import replace
 from importlib import resources
 
 import numpy as np
@@ -32,7 +33,9 @@ class VoiceActivityDetector:
 
     ``min_speech_ms`` of 250 ms and the stock 0.5 threshold already reject
     silence, white noise and pure tones; blips shorter than that are almost
-    never words Whisper could transcribe.
+    never words Whisper could transcribe. ``keep_file_edges`` False trims a
+    file's head and tail to its speech and pads as well (the rule before;
+    ``python -m bench vad-edges`` measures the two).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class VoiceActivityDetector:
         pad_s: float = 0.5,
         min_speech_ms: int = 250,
         min_silence_ms: int = 100,
+        keep_file_edges: bool = True,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError("threshold must be in (0, 1)")
@@ -52,6 +56,7 @@ class VoiceActivityDetector:
         self.pad = int(pad_s * SAMPLE_RATE)
         self.min_speech_ms = min_speech_ms
         self.min_silence_ms = min_silence_ms
+        self.keep_file_edges = keep_file_edges
         model_path = resources.files("silero_vad.data").joinpath(_MODEL_FILE)
         with resources.as_file(model_path) as path:
             self._model = SileroVADSequence(str(path), sampling_rate=SAMPLE_RATE)
@@ -76,7 +81,32 @@ class VoiceActivityDetector:
             audio_length_samples=audio.size,
         )
         spans = _split_long([(s["start"], s["end"]) for s in segments], budget)
-        return _pack(spans, self.pad, self.max_window, audio.size)
+        windows = _pack(spans, self.pad, self.max_window, audio.size)
+        return _with_file_edges(windows, self.max_window, audio.size) if self.keep_file_edges else windows
+
+
+def _with_file_edges(windows: list[SpeechWindow], max_window: int, length: int) -> list[SpeechWindow]:
+    """The file's head joined to its first window and its tail to its last, where the window still fits.
+
+    Silero hears less than Whisper does: creaky, breathy and whispered voices score under the
+    threshold (a creaky "Montreal" at 0.14 at most, so "Montreal forced aligner" came back as
+    "Forest Aligner"), and the words so lost sit at the edges of an utterance, which on a short
+    clip are the edges of the file. Whisper and faster-whisper are given a short file whole; kept
+    this way, a domain's terms given as a prompt came out as often as with faster-whisper's
+    initial_prompt (docs/LANGUAGE_MODEL.md). Silences inside the file are still cut to two pads,
+    and a file without speech still has no window, so silence and noise still transcribe to nothing.
+    The speech spans stay the VAD's: a word heard only in the head is kept, its timing fitted
+    to the nearest speech.
+    """
+    if not windows:
+        return windows
+    first = windows[0]
+    if first.start and first.samples + first.start <= max_window:
+        windows[0] = replace(first, pieces=((0, first.pieces[0][1]), *first.pieces[1:]))
+    last = windows[-1]
+    if last.end < length and last.samples + length - last.end <= max_window:
+        windows[-1] = replace(last, pieces=(*last.pieces[:-1], (last.pieces[-1][0], length)))
+    return windows
 
 
 def _split_long(spans: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:

@@ -1,0 +1,107 @@
+"""`vad-edges`: a file's head and tail kept in its windows (shipped) or trimmed to the VAD's speech.
+
+Silero misses quiet voice qualities Whisper hears (engine/audio/vad.py `_with_file_edges`), and
+the words it misses sit at an utterance's edges. The two rules, in one process on the same decoded
+audio, all clips of a set in one transcribe_many call, on:
+
+- the dev set, split into its spontaneous Montreal Forced Aligner recordings (mfa_selfrecorded:
+  whispered, creaky, breathy, falsetto) and the rest (read speech a change must not cost);
+- the short clips cut from dev (bench/short_clips.py: 1.5-5 s sentences at 16 kHz, 8 kHz and 8 kHz
+  20 dB quieter), where a trimmed edge is a large part of each clip.
+
+faster-whisper (same weights, no VAD, as it runs by default) is scored beside them. Each row gives WER,
+the errors that are insertions (what a kept silence would add if the model heard words in it) and speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jiwer
+from tqdm import tqdm
+
+from bench import dataset, report, short_clips
+from bench.domain_data import MFA_SOURCE
+from bench.wer import normalise
+
+RULES = {"trimmed (before)": False, "kept (shipped)": True}
+
+
+def _counts(clips: list[dataset.Clip], texts: list[str]) -> dict[str, tuple[int, int, int]]:
+    """Errors, insertions and reference words, per part of the set."""
+    out: dict[str, list[int]] = {}
+    for clip, text in zip(clips, texts):
+        ref, hyp = normalise(clip.reference), normalise(text)
+        part = "recordings" if clip.source.split("@")[0] == MFA_SOURCE else "other"
+        total = out.setdefault(part, [0, 0, 0])
+        if not ref:
+            total[0] += len(hyp.split())
+            total[1] += len(hyp.split())
+            continue
+        m = jiwer.process_words(ref, hyp)
+        total[0] += m.substitutions + m.deletions + m.insertions
+        total[1] += m.insertions
+        total[2] += len(ref.split())
+    return {part: tuple(v) for part, v in out.items()}
+
+
+def _row(data: str, system: str, counts: dict[str, tuple[int, int, int]], speed: str) -> str:
+    cells = []
+    for part in ("recordings", "other"):
+        if part not in counts:
+            cells.append("–")
+            continue
+        errors, inserted, words = counts[part]
+        cells.append(f"{100 * errors / words:.2f} ({errors}, {inserted} inserted)")
+    errors = sum(c[0] for c in counts.values())
+    words = sum(c[2] for c in counts.values())
+    return f"| {data} | {system} | {100 * errors / words:.2f} | " + " | ".join(cells) + f" | {speed} |"
+
+
+def vad_edges(args: argparse.Namespace) -> None:
+    """Both rules and faster-whisper on dev and the short clips; print and append the section."""
+    from engine.audio.vad import VoiceActivityDetector
+    from engine.transcriber import Transcriber
+
+    sets = {"dev": dataset.load_manifest(args.eval_dir),
+            "short clips": short_clips.load(args.eval_dir, args.model, args.beam)}
+    audios = {name: [dataset.load_audio(c) for c in tqdm(clips, desc=f"decoding {name}", unit="clip")]
+              for name, clips in sets.items()}
+    audio_s = {name: sum(len(a) for a in auds) / dataset.SAMPLE_RATE for name, auds in audios.items()}
+    transcriber = Transcriber.load(args.model, beam_size=args.beam)
+    transcriber.transcribe_many(audios["dev"][:4])  # warm-up
+    rows = ["| data | system | WER % | recordings (mfa_selfrecorded): WER % (errors, insertions) "
+            "| the rest: WER % (errors, insertions) | audio s / wall s |",
+            "|---|---|---:|---:|---:|---:|"]
+    shipped = transcriber.vad
+    try:
+        for name, clips in sets.items():
+            for rule, keep in RULES.items():
+                transcriber.vad = VoiceActivityDetector(keep_file_edges=keep)
+                started = time.monotonic()
+                texts = [t.text for t in transcriber.transcribe_many(audios[name])]
+                wall = time.monotonic() - started
+                rows.append(_row(name, f"ours, edges {rule}", _counts(clips, texts), f"{audio_s[name] / wall:.2f}"))
+                print(rows[-1], flush=True)
+    finally:
+        transcriber.vad = shipped
+    if not args.no_fw:
+        from bench.peers import FasterWhisperRunner
+
+        runner = FasterWhisperRunner(args.model, args.beam)
+        for name, clips in sets.items():
+            texts = [runner.transcribe(a) for a in tqdm(audios[name], desc=f"faster-whisper {name}", unit="clip")]
+            rows.append(_row(name, report.BASELINE, _counts(clips, texts), "–"))
+            print(rows[-1], flush=True)
+    notes = [f"dev: {args.eval_dir}/dev.tsv ({len(sets['dev'])} clips, {audio_s['dev']:.1f} s); short clips: "
+             f"{len(sets['short clips'])} single sentences cut from the dev recordings ({audio_s['short clips']:.1f} s; "
+             "bench/short_clips.py), each at 16 kHz, 8 kHz and 8 kHz 20 dB quieter",
+             f"engine in-process on the CPU, model {args.model}, beam {args.beam}, each set in one transcribe_many "
+             "call; faster-whisper one clip at a time, without VAD (its default)",
+             "edges kept: the file's head and tail joined to its first and last window where the window still fits "
+             "(engine/audio/vad.py); trimmed: cut to the VAD's speech and its 0.5 s pads, as before"]
+    text = report.dated_section(f"{args.model} beam {args.beam}, a file's head and tail kept or trimmed by the VAD",
+                                notes, "\n".join(rows))
+    print(text)
+    report.append(args.results, text)
