@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from bench import dataset, report, short_clips
 from bench.domain_data import MFA_SOURCE
-from bench.wer import normalise
+from bench.wer import count_errors, normalise
 
 RULES = {"trimmed (before)": False, "kept (shipped)": True}
 
@@ -75,8 +75,10 @@ def vad_edges(args: argparse.Namespace) -> None:
             "| the rest: WER % (errors, insertions) | audio s / wall s |",
             "|---|---|---:|---:|---:|---:|"]
     shipped = transcriber.vad
+    changed: list[str] = []
     try:
         for name, clips in sets.items():
+            errors = []
             for rule, keep in RULES.items():
                 transcriber.vad = VoiceActivityDetector(keep_file_edges=keep)
                 started = time.monotonic()
@@ -84,6 +86,11 @@ def vad_edges(args: argparse.Namespace) -> None:
                 wall = time.monotonic() - started
                 rows.append(_row(name, f"ours, edges {rule}", _counts(clips, texts), f"{audio_s[name] / wall:.2f}"))
                 print(rows[-1], flush=True)
+                errors.append([count_errors(c.reference, t).errors for c, t in zip(clips, texts)])
+            moved = [(c, a, b) for c, a, b in zip(clips, *errors) if a != b]
+            changed.append(f"{name}: {sum(b < a for _, a, b in moved)} clips better with the edges kept, "
+                           f"{sum(b > a for _, a, b in moved)} worse"
+                           + ("; " + ", ".join(f"{c.path.name} {a} → {b}" for c, a, b in moved) if len(moved) <= 12 else ""))
     finally:
         transcriber.vad = shipped
     if not args.no_fw:
@@ -99,6 +106,7 @@ def vad_edges(args: argparse.Namespace) -> None:
              "bench/short_clips.py), each at 16 kHz, 8 kHz and 8 kHz 20 dB quieter",
              f"engine in-process on the CPU, model {args.model}, beam {args.beam}, each set in one transcribe_many "
              "call; faster-whisper one clip at a time, without VAD (its default)",
+             *changed,
              "edges kept: the file's head and tail joined to its first and last window where the window still fits "
              "(engine/audio/vad.py); trimmed: cut to the VAD's speech and its 0.5 s pads, as before"]
     text = report.dated_section(f"{args.model} beam {args.beam}, a file's head and tail kept or trimmed by the VAD",
