@@ -183,6 +183,27 @@ def test_word_boost_rewards_a_phrase_once_and_the_phrases_inside_it_with_it(toke
     assert run(" aligner, Montreal Forced Aligner") == pytest.approx(len(" aligner") * 0.5 + first)
 
 
+def test_word_boost_pays_for_one_form_of_a_term(tokenizer):
+    """Paid for each form, a beam that said "Montreal forced aligner" read "forced alignment" off the list next."""
+    boost = WordBoost(["Montreal Forced Aligner", "forced aligner", "forced alignment", "atorvastatin",
+                       "rosuvastatin"], tokenizer, reward=0.5)
+
+    def run(text: str) -> float:
+        state, score = boost.initial(), 0.0
+        for token in _ids(tokenizer, text):
+            bonuses, states = boost.advance(state, [token])
+            score, state = score + bonuses[0], states[0]
+        return score
+
+    first = len(" montreal forced aligner") * 0.5
+    assert run(" Montreal Forced Aligner, forced alignment") == pytest.approx(first)
+    assert run(" forced alignment and forced aligner") == pytest.approx(len(" forced alignment") * 0.5)
+    assert run(" forced alignment by the Montreal Forced Aligner") == pytest.approx(
+        len(" forced alignment") * 0.5 + first), "a longer term holding more than the form said earns"
+    two = len(" atorvastatin") * 0.5 + len(" rosuvastatin") * 0.5
+    assert run(" atorvastatin, not rosuvastatin") == pytest.approx(two), "a shared ending is not a shared term"
+
+
 def test_word_boost_values_are_checked():
     assert check_word_boost(["  Montreal   Forced Aligner ", "", "MFA", "MFA"]) == ("Montreal Forced Aligner", "MFA")
     for bad, message in [("MFA", "a list"), ([3], "strings"), (["a b c d e f g"], "6 words"), (["x" * 101], "100"),

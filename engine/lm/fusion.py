@@ -9,6 +9,7 @@ the model's probabilities: confidences and Whisper's fallback test stay the mode
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Sequence
@@ -26,6 +27,11 @@ LN10 = math.log(10.0)
 # word_boost's strength, AssemblyAI's boost_param: the reward (log domain) per character of a boosted
 # phrase's spelling that a hypothesis follows; tuned on the dev half of bench/domains (docs/LANGUAGE_MODEL.md).
 BOOST_REWARD = {"low": 0.1, "default": 0.25, "high": 0.4}
+# Two boosted phrases that share this much of the shorter one from their start are forms of one term
+# ("forced aligner", "forced alignment"). Once a hypothesis spells one, the other earns nothing: paid for
+# each form, a beam that has said the term goes on to read the next form off the prompt's list
+# ("Montreal forced aligner, forced alignment." for "Montreal forced, forced aligner").
+SAME_TERM_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,10 @@ class WordBoost:
                 completions.setdefault(target[:i], set()).add(target)
         self._completions = {prefix: frozenset(found) for prefix, found in completions.items()}
         # a phrase spelled also spells the boosted phrases inside it ("Montreal Forced Aligner": "aligner")
-        self._covers = {t: frozenset(u for u in self._targets if (t + " ").find(u + " ") >= 0) for t in self._targets}
+        # and their other forms ("forced alignment" for "forced aligner")
+        inside = {t: [u for u in self._targets if (t + " ").find(u + " ") >= 0] for t in self._targets}
+        self._covers = {t: frozenset(v for u in found for v in self._targets if _forms_of_one(u, v))
+                        for t, found in inside.items()}
         self._continuations: dict[str, tuple[int, ...]] = {}
         self._none = _BoostState("", 0.0)
 
@@ -197,6 +206,11 @@ class WordBoost:
             bonuses.append(bonus)
             states.append(after)
         return bonuses, states
+
+
+def _forms_of_one(a: str, b: str) -> bool:
+    """True when boosted phrases `a` and `b` (as WordBoost keeps them) are one term, or forms of one."""
+    return len(os.path.commonprefix((a, b))) >= SAME_TERM_SHARE * min(len(a), len(b))
 
 
 @lru_cache(maxsize=64)
