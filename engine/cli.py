@@ -67,9 +67,9 @@ def _transcribe(args: argparse.Namespace, settings: EngineSettings) -> int:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            transcripts = transcriber.transcribe_many(list(audio), progress, decode)
+            transcripts = transcriber.transcribe_many(list(audio), progress, decode, args.dual_channel)
     else:
-        transcripts = transcriber.transcribe_many(list(audio), options=decode)
+        transcripts = transcriber.transcribe_many(list(audio), options=decode, dual_channel=args.dual_channel)
     speakers = None
     if args.speaker_labels:
         from engine.speakers.diarize import encoder_for, who_spoke_when

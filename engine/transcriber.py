@@ -74,12 +74,14 @@ class Transcriber:
         return self.transcribe_many([audio], progress, options)[0]
 
     def transcribe_many(self, audios: Sequence[np.ndarray], progress: Callable[[int, int], None] | None = None,
-                        options: DecodeOptions = DecodeOptions()) -> list[Transcript]:
+                        options: DecodeOptions = DecodeOptions(), dual_channel: bool = False) -> list[Transcript]:
         """Transcribe 16 kHz mono files together, windows of all files sharing every decoder step.
 
         `progress(done, total)` is called as windows finish. `options` apply to every window.
+        `dual_channel`: the audios are the sides of one call (VoiceActivityDetector.windows' call_channel).
         """
-        tasks = deque((i, span) for i, audio in enumerate(audios) for span in self.vad.windows(audio))
+        tasks = deque((i, span) for i, audio in enumerate(audios)
+                      for span in self.vad.windows(audio, call_channel=dual_channel))
         speech = [[] for _ in audios]
         for file, span in tasks:
             speech[file] += span.speech_ms()

@@ -106,6 +106,17 @@ def test_speech_is_covered_tightly_when_edges_are_trimmed(voice):
     assert w.start > lead - SR and w.end < lead + speech.size + SR
 
 
+def test_a_side_of_a_call_is_trimmed_at_its_edges_too(vad):
+    """On a dual_channel side, the head and tail are the other side's turns, not an utterance's edges."""
+    speech = say(SENTENCES[1])
+    lead = 3 * SR
+    audio = np.concatenate([silence(3, SR), speech, silence(3, SR)])
+
+    (w,) = vad.windows(audio, call_channel=True)
+
+    assert w.start > lead - SR and w.end < lead + speech.size + SR
+
+
 def test_file_edges_join_a_window_only_where_it_still_fits():
     short = VoiceActivityDetector(max_window_s=8.0)
     speech = say(SENTENCES[2])

@@ -112,11 +112,13 @@ class DecoderWorker:
         soak benchmark saw every request's audio pile up in the decoder.
         """
         try:
-            pcm = self.shm.view(message.pcm)[message.channel]
+            block = self.shm.view(message.pcm)
         except BlockGone as gone:  # the request ended before its plan came up: its job is cancelled or failing
             self.events.put(m.WorkerFailure(message.uid, f"its audio was released before it was planned ({gone})"))
             return
-        windows = self.vad.windows(pcm)
+        pcm = block[message.channel]
+        windows = self.vad.windows(pcm, call_channel=block.shape[0] > 1)  # two channels: dual_channel's sides
+        del block
         del pcm
         self.shm.forget(message.pcm.name)
         self.events.put(m.Planned(message.uid, message.channel, windows))
