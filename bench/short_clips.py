@@ -162,3 +162,16 @@ def load(eval_dir: Path, model: str = "tiny.en", beam: int = 5) -> list[dataset.
         name, reference, source = line.split("\t")
         clips.append(dataset.Clip(path=manifest.parent / name, reference=reference, source=source))
     return clips
+
+
+def with_dev(eval_dir: Path, model: str = "tiny.en", beam: int = 5) -> tuple[
+        dict[str, list[dataset.Clip]], dict[str, list[np.ndarray]], dict[str, float]]:
+    """The dev set and this set, each as its clips, their decoded audio and its seconds: what the
+    in-process benchmarks of short windows (repeats, vad-edges) run on."""
+    from tqdm import tqdm
+
+    sets = {"dev": dataset.load_manifest(eval_dir), "short clips": load(eval_dir, model, beam)}
+    audios = {name: [dataset.load_audio(c) for c in tqdm(clips, desc=f"decoding {name}", unit="clip")]
+              for name, clips in sets.items()}
+    audio_s = {name: sum(len(a) for a in auds) / dataset.SAMPLE_RATE for name, auds in audios.items()}
+    return sets, audios, audio_s

@@ -64,11 +64,7 @@ def vad_edges(args: argparse.Namespace) -> None:
     from engine.audio.vad import VoiceActivityDetector
     from engine.transcriber import Transcriber
 
-    sets = {"dev": dataset.load_manifest(args.eval_dir),
-            "short clips": short_clips.load(args.eval_dir, args.model, args.beam)}
-    audios = {name: [dataset.load_audio(c) for c in tqdm(clips, desc=f"decoding {name}", unit="clip")]
-              for name, clips in sets.items()}
-    audio_s = {name: sum(len(a) for a in auds) / dataset.SAMPLE_RATE for name, auds in audios.items()}
+    sets, audios, audio_s = short_clips.with_dev(args.eval_dir, args.model, args.beam)
     transcriber = Transcriber.load(args.model, beam_size=args.beam)
     transcriber.transcribe_many(audios["dev"][:4])  # warm-up
     rows = ["| data | system | WER % | recordings (mfa_selfrecorded): WER % (errors, insertions) "

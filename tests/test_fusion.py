@@ -165,16 +165,21 @@ def test_word_boost_rewards_each_spelling_and_gives_a_broken_match_back(tokenize
     assert bonuses[0] == pytest.approx(-score), "the end of the text gives an unfinished match back"
 
 
+def _boost_total(boost: WordBoost, tokenizer, text: str) -> float:
+    """The reward a hypothesis spelling `text` has when it ends there (no end token: matches under way keep theirs)."""
+    state, score = boost.initial(), 0.0
+    for token in _ids(tokenizer, text):
+        bonuses, states = boost.advance(state, [token])
+        score, state = score + bonuses[0], states[0]
+    return score
+
+
 def test_word_boost_rewards_a_phrase_once_and_the_phrases_inside_it_with_it(tokenizer):
     """Rewarded at every spelling, a beam says a boosted term again ("Montreal forced aligner, aligner.")."""
     boost = WordBoost(["Montreal Forced Aligner", "forced aligner", "aligner", "TextGrid"], tokenizer, reward=0.5)
 
     def run(text: str) -> float:
-        state, score = boost.initial(), 0.0
-        for token in _ids(tokenizer, text):
-            bonuses, states = boost.advance(state, [token])
-            score, state = score + bonuses[0], states[0]
-        return score
+        return _boost_total(boost, tokenizer, text)
 
     first = len(" montreal forced aligner") * 0.5
     assert run(" Montreal Forced Aligner") == pytest.approx(first)
@@ -189,11 +194,7 @@ def test_word_boost_pays_for_one_form_of_a_term(tokenizer):
                        "rosuvastatin"], tokenizer, reward=0.5)
 
     def run(text: str) -> float:
-        state, score = boost.initial(), 0.0
-        for token in _ids(tokenizer, text):
-            bonuses, states = boost.advance(state, [token])
-            score, state = score + bonuses[0], states[0]
-        return score
+        return _boost_total(boost, tokenizer, text)
 
     first = len(" montreal forced aligner") * 0.5
     assert run(" Montreal Forced Aligner, forced alignment") == pytest.approx(first)
