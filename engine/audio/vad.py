@@ -31,7 +31,7 @@ _MODEL_FILE = "silero_vad_16k_sequence.onnx"
 class VoiceActivityDetector:
     """Loads the Silero ONNX session once; ``windows`` is safe to call from many threads.
 
-    ``min_speech_ms`` of 250 ms and the stock 0.5 threshold already reject
+    ``min_speech_ms`` of 250 ms and a 0.25 threshold (Silero's stock one is 0.5) already reject
     silence, white noise and pure tones; blips shorter than that are almost
     never words Whisper could transcribe. ``keep_file_edges`` False trims a
     file's head and tail to its speech and pads as well (the rule before;
