@@ -147,8 +147,11 @@ class WordBoost:
         # a phrase spelled also spells the boosted phrases inside it ("Montreal Forced Aligner": "aligner")
         # and their other forms ("forced alignment" for "forced aligner")
         inside = {t: [u for u in self._targets if (t + " ").find(u + " ") >= 0] for t in self._targets}
-        self._covers = {t: frozenset(v for u in found for v in self._targets if _forms_of_one(u, v))
-                        for t, found in inside.items()}
+        by_start: dict[str, list[str]] = {}  # forms share at least their first two characters (" f")
+        for target in self._targets:
+            by_start.setdefault(target[:2], []).append(target)
+        forms = {u: [v for v in by_start[u[:2]] if _forms_of_one(u, v)] for u in self._targets}
+        self._covers = {t: frozenset(v for u in found for v in forms[u]) for t, found in inside.items()}
         self._continuations: dict[str, tuple[int, ...]] = {}
         self._none = _BoostState("", 0.0)
 
