@@ -18,45 +18,30 @@ from __future__ import annotations
 import argparse
 import time
 
-import jiwer
 from tqdm import tqdm
 
 from bench import dataset, report, short_clips
 from bench.domain_data import MFA_SOURCE
-from bench.wer import count_errors, normalise
+from bench.wer import WerCount, count_errors
 
 RULES = {"trimmed (before)": False, "kept (shipped)": True}
 
 
-def _counts(clips: list[dataset.Clip], texts: list[str]) -> dict[str, tuple[int, int, int]]:
-    """Errors, insertions and reference words, per part of the set."""
-    out: dict[str, list[int]] = {}
-    for clip, text in zip(clips, texts):
-        ref, hyp = normalise(clip.reference), normalise(text)
-        part = "recordings" if clip.source.split("@")[0] == MFA_SOURCE else "other"
-        total = out.setdefault(part, [0, 0, 0])
-        if not ref:
-            total[0] += len(hyp.split())
-            total[1] += len(hyp.split())
-            continue
-        m = jiwer.process_words(ref, hyp)
-        total[0] += m.substitutions + m.deletions + m.insertions
-        total[1] += m.insertions
-        total[2] += len(ref.split())
-    return {part: tuple(v) for part, v in out.items()}
+def _per_clip(clips: list[dataset.Clip], texts: list[str]) -> list[WerCount]:
+    return [count_errors(c.reference, t) for c, t in zip(clips, texts)]
 
 
-def _row(data: str, system: str, counts: dict[str, tuple[int, int, int]], speed: str) -> str:
+def _row(data: str, system: str, clips: list[dataset.Clip], counts: list[WerCount], speed: str) -> str:
+    """The set's WER, then the recordings' and the rest's with their errors and insertions."""
+    parts = {"recordings": WerCount(), "other": WerCount()}
+    for clip, count in zip(clips, counts):
+        parts["recordings" if clip.source.split("@")[0] == MFA_SOURCE else "other"].add(count)
+    total = WerCount()
     cells = []
-    for part in ("recordings", "other"):
-        if part not in counts:
-            cells.append("–")
-            continue
-        errors, inserted, words = counts[part]
-        cells.append(f"{100 * errors / words:.2f} ({errors}, {inserted} inserted)")
-    errors = sum(c[0] for c in counts.values())
-    words = sum(c[2] for c in counts.values())
-    return f"| {data} | {system} | {100 * errors / words:.2f} | " + " | ".join(cells) + f" | {speed} |"
+    for part in parts.values():
+        total.add(part)
+        cells.append(f"{100 * part.wer:.2f} ({part.errors}, {part.insertions} inserted)" if part.words else "–")
+    return f"| {data} | {system} | {100 * total.wer:.2f} | " + " | ".join(cells) + f" | {speed} |"
 
 
 def vad_edges(args: argparse.Namespace) -> None:
@@ -80,9 +65,10 @@ def vad_edges(args: argparse.Namespace) -> None:
                 started = time.monotonic()
                 texts = [t.text for t in transcriber.transcribe_many(audios[name])]
                 wall = time.monotonic() - started
-                rows.append(_row(name, f"ours, edges {rule}", _counts(clips, texts), f"{audio_s[name] / wall:.2f}"))
+                counts = _per_clip(clips, texts)
+                rows.append(_row(name, f"ours, edges {rule}", clips, counts, f"{audio_s[name] / wall:.2f}"))
                 print(rows[-1], flush=True)
-                errors.append([count_errors(c.reference, t).errors for c, t in zip(clips, texts)])
+                errors.append([c.errors for c in counts])
             moved = [(c, a, b) for c, a, b in zip(clips, *errors) if a != b]
             changed.append(f"{name}: {sum(b < a for _, a, b in moved)} clips better with the edges kept, "
                            f"{sum(b > a for _, a, b in moved)} worse"
@@ -95,7 +81,7 @@ def vad_edges(args: argparse.Namespace) -> None:
         runner = FasterWhisperRunner(args.model, args.beam)
         for name, clips in sets.items():
             texts = [runner.transcribe(a) for a in tqdm(audios[name], desc=f"faster-whisper {name}", unit="clip")]
-            rows.append(_row(name, report.BASELINE, _counts(clips, texts), "–"))
+            rows.append(_row(name, report.BASELINE, clips, _per_clip(clips, texts), "–"))
             print(rows[-1], flush=True)
     notes = [f"dev: {args.eval_dir}/dev.tsv ({len(sets['dev'])} clips, {audio_s['dev']:.1f} s); short clips: "
              f"{len(sets['short clips'])} single sentences cut from the dev recordings ({audio_s['short clips']:.1f} s; "

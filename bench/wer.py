@@ -27,6 +27,7 @@ class WerCount:
 
     errors: int = 0
     words: int = 0
+    insertions: int = 0  # of the errors: hypothesis words the reference does not have
 
     @property
     def wer(self) -> float:
@@ -36,6 +37,7 @@ class WerCount:
     def add(self, other: WerCount) -> None:
         self.errors += other.errors
         self.words += other.words
+        self.insertions += other.insertions
 
 
 @dataclass
@@ -55,9 +57,10 @@ def count_errors(reference: str, hypothesis: str) -> WerCount:
     ref = normalise(reference)
     hyp = normalise(hypothesis)
     if not ref:
-        return WerCount(errors=len(hyp.split()), words=0)
+        return WerCount(errors=len(hyp.split()), words=0, insertions=len(hyp.split()))
     out = jiwer.process_words(ref, hyp)
-    return WerCount(errors=out.substitutions + out.deletions + out.insertions, words=len(ref.split()))
+    return WerCount(errors=out.substitutions + out.deletions + out.insertions, words=len(ref.split()),
+                    insertions=out.insertions)
 
 
 def score(references: list[str], hypotheses: list[str], sources: list[str] | None = None) -> WerReport:
