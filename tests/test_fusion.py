@@ -205,6 +205,45 @@ def test_word_boost_pays_for_one_form_of_a_term(tokenizer):
     assert run(" atorvastatin, not rosuvastatin") == pytest.approx(two), "a shared ending is not a shared term"
 
 
+def test_word_boost_pays_a_term_only_when_its_word_ends(tokenizer):
+    """Paid as soon as its letters were spelled, "albuterol" glued to the next word ("albuterolast needed")
+    earned the reward while spelling no term, and the window was decoded again as without the list."""
+    boost = WordBoost(["albuterol", "Montreal Forced Aligner", "aligner"], tokenizer, reward=0.5)
+
+    def run(text: str) -> float:
+        return _boost_total(boost, tokenizer, text)
+
+    term = len(" albuterol") * 0.5
+    assert run(" albuterol as needed") == pytest.approx(term)
+    assert run(" albuterol. Then") == pytest.approx(term)
+    assert run(" albuterolast needed") == pytest.approx(0.0), "a word that goes on is not the term"
+    assert run(" Montreal Forced Aligners") == pytest.approx(0.0)
+    state = boost.initial()
+    for token in _ids(tokenizer, " albuterol"):
+        _, (state,) = boost.advance(state, [token])
+    bonuses, (after,) = boost.advance(state, [tokenizer.eot])
+    assert bonuses[0] == 0.0 and " albuterol" in after.spelled, "the end of the text ends the word"
+
+
+@pytest.mark.parametrize("restart", [" Montreal forced forced aligner", " Montreal forced, forced aligner"])
+def test_word_boost_pays_a_restarted_term_what_the_fluent_one_earns(tokenizer, restart):
+    """A speaker who starts a term again ("Montreal forced, forced aligner") must not be corrected by the
+    reward: given back whole, the broken start left the restart 2.25 nats behind the fluent spelling, and the
+    beam wrote "Montreal forced aligner" for the recordings' mfa_registershift."""
+    boost = WordBoost(["Montreal Forced Aligner", "forced aligner"], tokenizer, reward=0.25)
+
+    def run(text: str) -> float:
+        return _boost_total(boost, tokenizer, text)
+
+    fluent = run(" Montreal forced aligner")
+    assert fluent == pytest.approx(len(" montreal forced aligner") * 0.25)
+    assert run(restart) == pytest.approx(fluent)
+    assert run(" Montreal forced, and then the aligner") == pytest.approx(0.0), "no restart: the start is given back"
+    assert run(" Montreal, forced aligner") == pytest.approx(len(" forced aligner") * 0.25), \
+        "punctuation ends the phrase's spelling; only a restart keeps the start's credit"
+    assert run(" Montreal forced forced forced aligner") == pytest.approx(fluent), "never more than the term"
+
+
 def test_word_boost_values_are_checked():
     assert check_word_boost(["  Montreal   Forced Aligner ", "", "MFA", "MFA"]) == ("Montreal Forced Aligner", "MFA")
     for bad, message in [("MFA", "a list"), ([3], "strings"), (["a b c d e f g"], "6 words"), (["x" * 101], "100"),

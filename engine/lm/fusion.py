@@ -116,6 +116,7 @@ class _BoostState:
     matched: str  # lower-cased text of the boosted phrase followed so far ("" when none)
     credited: float  # what the match has been rewarded so far, taken back if it breaks off
     spelled: frozenset = frozenset()  # the phrases this hypothesis has spelled: a second spelling earns nothing
+    paused: bool = False  # punctuation followed the match: only a restart of the term keeps its credit
 
 
 class WordBoost:
@@ -125,7 +126,10 @@ class WordBoost:
     "Aligner" counts. Each token that extends a match earns `reward` per character (per token would
     favour spelling a term in many short tokens, which the model finds unlikely); a match that breaks off
     before its phrase ends gives its reward back, so a beam is drawn toward the phrase without
-    keeping a false start. A phrase earns its reward once per hypothesis: rewarded at every spelling, a
+    keeping a false start, unless the speaker starts the term again (`_restart_credit`). A phrase is
+    spelled, and keeps its reward, only where its last word ends (the next token begins with a space or
+    punctuation, or the text ends): "albuterolast" gives back what "albuterol" earned, as spells_any reads
+    it. A phrase earns its reward once per hypothesis: rewarded at every spelling, a
     beam learns to say it again ("Montreal forced aligner, aligner, aligner."), and once the text holds
     it the model's own context carries it. Once a match has begun, the tokens that would continue it are
     proposed as candidates even when the model ranks them below the beam's usual top-k: a misheard
@@ -160,7 +164,7 @@ class WordBoost:
 
     def proposals(self, state: _BoostState) -> tuple[int, ...]:
         """Tokens that continue the phrase being matched (none when no match is under way)."""
-        if not state.matched:
+        if not state.matched or state.paused:
             return ()
         found = self._continuations.get(state.matched)
         if found is None:
@@ -183,18 +187,38 @@ class WordBoost:
 
     def _follow(self, state: _BoostState, piece: str) -> tuple[float, _BoostState]:
         earned = self._reward * len(piece)
-        if state.matched:
+        if state.matched in self._targets and not piece[:1].isalnum():
+            state = self._spelled(state)
+        if state.matched and not any(c.isalnum() for c in piece):
+            return 0.0, _BoostState(state.matched, state.credited, state.spelled, paused=True)
+        if state.matched and not state.paused:
             extended = state.matched + piece
-            if extended in self._targets and extended not in state.spelled:
-                return earned, _BoostState("", 0.0, state.spelled | self._covers[extended])
             if self._open(extended, state.spelled):
                 return earned, _BoostState(extended, state.credited + earned, state.spelled)
-        refund = -state.credited
+        kept = self._restart_credit(state, piece) if state.matched else 0.0
+        refund = kept - state.credited
         if piece.startswith(" ") and self._open(piece, state.spelled):
-            if piece in self._targets and piece not in state.spelled:
-                return refund + earned, _BoostState("", 0.0, state.spelled | self._covers[piece])
-            return refund + earned, _BoostState(piece, earned, state.spelled)
+            return refund + earned, _BoostState(piece, earned + kept, state.spelled)
         return refund, self._idle(state)
+
+    def _spelled(self, state: _BoostState) -> _BoostState:
+        """The state once the phrase matched has ended with its word: spelled, its reward kept."""
+        return _BoostState("", 0.0, state.spelled | self._covers[state.matched])
+
+    def _restart_credit(self, state: _BoostState, piece: str) -> float:
+        """What a broken-off match keeps when `piece` says part of it again ("Montreal forced, forced aligner"):
+        its credit less the letters said twice, so a restarted term earns what the fluent one does, no more,
+        and the model's own scores choose between them. Given back whole, the broken start left the restart
+        behind, and the reward wrote a speaker's restart as the fluent term."""
+        if not piece.startswith(" "):
+            return 0.0
+        kept = 0.0
+        for restarted in self._completions.get(piece, ()):
+            for target in self._completions.get(state.matched, ()):
+                at = target.find(restarted)
+                if 0 <= at < len(state.matched):
+                    kept = max(kept, state.credited - self._reward * (len(state.matched) - at))
+        return kept
 
     def advance(self, state: _BoostState, tokens: Sequence[int]) -> tuple[list[float], list[_BoostState]]:
         bonuses: list[float] = []
@@ -202,8 +226,9 @@ class WordBoost:
         texts = self._texts
         for token in tokens:
             if token >= len(texts):  # a timestamp or the end: an unfinished match is given back
-                bonuses.append(-state.credited)
-                states.append(self._idle(state))
+                done = state.matched in self._targets
+                bonuses.append(0.0 if done else -state.credited)
+                states.append(self._spelled(state) if done else self._idle(state))
                 continue
             bonus, after = self._follow(state, lower_text(texts[token]))
             bonuses.append(bonus)
