@@ -146,7 +146,7 @@ def _fw_runs(args: argparse.Namespace, clips: list[dataset.Clip], audios: list[n
         runner = FasterWhisperRunner(args.model, args.beam, num_workers=k, device=device)
         runner.transcribe(audios[0])
         print(f"{report.BASELINE} K={k}: {len(clips)} clips ...", flush=True)
-        pool = run_pool(k, len(clips), lambda i: runner.transcribe(audios[i]))
+        pool = run_pool(k, len(clips), lambda i, fw=runner: fw.transcribe(audios[i]))
         runs.append(LoadRun(report.BASELINE, k, pool, audio_s,
                             score([c.reference for c in clips], _texts(pool),
                                   [c.source for c in clips]),

@@ -24,7 +24,7 @@ from urllib3.filepost import encode_multipart_formdata
 
 from daemon.config import DaemonConfig
 from daemon.errors import ERROR_TABLE, NO_SUCH_ENDPOINT
-from daemon.http import request_models, v1, v2
+from daemon.http import request_models, v1
 from daemon.http.app import create_app
 from daemon.http.openapi import openapi_document
 from daemon.http.validation import names
