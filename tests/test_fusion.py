@@ -242,6 +242,8 @@ def test_word_boost_pays_a_restarted_term_what_the_fluent_one_earns(tokenizer, r
     assert run(" Montreal, forced aligner") == pytest.approx(len(" forced aligner") * 0.25), \
         "punctuation ends the phrase's spelling; only a restart keeps the start's credit"
     assert run(" Montreal forced forced forced aligner") == pytest.approx(fluent), "never more than the term"
+    inner = len(" forced aligner") * 0.25
+    assert run(" forced aligner, Montreal forced forced.") == pytest.approx(inner), "a restart of a spelled phrase keeps nothing"
 
 
 def test_word_boost_values_are_checked():

@@ -195,11 +195,10 @@ class WordBoost:
             extended = state.matched + piece
             if self._open(extended, state.spelled):
                 return earned, _BoostState(extended, state.credited + earned, state.spelled)
-        kept = self._restart_credit(state, piece) if state.matched else 0.0
-        refund = kept - state.credited
         if piece.startswith(" ") and self._open(piece, state.spelled):
-            return refund + earned, _BoostState(piece, earned + kept, state.spelled)
-        return refund, self._idle(state)
+            kept = self._restart_credit(state, piece)
+            return kept - state.credited + earned, _BoostState(piece, earned + kept, state.spelled)
+        return -state.credited, self._idle(state)
 
     def _spelled(self, state: _BoostState) -> _BoostState:
         """The state once the phrase matched has ended with its word: spelled, its reward kept."""
@@ -210,10 +209,8 @@ class WordBoost:
         its credit less the letters said twice, so a restarted term earns what the fluent one does, no more,
         and the model's own scores choose between them. Given back whole, the broken start left the restart
         behind, and the reward wrote a speaker's restart as the fluent term."""
-        if not piece.startswith(" "):
-            return 0.0
         kept = 0.0
-        for restarted in self._completions.get(piece, ()):
+        for restarted in self._completions[piece] - state.spelled:
             for target in self._completions.get(state.matched, ()):
                 at = target.find(restarted)
                 if 0 <= at < len(state.matched):
